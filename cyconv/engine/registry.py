@@ -1,0 +1,125 @@
+"""op_type -> OpSpec: the one table the importer and the executor consult.
+
+Each op family file in ``cyconv/ops/`` registers its operators here with :func:`register`.
+An operator is described by a *builder*, called once per node when a session is created
+("prepare once, run many", as ncnn's ``create_pipeline``)::
+
+    @register("LeakyRelu", reference=leaky_relu_reference)
+    def LeakyRelu(node, *, alpha=0.01):          # kwargs = ONNX attribute names, spec defaults
+        alpha = float(alpha)                      # validate / normalise attributes at load
+        def run(ctx, x):                          # one positional arg per ONNX input
+            return kernels.leaky_relu(x, alpha, ctx.n_threads)
+        return run
+
+* ``node`` is a :class:`NodeContext`: the model's opset for the op's domain, the inputs that
+  are constant at load (initializers / folded constants: prepack weights from them), counts of
+  inputs and outputs, and ``node.error(msg)`` to raise a ModelError naming the node.
+* The builder raises ``node.error(...)`` (a ModelError) for bad attributes, at load time.
+  An attribute it does not accept as a keyword becomes a ModelError naming it.
+* ``run(ctx, *inputs)`` receives numpy arrays (``None`` for an omitted optional input in the
+  middle; trailing omitted inputs are not passed) and returns one array or a tuple of arrays
+  (one per output the op produces). ``ctx.n_threads`` is the thread budget of the kernel.
+  ``run`` must not keep references to its inputs and must not write into them.
+* ``reference`` is the numpy oracle of the op (``cyconv/ops/<family>.py``): the definition every
+  fast kernel is tested against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    op_type: str
+    build: Callable
+    reference: Optional[Callable] = None
+    domain: str = ""
+    # Opset range whose semantics the builder implements (it may branch on node.opset inside).
+    min_opset: int = 1
+    max_opset: int = 10_000
+
+
+@dataclass
+class NodeContext:
+    """What a builder may know about its node at load time."""
+    op_type: str
+    name: str
+    opset: int
+    consts: tuple = ()          # per input: numpy array if constant at load, else None
+    num_inputs: int = 0
+    num_outputs: int = 1
+    input_names: tuple = ()
+    output_names: tuple = ()
+    # static shapes from shape inference when known: per input a tuple of int|str|None, or None
+    input_shapes: tuple = field(default_factory=tuple)
+
+    def error(self, message: str) -> ModelError:
+        """A ModelError that names this node; use as ``raise node.error("...")``."""
+        return ModelError(f"{self.op_type} node {self.name!r}: {message}")
+
+    def const(self, index: int):
+        """The constant value of input ``index`` or None (missing or computed at run time)."""
+        return self.consts[index] if index < len(self.consts) else None
+
+
+@dataclass
+class RunContext:
+    """What a kernel may know at run time."""
+    n_threads: int = 1
+
+
+OPS: dict = {}
+
+
+def register(op_type: str, *, reference: Optional[Callable] = None, domain: str = "",
+             min_opset: int = 1, max_opset: int = 10_000):
+    """Decorator: ``@register("Relu", reference=relu_reference)`` on a builder function."""
+    def decorate(build):
+        key = (domain, op_type)
+        if key in OPS:
+            raise RuntimeError(f"operator {domain or 'ai.onnx'}::{op_type} registered twice")
+        OPS[key] = OpSpec(op_type, build, reference, domain, min_opset, max_opset)
+        return build
+    return decorate
+
+
+def lookup(domain: str, op_type: str, opset: int) -> Optional[OpSpec]:
+    if domain == "ai.onnx":
+        domain = ""
+    spec = OPS.get((domain, op_type))
+    if spec is None or not (spec.min_opset <= opset <= spec.max_opset):
+        return None
+    return spec
+
+
+def call_op(op_type: str, inputs, attrs=None, *, opset: int = 21, n_threads: int = 1,
+            const_inputs=None, num_outputs: int = 1, domain: str = ""):
+    """Build and run one operator on numpy inputs (for tests and ``backend.run_node``).
+
+    ``const_inputs``: indices of ``inputs`` the builder should see as load-time constants
+    (default: none, which exercises the run-time path).
+    """
+    spec = lookup(domain, op_type, opset)
+    if spec is None:
+        raise KeyError(f"no operator {op_type} at opset {opset}")
+    const_inputs = set(const_inputs or ())
+    consts = tuple(x if i in const_inputs else None for i, x in enumerate(inputs))
+    node = NodeContext(op_type, op_type, opset, consts, len(inputs), num_outputs,
+                       tuple(f"in{i}" for i in range(len(inputs))),
+                       tuple(f"out{i}" for i in range(num_outputs)))
+    run = build_with_attrs(spec, node, attrs or {})
+    out = run(RunContext(n_threads), *inputs)
+    return out
+
+
+def build_with_attrs(spec: OpSpec, node: NodeContext, attrs: dict):
+    """Call the builder, turning an unexpected attribute into a ModelError that names it."""
+    try:
+        return spec.build(node, **attrs)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise node.error(f"unsupported attribute ({exc})") from None
+        raise

@@ -1,0 +1,292 @@
+"""InferenceSession: ONNX Runtime's API over a graph compiled once at load.
+
+Load:   import (validate) -> check every op is supported (all missing ones named at once) ->
+        fold nodes whose inputs are all constants -> build each node's kernel closure once
+        (attribute checks, weight preparation) -> a step list with integer value slots and,
+        per step, the slots that die after it (so memory is released as soon as a value is dead).
+Run:    validate the feed, then one tight loop over the steps. Every call uses its own slot
+        list, so many Python threads may share one session; kernels release the GIL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ops  # noqa: F401  (registers every operator)
+from .._threads import resolve_threads
+from ..converters.onnx_import import import_model
+from ..errors import CyconvError, InputError, ModelError, UnsupportedOpError
+from .graph import Graph, ValueInfo
+from .registry import NodeContext, RunContext, build_with_attrs, lookup
+
+# Constant folding at load is skipped for outputs larger than this (they would only cost
+# memory for the session's life, e.g. a ConstantOfShape feeding an Expand).
+_FOLD_LIMIT_BYTES = 64 << 20
+
+
+class NodeArg:
+    """What ``get_inputs()`` / ``get_outputs()`` return, as in ONNX Runtime."""
+
+    def __init__(self, info: ValueInfo):
+        self.name = info.name
+        self.shape = list(info.shape) if info.shape is not None else None
+        self.type = info.onnx_type
+
+    def __repr__(self):
+        return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
+
+
+@dataclass
+class _Step:
+    run: object          # the node's kernel closure: run(ctx, *inputs)
+    inputs: tuple        # slot per input, -1 for an omitted optional input
+    outputs: tuple       # slot per output, -1 for an output nobody needs
+    free: tuple          # slots whose last use is this step
+    node_name: str
+    op_type: str
+
+
+class InferenceSession:
+    """Run an ONNX model on the CPU.
+
+    Parameters
+    ----------
+    model : str | os.PathLike | bytes | onnx.ModelProto
+        The model; external data is read only from files inside the model file's folder.
+    threads : int, optional
+        Threads per kernel. Default: ``OMP_NUM_THREADS`` if set, else the physical cores.
+    """
+
+    def __init__(self, model, threads=None, **_ort_compat):
+        # ORT's sess_options/providers keywords are accepted so ORT code ports unchanged.
+        unknown = set(_ort_compat) - {"sess_options", "providers", "provider_options"}
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        self._threads = resolve_threads(threads)
+        self._graph = import_model(model)
+        self._compile(self._graph)
+
+    # ----------------------------------------------------------------- public API
+    def get_inputs(self):
+        return [NodeArg(v) for v in self._graph.inputs]
+
+    def get_outputs(self):
+        return [NodeArg(v) for v in self._graph.outputs]
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def run(self, output_names, input_feed, run_options=None):
+        """Compute ``output_names`` (None: all outputs) from ``input_feed`` {name: array}.
+
+        Returns a list of numpy arrays, one per requested output, as ONNX Runtime does.
+        """
+        wanted = self._output_slots(output_names)
+        slots = list(self._initial_slots)
+        feeds = self._check_feed(input_feed)
+        for slot, array in feeds:
+            slots[slot] = array
+        ctx = RunContext(self._threads)
+        for step in self._steps:
+            args = [slots[i] if i >= 0 else None for i in step.inputs]
+            while args and args[-1] is None:   # trailing omitted inputs are not passed
+                args.pop()
+            try:
+                result = step.run(ctx, *args)
+            except CyconvError:
+                raise
+            except (ValueError, IndexError, TypeError) as exc:
+                shapes = ", ".join(str(getattr(a, "shape", None)) for a in args)
+                raise InputError(f"{step.op_type} node {step.node_name!r} failed on inputs of "
+                                 f"shapes [{shapes}]: {exc}") from exc
+            if type(result) is not tuple and type(result) is not list:
+                result = (result,)
+            for slot, value in zip(step.outputs, result):
+                if slot >= 0:
+                    slots[slot] = value
+            for slot in step.free:
+                slots[slot] = None
+        fed = [a for _, a in feeds]
+        return [self._owned(slots[s], fed) for s in wanted]
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _owned(array, fed):
+        # Never hand out a view of a session constant or of the caller's own feed.
+        if array is None:
+            raise CyconvError("internal error: an output was not computed")
+        array = np.asarray(array)
+        if not array.flags.writeable or any(np.may_share_memory(array, f) for f in fed):
+            return array.copy()
+        return array
+
+    def _output_slots(self, output_names):
+        if output_names is None:
+            return self._graph_output_slots
+        if isinstance(output_names, str):
+            raise InputError("output_names must be a list of names or None, not a string")
+        slots = []
+        for name in output_names:
+            slot = self._output_slot_by_name.get(name)
+            if slot is None:
+                raise InputError(f"unknown output name {name!r}; the model's outputs are "
+                                 f"{list(self._output_slot_by_name)}")
+            slots.append(slot)
+        return slots
+
+    def _check_feed(self, feed):
+        if not isinstance(feed, dict):
+            raise InputError(f"input_feed must be a dict {{name: numpy array}}, "
+                             f"got {type(feed).__name__}")
+        unknown = [n for n in feed if n not in self._input_by_name]
+        if unknown:
+            raise InputError(f"unknown input name(s) {unknown}; the model's inputs are "
+                             f"{list(self._input_by_name)}")
+        checked = []
+        for info in self._graph.inputs:
+            if info.name not in feed:
+                raise InputError(f"missing input {info.name!r} "
+                                 f"(expected {info.onnx_type} of shape {_shape_str(info.shape)})")
+            checked.append((self._slot_of[info.name], _check_array(info, feed[info.name])))
+        return checked
+
+    # ----------------------------------------------------------------- compile
+    def _compile(self, graph: Graph):
+        unsupported = set()
+        specs = []
+        for node in graph.nodes:
+            opset = graph.opsets.get(node.domain)
+            spec = lookup(node.domain, node.op_type, opset) if opset is not None else None
+            if spec is None:
+                unsupported.add((node.domain, node.op_type, opset if opset is not None else -1))
+            specs.append(spec)
+        if unsupported:
+            raise UnsupportedOpError(unsupported)
+
+        constants = dict(graph.constants)
+        self._input_by_name = {v.name: v for v in graph.inputs}
+        slot_of = {}
+
+        def slot(name):
+            if name not in slot_of:
+                slot_of[name] = len(slot_of)
+            return slot_of[name]
+
+        for v in graph.inputs:
+            slot(v.name)
+        built = []
+        for node, spec in zip(graph.nodes, specs):
+            ctx = NodeContext(
+                node.op_type, node.name, graph.opsets[node.domain],
+                tuple(constants.get(i) if i else None for i in node.inputs),
+                len(node.inputs), len(node.outputs), tuple(node.inputs), tuple(node.outputs),
+                tuple(graph.value_shapes.get(i) for i in node.inputs))
+            run = build_with_attrs(spec, ctx, node.attrs)
+            if self._fold(node, ctx, run, constants):
+                continue
+            built.append((node, run))
+
+        # Slots: graph inputs first, then constants that are still read, then node outputs.
+        needed = {i for node, _ in built for i in node.inputs if i} | \
+            {v.name for v in graph.outputs}
+        for name in constants:
+            if name in needed:
+                slot(name)
+        for node, _ in built:
+            for name in node.inputs:
+                if name:
+                    slot(name)
+            for name in node.outputs:
+                if name:
+                    slot(name)
+        for v in graph.outputs:
+            slot(v.name)
+
+        # Last use of each slot, so it can be released right after.
+        keep = {slot_of[v.name] for v in graph.outputs} | \
+            {slot_of[n] for n in constants if n in slot_of}
+        last_use = {}
+        for k, (node, _) in enumerate(built):
+            for name in node.inputs:
+                if name:
+                    last_use[slot_of[name]] = k
+        frees = [[] for _ in built]
+        for s, k in last_use.items():
+            if s not in keep:
+                frees[k].append(s)
+        used = set(last_use) | keep
+        self._steps = [
+            _Step(run,
+                  tuple(slot_of[i] if i else -1 for i in node.inputs),
+                  tuple(slot_of[o] if o and slot_of[o] in used else -1 for o in node.outputs),
+                  tuple(frees[k]), node.name, node.op_type)
+            for k, (node, run) in enumerate(built)]
+
+        self._initial_slots = [None] * len(slot_of)
+        for name, value in constants.items():
+            if name in slot_of:
+                self._initial_slots[slot_of[name]] = value
+        self._slot_of = slot_of
+        self._graph_output_slots = [slot_of[v.name] for v in graph.outputs]
+        self._output_slot_by_name = {v.name: slot_of[v.name] for v in graph.outputs}
+
+    def _fold(self, node, ctx, run, constants) -> bool:
+        """Evaluate a node whose inputs are all constants once, at load."""
+        if any(i and i not in constants for i in node.inputs):
+            return False
+        args = [constants[i] if i else None for i in node.inputs]
+        while args and args[-1] is None:
+            args.pop()
+        try:
+            result = run(RunContext(self._threads), *args)
+        except CyconvError:
+            raise
+        except (ValueError, IndexError, TypeError) as exc:
+            raise ModelError(f"{node.op_type} node {node.name!r} fails on its constant "
+                             f"inputs: {exc}") from exc
+        if type(result) is not tuple and type(result) is not list:
+            result = (result,)
+        if sum(np.asarray(r).nbytes for r in result) > _FOLD_LIMIT_BYTES:
+            return False
+        for name, value in zip(node.outputs, result):
+            if name:
+                value = np.array(value, copy=True)
+                value.flags.writeable = False
+                constants[name] = value
+        return True
+
+
+def _shape_str(shape):
+    return "unknown" if shape is None else "[" + ", ".join(
+        "?" if d is None else str(d) for d in shape) + "]"
+
+
+def _check_array(info: ValueInfo, value):
+    """Validate one fed value against the model's declaration; returns a C-contiguous array."""
+    if not isinstance(value, np.ndarray):
+        if np.isscalar(value) or isinstance(value, (list, tuple)):
+            value = np.asarray(value, dtype=info.dtype)
+        else:
+            raise InputError(f"input {info.name!r}: expected a numpy array, "
+                             f"got {type(value).__name__}")
+    if info.dtype is not None and value.dtype != info.dtype:
+        raise InputError(f"input {info.name!r}: expected {info.onnx_type} "
+                         f"({info.dtype}), got {value.dtype}; convert with "
+                         f".astype(np.{info.dtype.name})")
+    if info.shape is not None:
+        if value.ndim != len(info.shape):
+            raise InputError(f"input {info.name!r}: expected rank {len(info.shape)} "
+                             f"{_shape_str(info.shape)}, got shape {list(value.shape)}")
+        for axis, (want, got) in enumerate(zip(info.shape, value.shape)):
+            if isinstance(want, int) and want != got:
+                raise InputError(f"input {info.name!r}: dimension {axis} must be {want} "
+                                 f"(expected {_shape_str(info.shape)}), got shape "
+                                 f"{list(value.shape)}")
+    if not value.flags.c_contiguous or not value.flags.aligned:
+        value = np.ascontiguousarray(value)
+    return value

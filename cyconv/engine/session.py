@@ -269,11 +269,8 @@ def _shape_str(shape):
 def _check_array(info: ValueInfo, value):
     """Validate one fed value against the model's declaration; returns a C-contiguous array."""
     if not isinstance(value, np.ndarray):
-        if np.isscalar(value) or isinstance(value, (list, tuple)):
-            value = np.asarray(value, dtype=info.dtype)
-        else:
-            raise InputError(f"input {info.name!r}: expected a numpy array, "
-                             f"got {type(value).__name__}")
+        raise InputError(f"input {info.name!r}: expected a numpy array, "
+                         f"got {type(value).__name__}")
     if info.dtype is not None and value.dtype != info.dtype:
         raise InputError(f"input {info.name!r}: expected {info.onnx_type} "
                          f"({info.dtype}), got {value.dtype}; convert with "

@@ -1,0 +1,46 @@
+# C-level interface of the packed SGEMM for other Cython modules (``cimport``).
+#
+# Other extension modules must call the ``cdef`` functions below, not the C symbols of
+# gemm.h: each extension is loaded privately, so only this module links the C code, and
+# Cython exports these functions to the importers through a capsule table.
+from libc.stddef cimport ptrdiff_t
+
+cdef extern from "gemm/gemm.h" nogil:
+    ctypedef struct cy_epilogue:
+        const float *bias_row
+        const float *bias_col
+        int act
+        float act_alpha
+        float act_beta
+
+    ctypedef struct cy_operand:
+        const float *data
+        ptrdiff_t rs
+        ptrdiff_t cs
+        int packed
+
+    enum:
+        CY_ACT_NONE
+        CY_ACT_RELU
+        CY_OK
+        CY_ENOMEM
+        CY_EINVAL
+
+# C[M,N] = act(alpha*A@B (+C if accumulate) + bias); see gemm.h. Returns CY_OK or CY_E*.
+cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
+                  int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
+                  int n_threads) noexcept nogil
+cdef size_t sgemm_packed_a_size(int M, int K) noexcept nogil
+cdef size_t sgemm_packed_b_size(int K, int N) noexcept nogil
+cdef void sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa,
+                 float *dst) noexcept nogil
+cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
+                 float *dst) noexcept nogil
+cdef int gemm_nr() noexcept nogil
+
+cdef class Packed:
+    cdef readonly object buf        # float32 array holding the panels
+    cdef readonly int rows, cols    # logical shape of the packed matrix
+    cdef readonly str side          # "a" (left operand) or "b" (right operand)
+    cdef readonly str isa           # micro-kernel whose panel layout buf uses
+    cdef cy_operand operand(self) except *

@@ -1,0 +1,257 @@
+# cython: language_level=3
+"""Packed single-precision GEMM (C kernels in this folder) for Python and Cython callers.
+
+Python: :func:`sgemm`, :func:`pack_a`, :func:`pack_b`, :func:`isa`. Cython: ``cimport``
+the ``cdef`` functions declared in ``_gemm.pxd``.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stddef cimport ptrdiff_t
+
+cnp.import_array()
+
+cdef extern from "gemm/gemm.h" nogil:
+    const char *cy_gemm_isa_name()
+    int cy_gemm_mr()
+    int cy_gemm_nr()
+    int cy_gemm_set_isa(const char *name)
+    size_t cy_sgemm_packed_a_size(int M, int K)
+    size_t cy_sgemm_packed_b_size(int K, int N)
+    void cy_sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, float *dst)
+    void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float *dst)
+    int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
+                    int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
+                    int n_threads)
+
+ACT_NONE = CY_ACT_NONE
+ACT_RELU = CY_ACT_RELU
+_ACTS = {None: CY_ACT_NONE, "none": CY_ACT_NONE, "relu": CY_ACT_RELU}
+
+
+# ---- cdef interface (see _gemm.pxd) -------------------------------------------------------
+
+cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
+                  int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
+                  int n_threads) noexcept nogil:
+    return cy_sgemm_ex(M, N, K, alpha, A, B, accumulate, C, ldc, ep, n_threads)
+
+cdef size_t sgemm_packed_a_size(int M, int K) noexcept nogil:
+    return cy_sgemm_packed_a_size(M, K)
+
+cdef size_t sgemm_packed_b_size(int K, int N) noexcept nogil:
+    return cy_sgemm_packed_b_size(K, N)
+
+cdef void sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa,
+                 float *dst) noexcept nogil:
+    cy_sgemm_pack_a(M, K, A, rsa, csa, dst)
+
+cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
+                 float *dst) noexcept nogil:
+    cy_sgemm_pack_b(K, N, B, rsb, csb, dst)
+
+cdef int gemm_nr() noexcept nogil:
+    return cy_gemm_nr()
+
+
+# ---- ISA --------------------------------------------------------------------------------
+
+def isa():
+    """Name of the micro-kernel in use: ``"avx512f"``, ``"avx2"`` or ``"generic"``."""
+    return cy_gemm_isa_name().decode()
+
+
+def set_isa(str name):
+    """Force the micro-kernel (testing). Operands packed earlier become unusable.
+
+    Raises ValueError if ``name`` is unknown or the CPU lacks the instructions.
+    """
+    if cy_gemm_set_isa(name.encode()) != CY_OK:
+        raise ValueError(f"GEMM ISA {name!r} is unknown or not supported by this CPU")
+
+
+def tile_shape():
+    """``(MR, NR)``: the register tile of the micro-kernel in use."""
+    return cy_gemm_mr(), cy_gemm_nr()
+
+
+# ---- prepacked operands -------------------------------------------------------------------
+
+cdef inline ptrdiff_t _elem_stride(cnp.ndarray x, int axis) except? -1:
+    cdef ptrdiff_t s = x.strides[axis]
+    if s % 4:
+        raise ValueError("array strides must be multiples of the float32 size")
+    return s // 4
+
+
+cdef cnp.ndarray _as_f32(x, int ndim, str what):
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{what} must be float32, got {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
+    if any(s % 4 for s in x.strides):
+        x = np.ascontiguousarray(x)
+    return x
+
+
+cdef class Packed:
+    """A GEMM operand packed once into micro-kernel panels (for load-time constant weights).
+
+    Create with :func:`pack_a` or :func:`pack_b`; pass in place of ``a`` / ``b`` to
+    :func:`sgemm`. Valid only for the ISA that was active when it was packed.
+    """
+
+    cdef cy_operand operand(self) except *:
+        if self.isa != isa():
+            raise ValueError(f"operand packed for {self.isa!r} but the GEMM now uses {isa()!r}")
+        cdef cy_operand op
+        cdef float[::1] view = self.buf
+        op.data = &view[0] if view.shape[0] else NULL
+        op.rs = 0
+        op.cs = 0
+        op.packed = 1
+        return op
+
+    @property
+    def shape(self):
+        return (self.rows, self.cols)
+
+
+def pack_a(a):
+    """Pack the left operand ``a`` (M, K), float32, any strides, into MR-row panels."""
+    cdef cnp.ndarray x = _as_f32(a, 2, "a")
+    cdef int M = x.shape[0], K = x.shape[1]
+    cdef Packed p = Packed.__new__(Packed)
+    p.buf = np.empty(max(1, sgemm_packed_a_size(M, K)), np.float32)
+    cdef float[::1] dst = p.buf
+    cdef ptrdiff_t rs = _elem_stride(x, 0), cs = _elem_stride(x, 1)
+    cdef const float *src = <const float *>cnp.PyArray_DATA(x)
+    with nogil:
+        sgemm_pack_a(M, K, src, rs, cs, &dst[0])
+    p.rows, p.cols, p.side, p.isa = M, K, "a", isa()
+    return p
+
+
+def pack_b(b):
+    """Pack the right operand ``b`` (K, N), float32, any strides, into NR-column panels."""
+    cdef cnp.ndarray x = _as_f32(b, 2, "b")
+    cdef int K = x.shape[0], N = x.shape[1]
+    cdef Packed p = Packed.__new__(Packed)
+    p.buf = np.empty(max(1, sgemm_packed_b_size(K, N)), np.float32)
+    cdef float[::1] dst = p.buf
+    cdef ptrdiff_t rs = _elem_stride(x, 0), cs = _elem_stride(x, 1)
+    cdef const float *src = <const float *>cnp.PyArray_DATA(x)
+    with nogil:
+        sgemm_pack_b(K, N, src, rs, cs, &dst[0])
+    p.rows, p.cols, p.side, p.isa = K, N, "b", isa()
+    return p
+
+
+# ---- Python entry point -------------------------------------------------------------------
+
+cdef object _bias(object v, Py_ssize_t n, str what):
+    if v is None:
+        return None
+    v = np.ascontiguousarray(v, dtype=np.float32).reshape(-1)
+    if v.shape[0] != n:
+        raise ValueError(f"{what} must have {n} elements, got {v.shape[0]}")
+    return v
+
+
+def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=None,
+          bias_col=None, act=None, int n_threads=1):
+    """``out = act(alpha * a @ b (+ out if accumulate) + bias_row[:, None] + bias_col)``.
+
+    Parameters
+    ----------
+    a : float32 array (M, K) or (batch, M, K), any strides, or :class:`Packed` from pack_a
+    b : float32 array (K, N) or (batch, K, N), any strides, or :class:`Packed` from pack_b
+        A 2-D operand is shared by every batch item (stride 0 batches work too).
+    out : float32 C-contiguous array (M, N) or (batch, M, N), optional
+        Required when ``accumulate`` is true.
+    bias_row : (M,) float32, optional; bias_col : (N,) float32, optional
+    act : None, "none" or "relu"
+    n_threads : int
+
+    Returns
+    -------
+    out : float32 array (M, N) or (batch, M, N)
+    """
+    cdef cy_operand A, B
+    cdef Py_ssize_t batch = 1, M, N, K, Kb
+    cdef ptrdiff_t sa = 0, sb = 0, so
+    cdef cnp.ndarray xa = None, xb = None
+    if act not in _ACTS:
+        raise ValueError(f"unknown activation {act!r}")
+    if isinstance(a, Packed):
+        if (<Packed>a).side != "a":
+            raise ValueError("a is a packed right operand; use pack_a")
+        A = (<Packed>a).operand()
+        M, K = (<Packed>a).rows, (<Packed>a).cols
+    else:
+        xa = _as_f32(a, np.ndim(a) if np.ndim(a) in (2, 3) else 2, "a")
+        if xa.ndim == 3:
+            batch = xa.shape[0]
+            sa = _elem_stride(xa, 0)
+        M, K = xa.shape[xa.ndim - 2], xa.shape[xa.ndim - 1]
+        A.data = <const float *>cnp.PyArray_DATA(xa)
+        A.rs = _elem_stride(xa, xa.ndim - 2)
+        A.cs = _elem_stride(xa, xa.ndim - 1)
+        A.packed = 0
+    if isinstance(b, Packed):
+        if (<Packed>b).side != "b":
+            raise ValueError("b is a packed left operand; use pack_b")
+        B = (<Packed>b).operand()
+        Kb, N = (<Packed>b).rows, (<Packed>b).cols
+    else:
+        xb = _as_f32(b, np.ndim(b) if np.ndim(b) in (2, 3) else 2, "b")
+        if xb.ndim == 3:
+            if batch != 1 and xb.shape[0] != batch:
+                raise ValueError(f"batch sizes differ: {batch} and {xb.shape[0]}")
+            batch = xb.shape[0]
+            sb = _elem_stride(xb, 0)
+        Kb, N = xb.shape[xb.ndim - 2], xb.shape[xb.ndim - 1]
+        B.data = <const float *>cnp.PyArray_DATA(xb)
+        B.rs = _elem_stride(xb, xb.ndim - 2)
+        B.cs = _elem_stride(xb, xb.ndim - 1)
+        B.packed = 0
+    if Kb != K:
+        raise ValueError(f"inner dimensions differ: a is ({M}, {K}), b is ({Kb}, {N})")
+    batched = (xa is not None and xa.ndim == 3) or (xb is not None and xb.ndim == 3)
+    shape = (batch, M, N)
+    if not batched:
+        shape = (M, N)
+    if out is None:
+        if accumulate:
+            raise ValueError("accumulate=True needs out")
+        out = np.empty(shape, np.float32)
+    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
+          or out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"out must be a writable C-contiguous float32 array of shape {shape}")
+    br = _bias(bias_row, M, "bias_row")
+    bc = _bias(bias_col, N, "bias_col")
+    cdef cy_epilogue ep
+    ep.bias_row = <const float *>cnp.PyArray_DATA(br) if br is not None else NULL
+    ep.bias_col = <const float *>cnp.PyArray_DATA(bc) if bc is not None else NULL
+    ep.act = _ACTS[act]
+    ep.act_alpha = 0
+    ep.act_beta = 0
+    cdef float *C = <float *>cnp.PyArray_DATA(out)
+    so = M * N
+    cdef Py_ssize_t i
+    cdef int err = CY_OK
+    cdef const float *a0 = A.data
+    cdef const float *b0 = B.data
+    with nogil:
+        for i in range(batch):
+            A.data = a0 + i * sa if a0 != NULL else NULL
+            B.data = b0 + i * sb if b0 != NULL else NULL
+            err = sgemm_ex(<int>M, <int>N, <int>K, alpha, A, B, accumulate, C + i * so, N,
+                           &ep, n_threads)
+            if err != CY_OK:
+                break
+    if err == CY_ENOMEM:
+        raise MemoryError("sgemm: could not allocate packing buffers")
+    if err != CY_OK:
+        raise ValueError(f"sgemm failed with code {err}")
+    return out

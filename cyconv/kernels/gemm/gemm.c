@@ -1,0 +1,265 @@
+/* GEMM driver: ISA choice, cache blocking, thread partition (see gemm.h for the contract).
+ *
+ * Loop nest per thread (BLIS), for its tile range C[m0:m1, n0:n1]:
+ *
+ *   for jc in n0..n1 step NC            B panel  KC x NC  (L3)
+ *     for pc in 0..K step KC            pack B[pc:pc+kc, jc:jc+nc] unless prepacked
+ *       for ic in m0..m1 step MC        A block  MC x KC  (L2), packed unless prepacked
+ *         for jr in 0..nc step NR       B micro-panel KC x NR stays in L1
+ *           for ir in 0..mc step MR     micro-kernel: MR x NR tile of C in registers
+ *
+ * The first K block overwrites C (unless accumulate), the others add to it, and the last one
+ * applies the epilogue (bias, activation) to the tile while it is still in registers.
+ *
+ * Threads: C is cut into a tm x tn grid of whole MR x NR tiles and each thread runs the nest
+ * above on its own part with private packing buffers. Nothing depends on how C is cut, so
+ * results are bitwise identical for any thread count.
+ */
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "gemm_isa.h"
+#include "pack.h"
+
+/* ---- ISA selection, once ------------------------------------------------------------- */
+
+static const cy_gemm_isa *isa_by_name(const char *name)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (!strcmp(name, "avx512f"))
+        return __builtin_cpu_supports("avx512f") ? &cy_gemm_avx512 : NULL;
+    if (!strcmp(name, "avx2"))
+        return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+                   ? &cy_gemm_avx2 : NULL;
+#endif
+    if (!strcmp(name, "generic")) return &cy_gemm_generic;
+    return NULL;
+}
+
+static const cy_gemm_isa *volatile current_isa;
+
+const cy_gemm_isa *cy_gemm_isa_get(void)
+{
+    const cy_gemm_isa *isa = current_isa;
+    if (isa) return isa;
+    /* CYCONV_GEMM_ISA=generic|avx2|avx512f caps the choice (for testing every kernel);
+     * otherwise the widest the CPU and OS support. Racing first calls compute the same. */
+    const char *env = getenv("CYCONV_GEMM_ISA");
+    if (env && *env) isa = isa_by_name(env);
+    if (!isa) isa = isa_by_name("avx512f");
+    if (!isa) isa = isa_by_name("avx2");
+    if (!isa) isa = &cy_gemm_generic;
+    current_isa = isa;
+    return isa;
+}
+
+int cy_gemm_set_isa(const char *name)
+{
+    const cy_gemm_isa *isa = isa_by_name(name);
+    if (!isa) return CY_EINVAL;
+    current_isa = isa;
+    return CY_OK;
+}
+
+const char *cy_gemm_isa_name(void) { return cy_gemm_isa_get()->name; }
+int cy_gemm_mr(void) { return cy_gemm_isa_get()->mr; }
+int cy_gemm_nr(void) { return cy_gemm_isa_get()->nr; }
+
+/* ---- prepacking ------------------------------------------------------------------------ */
+
+static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+size_t cy_sgemm_packed_a_size(int M, int K)
+{
+    return round_up((size_t)M, (size_t)cy_gemm_mr()) * (size_t)K;
+}
+
+size_t cy_sgemm_packed_b_size(int K, int N)
+{
+    return round_up((size_t)N, (size_t)cy_gemm_nr()) * (size_t)K;
+}
+
+/* Whole-K panels: a KC slice of panel p starts at p*K*MR + pc*MR, so one packed copy serves
+ * every blocking. */
+void cy_sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, float *dst)
+{
+    cy_pack_a_block(M, K, A, rsa, csa, cy_gemm_mr(), dst);
+}
+
+void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float *dst)
+{
+    cy_pack_b_block(K, N, B, rsb, csb, cy_gemm_nr(), dst);
+}
+
+/* ---- per-thread packing buffers ------------------------------------------------------- */
+
+/* One buffer per thread, grown to the largest block seen and kept: OpenMP reuses its worker
+ * threads, so steady-state calls never touch the allocator (or fault fresh pages). Its size
+ * is bounded by (MC + NC) x KC floats, not by the problem. */
+static _Thread_local float *tl_buf;
+static _Thread_local size_t tl_cap;
+
+static float *thread_buffer(size_t n)
+{
+    if (n <= tl_cap) return tl_buf;
+    free(tl_buf);
+    tl_buf = NULL;
+    tl_cap = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, round_up(n * sizeof(float), 64)) != 0) return NULL;
+    tl_buf = (float *)p;
+    tl_cap = n;
+    return tl_buf;
+}
+
+/* ---- one thread's share --------------------------------------------------------------- */
+
+static int min_i(int a, int b) { return a < b ? a : b; }
+
+static int gemm_block(const cy_gemm_isa *isa, int m0, int m1, int n0, int n1, int K,
+                      float alpha, const cy_operand *A, const cy_operand *B, int accumulate,
+                      float *C, ptrdiff_t ldc, const cy_epilogue *ep)
+{
+    const int MR = isa->mr, NR = isa->nr;
+    const int MC = isa->mc, KC = isa->kc, NC = isa->nc;
+    const int kc_max = K < KC ? K : KC;
+    const size_t a_need = A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
+    const size_t b_need = B->packed ? 0 : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;
+    float *abuf = NULL, *bbuf = NULL;
+    if (a_need + b_need) {
+        abuf = thread_buffer(a_need + b_need);
+        if (!abuf) return CY_ENOMEM;
+        bbuf = abuf + a_need;
+    }
+
+    cy_tile t;
+    t.alpha = alpha;
+    t.act = ep ? ep->act : CY_ACT_NONE;
+    t.act_alpha = ep ? ep->act_alpha : 0.0f;
+    t.act_beta = ep ? ep->act_beta : 0.0f;
+    const float *bias_row = ep ? ep->bias_row : NULL, *bias_col = ep ? ep->bias_col : NULL;
+
+    for (int jc = n0; jc < n1; jc += NC) {
+        const int nc = min_i(NC, n1 - jc);
+        /* K == 0 still runs one (empty) block so C gets beta*C and the epilogue. */
+        for (int pc = 0; pc < K || pc == 0; pc += KC) {
+            const int kc = min_i(KC, K - pc);
+            const float *bp;
+            ptrdiff_t b_stride;
+            if (B->packed) {
+                bp = B->data + (size_t)(jc / NR) * K * NR + (size_t)pc * NR;
+                b_stride = (ptrdiff_t)K * NR;
+            } else {
+                cy_pack_b_block(kc, nc, B->data + pc * B->rs + jc * B->cs, B->rs, B->cs, NR, bbuf);
+                bp = bbuf;
+                b_stride = (ptrdiff_t)kc * NR;
+            }
+            t.accumulate = accumulate || pc > 0;
+            t.last = pc + kc >= K;
+
+            for (int ic = m0; ic < m1; ic += MC) {
+                const int mc = min_i(MC, m1 - ic);
+                const float *ap;
+                ptrdiff_t a_stride;
+                if (A->packed) {
+                    ap = A->data + (size_t)(ic / MR) * K * MR + (size_t)pc * MR;
+                    a_stride = (ptrdiff_t)K * MR;
+                } else {
+                    cy_pack_a_block(mc, kc, A->data + ic * A->rs + pc * A->cs, A->rs, A->cs,
+                                    MR, abuf);
+                    ap = abuf;
+                    a_stride = (ptrdiff_t)kc * MR;
+                }
+                for (int jr = 0; jr < nc; jr += NR) {
+                    t.bias_col = bias_col ? bias_col + jc + jr : NULL;
+                    const float *b_panel = bp + (jr / NR) * b_stride;
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        t.bias_row = bias_row ? bias_row + ic + ir : NULL;
+                        isa->kernel(kc, ap + (ir / MR) * a_stride, b_panel,
+                                    C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
+                                    min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
+                    }
+                }
+            }
+        }
+    }
+    return CY_OK;
+}
+
+/* ---- thread partition ----------------------------------------------------------------- */
+
+/* Grid tm x tn (tm*tn threads) minimising the per-thread work per unit of K: the tiles it
+ * computes plus what it packs (each thread packs its own rows of A and columns of B). */
+static void partition(int M, int N, int K, const cy_gemm_isa *isa, int n_threads,
+                      int *tm_out, int *tn_out)
+{
+    const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
+    /* below ~1 MFLOP the fork/join costs more than it saves */
+    if ((double)M * N * K < 5e5 || mt * nt < 2) n_threads = 1;
+    if (n_threads > mt * nt) n_threads = (int)(mt * nt);
+    double best = 0;
+    *tm_out = 1;
+    *tn_out = 1;
+    for (int tm = 1; tm <= n_threads; tm++) {
+        if (n_threads % tm) continue;
+        const int tn = n_threads / tm;
+        if (tm > mt || tn > nt) continue;
+        const double rows = (double)((mt + tm - 1) / tm) * isa->mr;
+        const double cols = (double)((nt + tn - 1) / tn) * isa->nr;
+        const double cost = rows * cols + 4.0 * (rows + cols);
+        if (best == 0 || cost < best) {
+            best = cost;
+            *tm_out = tm;
+            *tn_out = tn;
+        }
+    }
+}
+
+int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, int accumulate,
+                float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads)
+{
+    if (M < 0 || N < 0 || K < 0) return CY_EINVAL;
+    if (M == 0 || N == 0) return CY_OK;
+    const cy_gemm_isa *isa = cy_gemm_isa_get();
+    int tm = 1, tn = 1;
+    partition(M, N, K, isa, n_threads < 1 ? 1 : n_threads, &tm, &tn);
+#ifdef _OPENMP
+    const int nth = tm * tn;
+    if (nth > 1) {
+        const int mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
+        int err = CY_OK;
+#pragma omp parallel num_threads(nth)
+        {
+            /* the runtime may grant fewer threads than asked: loop over the work items */
+            const int got = omp_get_num_threads();
+            for (int w = omp_get_thread_num(); w < nth; w += got) {
+                const int im = w / tn, in = w % tn;
+                const int m0 = (int)((long)im * mt / tm) * isa->mr;
+                const int m1 = min_i((int)((long)(im + 1) * mt / tm) * isa->mr, M);
+                const int n0 = (int)((long)in * nt / tn) * isa->nr;
+                const int n1 = min_i((int)((long)(in + 1) * nt / tn) * isa->nr, N);
+                if (m0 >= m1 || n0 >= n1) continue;
+                int e = gemm_block(isa, m0, m1, n0, n1, K, alpha, &A, &B, accumulate, C, ldc, ep);
+                if (e) {
+#pragma omp atomic write
+                    err = e;
+                }
+            }
+        }
+        return err;
+    }
+#endif
+    return gemm_block(isa, 0, M, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
+}
+
+int cy_sgemm(int M, int N, int K, float alpha, const float *A, ptrdiff_t rsa, ptrdiff_t csa,
+             const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta, float *C, ptrdiff_t ldc,
+             const cy_epilogue *ep, int n_threads)
+{
+    if (beta != 0.0f && beta != 1.0f) return CY_EINVAL;
+    cy_operand a = {A, rsa, csa, 0}, b = {B, rsb, csb, 0};
+    return cy_sgemm_ex(M, N, K, alpha, a, b, beta == 1.0f, C, ldc, ep, n_threads);
+}

@@ -1,0 +1,76 @@
+/* Packed single-precision GEMM with a fused epilogue.
+ *
+ *   C[M,N] = act( alpha * A[M,K] @ B[K,N]  (+ C if accumulate)  + bias )
+ *
+ * A and B are read through general strides (A[i*rs + k*cs], B[k*rs + j*cs]) so transposed
+ * operands cost nothing, or from panels prepacked once at load (cy_sgemm_pack_a/_b) so
+ * constant weights are never packed again. C is row-major with leading dimension ldc.
+ *
+ * The computation is BLIS-style: blocks of NC columns, KC depth, MC rows; packed A
+ * (MC x KC) and B (KC x NC) panels; an MR x NR register micro-kernel chosen per ISA at
+ * first use (avx512f > avx2+fma > generic C). Threads partition C into tiles; K is never
+ * split, so each C element is summed in the same order whatever the thread count.
+ */
+#ifndef CYCONV_GEMM_H
+#define CYCONV_GEMM_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Activation applied in the epilogue, on registers, after bias. Ids are stable: later
+ * activations (leaky relu, clip, sigmoid, ...) get new ids and use act_alpha/act_beta. */
+enum { CY_ACT_NONE = 0, CY_ACT_RELU = 1 };
+
+/* What happens to each finished C tile while it is still in registers. */
+typedef struct cy_epilogue {
+    const float *bias_row;   /* [M]: added to row i (per output channel of a conv), or NULL */
+    const float *bias_col;   /* [N]: added to column j (per output feature of Gemm), or NULL */
+    int act;                 /* CY_ACT_* */
+    float act_alpha;         /* activation parameters, reserved for leaky/clip */
+    float act_beta;
+} cy_epilogue;
+
+/* One GEMM operand: either strided (packed == 0: element (r, c) at data[r*rs + c*cs]) or
+ * prepacked panels from cy_sgemm_pack_a / cy_sgemm_pack_b (packed == 1, rs/cs unused). */
+typedef struct cy_operand {
+    const float *data;
+    ptrdiff_t rs, cs;
+    int packed;
+} cy_operand;
+
+/* Error codes */
+enum { CY_OK = 0, CY_ENOMEM = -1, CY_EINVAL = -2 };
+
+/* Name of the micro-kernel in use ("avx512f", "avx2", "generic") and its register tile. */
+const char *cy_gemm_isa_name(void);
+int cy_gemm_mr(void);
+int cy_gemm_nr(void);
+/* Force an ISA by name (tests/benchmarks); returns CY_OK or CY_EINVAL if unknown/unsupported.
+ * Must not be called while a GEMM runs; panels packed before must be packed again. */
+int cy_gemm_set_isa(const char *name);
+
+/* Prepacking. A[M,K] is stored as ceil(M/MR) panels of [K][MR]; B[K,N] as ceil(N/NR)
+ * panels of [K][NR]; edges zero-padded. Sizes are in floats. */
+size_t cy_sgemm_packed_a_size(int M, int K);
+size_t cy_sgemm_packed_b_size(int K, int N);
+void cy_sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, float *dst);
+void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float *dst);
+
+/* C = act(alpha*A@B (+C if accumulate) + bias). ep may be NULL. n_threads >= 1.
+ * Returns CY_OK, or CY_ENOMEM if a packing buffer could not be allocated. */
+int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
+                int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads);
+
+/* Strided convenience form; beta must be 0 (overwrite C) or 1 (accumulate into C). */
+int cy_sgemm(int M, int N, int K, float alpha,
+             const float *A, ptrdiff_t rsa, ptrdiff_t csa,
+             const float *B, ptrdiff_t rsb, ptrdiff_t csb,
+             float beta, float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

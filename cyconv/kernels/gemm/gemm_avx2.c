@@ -1,0 +1,78 @@
+/* AVX2+FMA micro-kernel: 6 x 16 register tile (12 ymm accumulators, 2 for the B row,
+ * 1 broadcast), the classic Haswell shape. Partial columns are stored with maskstore. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include "gemm_isa.h"
+
+#define MR 6
+#define NR 16
+#define TARGET __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+TARGET INLINE __m256i lane_mask(int n)
+{
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota);
+}
+
+TARGET INLINE void tile(const int COLS, int kc, const float *a, const float *b, float *c,
+                        ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+{
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+#pragma GCC unroll 2
+    for (int k = 0; k < kc; k++) {
+        const float *ak = a + k * MR, *bk = b + k * NR;
+        __m256 b0 = _mm256_loadu_ps(bk);
+        __m256 b1 = COLS > 1 ? _mm256_loadu_ps(bk + 8) : b0;
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            __m256 ai = _mm256_broadcast_ss(ak + i);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            if (COLS > 1) acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+
+    const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
+    const __m256 alpha = _mm256_set1_ps(t->alpha), zero = _mm256_setzero_ps();
+    const int scale = t->alpha != 1.0f, accumulate = t->accumulate, last = t->last;
+    const int relu = last && t->act == CY_ACT_RELU;
+    const float *brow = last ? t->bias_row : 0;
+    __m256 bcol[2] = {zero, zero};
+    if (last && t->bias_col) {
+        bcol[0] = _mm256_maskload_ps(t->bias_col, m[0]);
+        if (COLS > 1) bcol[1] = _mm256_maskload_ps(t->bias_col + 8, m[1]);
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        if (i >= mr) break;
+        float *ci = c + i * ldc;
+#pragma GCC unroll 2
+        for (int v = 0; v < COLS; v++) {
+            __m256 x = acc[i][v];
+            if (scale) x = _mm256_mul_ps(x, alpha);
+            if (accumulate) x = _mm256_add_ps(x, _mm256_maskload_ps(ci + 8 * v, m[v]));
+            if (last) {
+                if (brow) x = _mm256_add_ps(x, _mm256_set1_ps(brow[i]));
+                x = _mm256_add_ps(x, bcol[v]);
+                if (relu) x = _mm256_max_ps(x, zero);
+            }
+            _mm256_maskstore_ps(ci + 8 * v, m[v], x);
+        }
+    }
+}
+
+TARGET static void kernel_avx2(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                               int mr, int nr, const cy_tile *t)
+{
+    if (nr > 8) tile(2, kc, a, b, c, ldc, mr, nr, t);
+    else tile(1, kc, a, b, c, ldc, mr, nr, t);
+}
+
+/* MC x KC = 144 x 256 floats = 144 KiB of A in L2; KC x NC = 256 x 4080 = 4 MiB of B. */
+const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_avx2};
+#endif

@@ -1,0 +1,92 @@
+/* AVX-512 micro-kernel: 12 x 32 register tile.
+ *
+ * Registers: 12 rows x 2 zmm (32 floats) = 24 accumulators, 2 for the B row, the A value is a
+ * broadcast memory operand. Per k: 2 loads of B, 12 broadcasts of A, 24 FMAs, i.e. 768 flops
+ * per 14 loads, enough to keep both FMA pipes busy from L1.
+ * Edge tiles run a narrower instance (8 or 4 rows, 16 columns) of the same template so small
+ * channel counts waste little work; the final partial columns are stored with a lane mask.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include "gemm_isa.h"
+
+#define MR 12
+#define NR 32
+#define TARGET __attribute__((target("avx512f,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+TARGET INLINE __mmask16 lane_mask(int n)
+{
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* ROWS <= MR rows and COLS <= 2 zmm columns: compile-time constants after inlining, so
+ * acc[][] lives in registers. */
+TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, const float *b,
+                        float *c, ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+{
+    __m512 acc[MR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < ROWS; i++) {
+        acc[i][0] = _mm512_setzero_ps();
+        acc[i][1] = _mm512_setzero_ps();
+    }
+#pragma GCC unroll 2
+    for (int k = 0; k < kc; k++) {
+        const float *ak = a + k * MR, *bk = b + k * NR;
+        __m512 b0 = _mm512_loadu_ps(bk);
+        __m512 b1 = COLS > 1 ? _mm512_loadu_ps(bk + 16) : b0;
+#pragma GCC unroll 12
+        for (int i = 0; i < ROWS; i++) {
+            __m512 ai = _mm512_set1_ps(ak[i]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            if (COLS > 1) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+
+    const __mmask16 m[2] = {lane_mask(nr), lane_mask(nr - 16)};
+    const __m512 alpha = _mm512_set1_ps(t->alpha), zero = _mm512_setzero_ps();
+    const int scale = t->alpha != 1.0f, accumulate = t->accumulate, last = t->last;
+    const int relu = last && t->act == CY_ACT_RELU;
+    const float *brow = last ? t->bias_row : 0;
+    __m512 bcol[2] = {zero, zero};
+    if (last && t->bias_col) {
+        bcol[0] = _mm512_maskz_loadu_ps(m[0], t->bias_col);
+        if (COLS > 1) bcol[1] = _mm512_maskz_loadu_ps(m[1], t->bias_col + 16);
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < ROWS; i++) {
+        if (i >= mr) break;
+        float *ci = c + i * ldc;
+#pragma GCC unroll 2
+        for (int v = 0; v < COLS; v++) {
+            __m512 x = acc[i][v];
+            if (scale) x = _mm512_mul_ps(x, alpha);
+            if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ci + 16 * v));
+            if (last) {
+                if (brow) x = _mm512_add_ps(x, _mm512_set1_ps(brow[i]));
+                x = _mm512_add_ps(x, bcol[v]);
+                if (relu) x = _mm512_max_ps(x, zero);
+            }
+            _mm512_mask_storeu_ps(ci + 16 * v, m[v], x);
+        }
+    }
+}
+
+TARGET static void kernel_avx512(int kc, const float *a, const float *b, float *c,
+                                 ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+{
+    if (nr > 16) {
+        if (mr > 8) tile(12, 2, kc, a, b, c, ldc, mr, nr, t);
+        else if (mr > 4) tile(8, 2, kc, a, b, c, ldc, mr, nr, t);
+        else tile(4, 2, kc, a, b, c, ldc, mr, nr, t);
+    } else {
+        if (mr > 8) tile(12, 1, kc, a, b, c, ldc, mr, nr, t);
+        else if (mr > 4) tile(8, 1, kc, a, b, c, ldc, mr, nr, t);
+        else tile(4, 1, kc, a, b, c, ldc, mr, nr, t);
+    }
+}
+
+/* MC x KC = 240 x 384 floats = 360 KiB of A in L2; KC x NC = 384 x 3072 = 4.5 MiB of B in L3. */
+const cy_gemm_isa cy_gemm_avx512 = {"avx512f", MR, NR, 240, 384, 3072, kernel_avx512};
+#endif

@@ -1,0 +1,56 @@
+/* Internal contract between the GEMM driver (gemm.c) and the per-ISA micro-kernels.
+ *
+ * A micro-kernel computes one MR x NR tile of C from packed panels:
+ *
+ *   acc[i][j] = sum_{k < kc} a[k*MR + i] * b[k*NR + j]        i < MR, j < NR
+ *   c[i*ldc + j] = alpha*acc (+ c if t->accumulate)            i < mr, j < nr
+ *   and if t->last (final K block):  c = act(c + bias_row[i] + bias_col[j])
+ *
+ * a: packed A micro-panel [kc][MR]; b: packed B micro-panel [kc][NR]; rows >= mr / columns
+ * >= nr of the panels are zero padding and are never stored.
+ */
+#ifndef CYCONV_GEMM_ISA_H
+#define CYCONV_GEMM_ISA_H
+
+#include <stddef.h>
+#include "gemm.h"
+
+typedef struct cy_tile {
+    float alpha;
+    int accumulate;          /* add to C (beta = 1, or a K block after the first) */
+    int last;                /* final K block: apply bias and activation */
+    const float *bias_row;   /* offset to the tile's first row, or NULL */
+    const float *bias_col;   /* offset to the tile's first column, or NULL */
+    int act;
+    float act_alpha, act_beta;
+} cy_tile;
+
+typedef void (*cy_ukernel)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                           int mr, int nr, const cy_tile *t);
+
+typedef struct cy_gemm_isa {
+    const char *name;
+    int mr, nr;              /* register tile */
+    int mc, kc, nc;          /* cache blocking: A block MC x KC in L2, B panel KC x NC in L3 */
+    cy_ukernel kernel;
+} cy_gemm_isa;
+
+/* Defined in gemm_<isa>.c; the x86 ones exist only when the compiler targets x86. */
+extern const cy_gemm_isa cy_gemm_generic;
+#if defined(__x86_64__) || defined(__i386__)
+extern const cy_gemm_isa cy_gemm_avx2;
+extern const cy_gemm_isa cy_gemm_avx512;
+#endif
+
+const cy_gemm_isa *cy_gemm_isa_get(void);
+
+/* Scalar epilogue shared by kernels for their remainder paths: one value of row i, column j. */
+static inline float cy_epilogue_scalar(float v, int i, int j, const cy_tile *t)
+{
+    if (t->bias_row) v += t->bias_row[i];
+    if (t->bias_col) v += t->bias_col[j];
+    if (t->act == CY_ACT_RELU) v = v > 0.0f ? v : 0.0f;
+    return v;
+}
+
+#endif

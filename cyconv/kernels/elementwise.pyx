@@ -1,0 +1,367 @@
+# cython: language_level=3
+"""Element-wise float32 kernels: unary activations and broadcast binary arithmetic.
+
+Every kernel reads C-contiguous float32 buffers and writes a preallocated output of the same
+length; outputs may not alias inputs. Work is split into fixed chunks (not per-thread ranges), so
+each element is computed by the same instructions whatever ``n_threads`` is: results never depend
+on the thread count.
+
+Binary broadcasts are described by a 3-axis view of the larger operand, ``big[P, M, Q]``, and a
+``small[M]`` operand broadcast along P and Q (legend: P = outer rows, M = the axes the small
+operand spans, Q = inner run). It covers same-shape (``P = Q = 1`` with ``small`` full size is the
+separate :func:`binary_same`), scalar (``M = 1``), per-channel ``[1, C, 1, 1]`` / ``[C, 1, 1]``
+(``M = C``, ``Q = H*W``), bias rows ``[C]`` on ``[N, C]`` (``Q = 1``) and ``[N, C, 1, 1]`` gates
+(``P = 1``, ``M = N*C``).
+"""
+from cython.parallel cimport prange
+from libc.math cimport expf, expm1f, log1pf, tanhf, sqrtf, powf, fabsf
+
+# Unary op codes (kept in sync with cyconv/ops/activation.py through the module constants below).
+cdef enum:
+    U_RELU = 0
+    U_LEAKY_RELU = 1
+    U_SIGMOID = 2
+    U_TANH = 3
+    U_ELU = 4
+    U_SELU = 5
+    U_SOFTPLUS = 6
+    U_HARD_SIGMOID = 7
+    U_HARD_SWISH = 8
+    U_CLIP = 9
+    U_SQRT = 10
+
+# Binary op codes.
+cdef enum:
+    B_ADD = 0
+    B_SUB = 1
+    B_MUL = 2
+    B_DIV = 3
+    B_POW = 4
+    B_PRELU = 5     # x < 0 ? slope * x : x   (a = x, b = slope)
+
+RELU, LEAKY_RELU, SIGMOID, TANH, ELU, SELU = U_RELU, U_LEAKY_RELU, U_SIGMOID, U_TANH, U_ELU, U_SELU
+SOFTPLUS, HARD_SIGMOID, HARD_SWISH, CLIP, SQRT = U_SOFTPLUS, U_HARD_SIGMOID, U_HARD_SWISH, U_CLIP, U_SQRT
+ADD, SUB, MUL, DIV, POW, PRELU = B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_PRELU
+
+# Elements per parallel task. A multiple of 16 (one zmm) so chunk edges stay aligned with the
+# vector loop of the previous chunk; large enough that the OpenMP fork is amortised.
+cdef enum:
+    CHUNK = 16384
+# Below this many elements per thread a parallel region costs more than it saves
+# (~2 us fork/join vs ~0.3 ns per cheap element; transcendental ops are ~10x dearer per element).
+cdef enum:
+    CHEAP_GRAIN = 65536
+    DEAR_GRAIN = 8192
+
+
+cdef inline int _threads_for(Py_ssize_t n, int n_threads, bint dear) noexcept nogil:
+    cdef Py_ssize_t grain = DEAR_GRAIN if dear else CHEAP_GRAIN
+    cdef Py_ssize_t useful = n // grain
+    if useful < 1:
+        return 1
+    if useful < n_threads:
+        return <int>useful
+    return n_threads if n_threads > 0 else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# unary
+
+cdef void _unary_run(int op, const float* x, float* y, Py_ssize_t n, float a, float b) noexcept nogil:
+    """y[i] = f(x[i]) for i < n. The switch sits outside the loops so each loop vectorises."""
+    cdef Py_ssize_t i
+    cdef float v, e
+    if op == U_RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = 0.0 if v < 0.0 else v          # NaN passes through, as numpy.maximum
+    elif op == U_LEAKY_RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = a * v if v < 0.0 else v
+    elif op == U_SIGMOID:
+        # 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) for x < 0: e = e^-|x| never overflows.
+        for i in range(n):
+            v = x[i]
+            e = expf(-fabsf(v))
+            y[i] = 1.0 / (1.0 + e) if v >= 0.0 else e / (1.0 + e)
+    elif op == U_TANH:
+        for i in range(n):
+            y[i] = tanhf(x[i])
+    elif op == U_ELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if v > 0.0 else a * expm1f(v)
+    elif op == U_SELU:
+        # a = alpha, b = gamma
+        for i in range(n):
+            v = x[i]
+            y[i] = b * v if v > 0.0 else b * a * expm1f(v)
+    elif op == U_SOFTPLUS:
+        # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x.
+        for i in range(n):
+            v = x[i]
+            y[i] = (v if v > 0.0 else 0.0) + log1pf(expf(-fabsf(v)))
+    elif op == U_HARD_SIGMOID:
+        # a = alpha, b = beta
+        for i in range(n):
+            v = a * x[i] + b
+            v = 0.0 if v < 0.0 else v
+            y[i] = 1.0 if v > 1.0 else v
+    elif op == U_HARD_SWISH:
+        # x * clamp(x / 6 + 1/2, 0, 1)
+        for i in range(n):
+            v = x[i] * (1.0 / 6.0) + 0.5
+            v = 0.0 if v < 0.0 else v
+            v = 1.0 if v > 1.0 else v
+            y[i] = x[i] * v
+    elif op == U_CLIP:
+        # a = lo, b = hi; min(max(x, lo), hi) so lo > hi gives hi everywhere, as the spec says.
+        for i in range(n):
+            v = x[i]
+            v = a if v < a else v
+            y[i] = b if v > b else v
+    elif op == U_SQRT:
+        for i in range(n):
+            y[i] = sqrtf(x[i])
+
+
+cdef bint _is_dear(int op) noexcept nogil:
+    return op in (U_SIGMOID, U_TANH, U_ELU, U_SELU, U_SOFTPLUS)
+
+
+def unary(const float[::1] x, float[::1] y, int op, float a=0.0, float b=0.0, int n_threads=1):
+    """``y = f(x)`` element-wise for the op code ``op`` (RELU ... SQRT).
+
+    Parameters
+    ----------
+    x : float32[n], C-contiguous
+    y : float32[n], preallocated output (not aliasing ``x``)
+    op : int
+        One of this module's unary codes.
+    a, b : float
+        Op parameters: LEAKY_RELU/ELU ``a = alpha``; SELU ``a = alpha, b = gamma``;
+        HARD_SIGMOID ``a = alpha, b = beta``; CLIP ``a = min, b = max``.
+    n_threads : int
+    """
+    cdef Py_ssize_t n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"output has {y.shape[0]} elements, input {n}")
+    if not 0 <= op <= U_SQRT:
+        raise ValueError(f"unknown unary op {op}")
+    if n == 0:
+        return
+    cdef const float* px = &x[0]
+    cdef float* py = &y[0]
+    cdef int nt = _threads_for(n, n_threads, _is_dear(op))
+    cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t c, lo, hi
+    with nogil:
+        if nt == 1:
+            _unary_run(op, px, py, n, a, b)
+        else:
+            for c in prange(n_chunks, num_threads=nt, schedule="static"):
+                lo = c * CHUNK
+                hi = min(lo + CHUNK, n)
+                _unary_run(op, px + lo, py + lo, hi - lo, a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# binary
+
+cdef void _vec_vec(int op, const float* a, const float* b, float* y, Py_ssize_t n) noexcept nogil:
+    """y[i] = a[i] (op) b[i]."""
+    cdef Py_ssize_t i
+    if op == B_ADD:
+        for i in range(n):
+            y[i] = a[i] + b[i]
+    elif op == B_SUB:
+        for i in range(n):
+            y[i] = a[i] - b[i]
+    elif op == B_MUL:
+        for i in range(n):
+            y[i] = a[i] * b[i]
+    elif op == B_DIV:
+        for i in range(n):
+            y[i] = a[i] / b[i]
+    elif op == B_POW:
+        for i in range(n):
+            y[i] = powf(a[i], b[i])
+    elif op == B_PRELU:
+        for i in range(n):
+            y[i] = a[i] * b[i] if a[i] < 0.0 else a[i]
+
+
+cdef void _vec_scalar(int op, const float* a, float s, float* y, Py_ssize_t n,
+                      bint scalar_first) noexcept nogil:
+    """y[i] = a[i] (op) s, or s (op) a[i] when ``scalar_first``."""
+    cdef Py_ssize_t i
+    cdef float r
+    if op == B_ADD:
+        for i in range(n):
+            y[i] = a[i] + s
+    elif op == B_MUL:
+        for i in range(n):
+            y[i] = a[i] * s
+    elif op == B_SUB:
+        if scalar_first:
+            for i in range(n):
+                y[i] = s - a[i]
+        else:
+            for i in range(n):
+                y[i] = a[i] - s
+    elif op == B_DIV:
+        # Division, not multiplication by 1/s: keeps the result bit-identical to numpy's.
+        if scalar_first:
+            for i in range(n):
+                y[i] = s / a[i]
+        else:
+            for i in range(n):
+                y[i] = a[i] / s
+    elif op == B_POW:
+        if scalar_first:
+            for i in range(n):
+                y[i] = powf(s, a[i])
+        elif s == 2.0:
+            for i in range(n):
+                y[i] = a[i] * a[i]
+        else:
+            for i in range(n):
+                y[i] = powf(a[i], s)
+    elif op == B_PRELU:
+        if scalar_first:        # y = slope-vector applied to scalar x: rare, kept for completeness
+            for i in range(n):
+                y[i] = s * a[i] if s < 0.0 else s
+        else:
+            for i in range(n):
+                y[i] = a[i] * s if a[i] < 0.0 else a[i]
+
+
+cdef void _vec_vec_ordered(int op, const float* big, const float* small, float* y, Py_ssize_t n,
+                           bint small_first) noexcept nogil:
+    if small_first:
+        _vec_vec(op, small, big, y, n)
+    else:
+        _vec_vec(op, big, small, y, n)
+
+
+def binary_same(const float[::1] a, const float[::1] b, float[::1] y, int op, int n_threads=1):
+    """``y = a (op) b`` for equal-length operands.
+
+    Parameters
+    ----------
+    a, b : float32[n], C-contiguous
+    y : float32[n], preallocated output
+    op : int
+        ADD, SUB, MUL, DIV, POW or PRELU (``a`` = x, ``b`` = slope).
+    n_threads : int
+    """
+    cdef Py_ssize_t n = a.shape[0]
+    if b.shape[0] != n or y.shape[0] != n:
+        raise ValueError("binary_same: operand lengths differ")
+    if not 0 <= op <= B_PRELU:
+        raise ValueError(f"unknown binary op {op}")
+    if n == 0:
+        return
+    cdef const float* pa = &a[0]
+    cdef const float* pb = &b[0]
+    cdef float* py = &y[0]
+    cdef int nt = _threads_for(n, n_threads, op == B_POW)
+    cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t c, lo, hi
+    with nogil:
+        if nt == 1:
+            _vec_vec(op, pa, pb, py, n)
+        else:
+            for c in prange(n_chunks, num_threads=nt, schedule="static"):
+                lo = c * CHUNK
+                hi = min(lo + CHUNK, n)
+                _vec_vec(op, pa + lo, pb + lo, py + lo, hi - lo)
+
+
+def binary_bcast(const float[::1] big, const float[::1] small, float[::1] y, int op,
+                 Py_ssize_t P, Py_ssize_t M, Py_ssize_t Q, bint small_first=False,
+                 int n_threads=1):
+    """``y[p, m, q] = big[p, m, q] (op) small[m]`` (operands swapped when ``small_first``).
+
+    Parameters
+    ----------
+    big : float32[P*M*Q], C-contiguous
+    small : float32[M]
+    y : float32[P*M*Q], preallocated output
+    op : int
+        ADD, SUB, MUL, DIV, POW or PRELU.
+    P, M, Q : int
+        Outer rows, broadcast-operand length, inner run (see the module docstring).
+    small_first : bool
+        Compute ``small (op) big`` (e.g. ``Sub(bias, x)``).
+    n_threads : int
+    """
+    cdef Py_ssize_t n = P * M * Q
+    if P < 0 or M < 1 or Q < 1 or big.shape[0] != n or y.shape[0] != n or small.shape[0] != M:
+        raise ValueError("binary_bcast: operand lengths do not match P*M*Q / M")
+    if not 0 <= op <= B_PRELU:
+        raise ValueError(f"unknown binary op {op}")
+    if n == 0:
+        return
+    cdef const float* pb = &big[0]
+    cdef const float* ps = &small[0]
+    cdef float* py = &y[0]
+    cdef int nt = _threads_for(n, n_threads, op == B_POW)
+    cdef Py_ssize_t r, rows, per, lo, hi, i
+    with nogil:
+        if Q == 1:
+            # small spans the innermost axis: P rows of M, vector op against small.
+            if nt == 1:
+                for r in range(P):
+                    _vec_vec_ordered(op, pb + r * M, ps, py + r * M, M, small_first)
+            else:
+                for r in prange(P, num_threads=nt, schedule="static"):
+                    _vec_vec_ordered(op, pb + r * M, ps, py + r * M, M, small_first)
+        elif M == 1 or Q >= CHUNK or nt == 1:
+            # Runs of Q against one scalar each; a long run is split into CHUNK pieces so a
+            # single huge plane (scalar operand) still spreads over the threads.
+            per = (Q + CHUNK - 1) // CHUNK
+            rows = P * M * per
+            if nt == 1:
+                for r in range(P * M):
+                    _vec_scalar(op, pb + r * Q, ps[r % M], py + r * Q, Q, small_first)
+            else:
+                for i in prange(rows, num_threads=nt, schedule="static"):
+                    r = i // per
+                    lo = (i % per) * CHUNK
+                    hi = min(lo + CHUNK, Q)
+                    _vec_scalar(op, pb + r * Q + lo, ps[r % M], py + r * Q + lo, hi - lo,
+                                small_first)
+        else:
+            for r in prange(P * M, num_threads=nt, schedule="static"):
+                _vec_scalar(op, pb + r * Q, ps[r % M], py + r * Q, Q, small_first)
+
+
+def accumulate(float[::1] acc, const float[::1] x, int n_threads=1):
+    """``acc += x`` in place (variadic Sum accumulates into its own fresh output buffer).
+
+    Parameters
+    ----------
+    acc : float32[n], the running sum, owned by the caller
+    x : float32[n]
+    n_threads : int
+    """
+    cdef Py_ssize_t n = acc.shape[0]
+    if x.shape[0] != n:
+        raise ValueError("accumulate: lengths differ")
+    if n == 0:
+        return
+    cdef float* pa = &acc[0]
+    cdef const float* px = &x[0]
+    cdef int nt = _threads_for(n, n_threads, False)
+    cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t c, lo, hi
+    with nogil:
+        if nt == 1:
+            _vec_vec(B_ADD, pa, px, pa, n)
+        else:
+            for c in prange(n_chunks, num_threads=nt, schedule="static"):
+                lo = c * CHUNK
+                hi = min(lo + CHUNK, n)
+                _vec_vec(B_ADD, pa + lo, px + lo, pa + lo, hi - lo)

@@ -1,0 +1,134 @@
+# cython: language_level=3
+"""Softmax / LogSoftmax along one axis of ``x[outer, L, inner]``.
+
+    softmax:    y = exp(x - m) / s,        m = max_l x,  s = sum_l exp(x - m)
+    logsoftmax: y = (x - m) - log(s)
+
+Subtracting the max keeps every exp in (0, 1]: no overflow, and s >= 1 so log(s) is finite.
+The sum is accumulated in double, in a fixed order per row: results do not depend on the
+thread count. ``inner == 1`` (normalising the last axis) walks rows; otherwise blocks of
+``BLOCK`` adjacent columns are normalised together so the loops over columns are contiguous.
+"""
+from cython.parallel cimport prange
+from libc.math cimport expf, log, INFINITY
+
+cdef enum:
+    BLOCK = 64           # columns per task when inner > 1
+    GRAIN = 8192         # exp-evaluations below which one thread beats an OpenMP fork
+
+
+cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t = work // GRAIN
+    if t > tasks:
+        t = tasks
+    if t > n_threads:
+        t = n_threads
+    return <int>t if t > 1 else 1
+
+
+cdef void _row(const float* x, float* y, Py_ssize_t L, bint as_log) noexcept nogil:
+    cdef Py_ssize_t l
+    cdef float m = -INFINITY, e, sf, lsf
+    cdef double s = 0.0
+    for l in range(L):
+        m = x[l] if x[l] > m else m
+    for l in range(L):
+        e = expf(x[l] - m)
+        s += e
+        if not as_log:
+            y[l] = e
+    if as_log:
+        lsf = <float>log(s)
+        for l in range(L):
+            y[l] = (x[l] - m) - lsf
+    else:
+        sf = <float>s
+        for l in range(L):
+            y[l] = y[l] / sf
+
+
+cdef void _columns(const float* x, float* y, Py_ssize_t L, Py_ssize_t inner, Py_ssize_t j0,
+                   Py_ssize_t nj, bint as_log) noexcept nogil:
+    """Columns ``j0 .. j0+nj-1`` (nj <= BLOCK) of one ``[L, inner]`` slab."""
+    cdef float m[BLOCK]
+    cdef double s[BLOCK]
+    cdef float ls[BLOCK]
+    cdef Py_ssize_t l, j
+    cdef const float* xr
+    cdef float* yr
+    cdef float e
+    for j in range(nj):
+        m[j] = -INFINITY
+        s[j] = 0.0
+    for l in range(L):
+        xr = x + l * inner + j0
+        for j in range(nj):
+            m[j] = xr[j] if xr[j] > m[j] else m[j]
+    for l in range(L):
+        xr = x + l * inner + j0
+        yr = y + l * inner + j0
+        for j in range(nj):
+            e = expf(xr[j] - m[j])
+            s[j] += e
+            yr[j] = e
+    if as_log:
+        for j in range(nj):
+            ls[j] = <float>log(s[j])
+        for l in range(L):
+            xr = x + l * inner + j0
+            yr = y + l * inner + j0
+            for j in range(nj):
+                yr[j] = (xr[j] - m[j]) - ls[j]
+    else:
+        for j in range(nj):
+            ls[j] = <float>s[j]
+        for l in range(L):
+            yr = y + l * inner + j0
+            for j in range(nj):
+                yr[j] = yr[j] / ls[j]
+
+
+def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
+            Py_ssize_t inner, bint as_log=False, int n_threads=1):
+    """Softmax (or LogSoftmax with ``as_log``) over the middle axis of ``x[outer, L, inner]``.
+
+    Parameters
+    ----------
+    x, y : float32[outer*L*inner], C-contiguous; y preallocated
+    outer, L, inner : int
+    as_log : bool
+    n_threads : int
+    """
+    cdef Py_ssize_t n = outer * L * inner
+    if x.shape[0] != n or y.shape[0] != n or outer < 0 or L < 0 or inner < 0:
+        raise ValueError("softmax: lengths do not match outer*L*inner")
+    if n == 0:
+        return
+    cdef const float* px = &x[0]
+    cdef float* py = &y[0]
+    cdef Py_ssize_t r, t, blocks, o, j0
+    cdef int nt
+    with nogil:
+        if inner == 1:
+            nt = _threads(n, outer, n_threads)
+            if nt == 1:
+                for r in range(outer):
+                    _row(px + r * L, py + r * L, L, as_log)
+            else:
+                for r in prange(outer, num_threads=nt, schedule="static"):
+                    _row(px + r * L, py + r * L, L, as_log)
+        else:
+            blocks = (inner + BLOCK - 1) // BLOCK
+            nt = _threads(n, outer * blocks, n_threads)
+            if nt == 1:
+                for t in range(outer * blocks):
+                    o = t // blocks
+                    j0 = (t % blocks) * BLOCK
+                    _columns(px + o * L * inner, py + o * L * inner, L, inner, j0,
+                             min(BLOCK, inner - j0), as_log)
+            else:
+                for t in prange(outer * blocks, num_threads=nt, schedule="static"):
+                    o = t // blocks
+                    j0 = (t % blocks) * BLOCK
+                    _columns(px + o * L * inner, py + o * L * inner, L, inner, j0,
+                             min(BLOCK, inner - j0), as_log)

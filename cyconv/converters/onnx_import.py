@@ -66,11 +66,58 @@ def import_proto(proto: onnx.ModelProto, base_dir=None) -> Graph:
         raise ModelError(f"graph outputs never produced: {', '.join(missing)}")
 
     value_shapes = {}
-    for v in list(graph.value_info) + list(graph.output) + list(graph.input):
+    inferred = _infer_value_infos(proto)
+    for v in inferred + list(graph.value_info) + list(graph.output) + list(graph.input):
         info = _value_info(v)
         if info.shape is not None:
             value_shapes[v.name] = info.shape
+    # Outputs the model leaves untyped get what inference found (as ORT reports them).
+    for k, info in enumerate(outputs):
+        if info.shape is None or info.dtype is None:
+            found = next((v for v in inferred if v.name == info.name), None)
+            if found is not None:
+                outputs[k] = _value_info(found)
     return Graph(nodes, inputs, outputs, constants, opsets, value_shapes)
+
+
+_SMALL_CONSTANT_BYTES = 4096
+
+
+def _infer_value_infos(proto: onnx.ModelProto) -> list:
+    """Static types/shapes of every value, from ONNX's shape inference (best effort).
+
+    Inference runs on a light copy: large initializers keep their dims but not their bytes
+    (shape rules only need the values of small ones, e.g. Reshape targets). Models onnx cannot
+    infer still run: their shapes are simply unknown until run time.
+    """
+    light = onnx.ModelProto()
+    if proto.ByteSize() < (1 << 20):
+        light.CopyFrom(proto)
+    else:
+        _copy_without_weights(proto, light)
+    try:
+        light = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception:  # onnx raises several types on models it cannot infer
+        return []
+    return list(light.graph.value_info) + list(light.graph.output)
+
+
+def _copy_without_weights(proto, light):
+    light.ir_version = proto.ir_version
+    light.opset_import.extend(proto.opset_import)
+    graph = light.graph
+    graph.node.extend(proto.graph.node)
+    graph.input.extend(proto.graph.input)
+    graph.output.extend(proto.graph.output)
+    graph.value_info.extend(proto.graph.value_info)
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and \
+                tensor.ByteSize() <= _SMALL_CONSTANT_BYTES:
+            graph.initializer.append(tensor)
+        else:  # declare it as a typed input instead: same shape information, no bytes
+            graph.input.append(onnx.helper.make_tensor_value_info(
+                tensor.name, tensor.data_type, list(tensor.dims)))
+    return light
 
 
 def _value_info(v: onnx.ValueInfoProto) -> ValueInfo:

@@ -213,3 +213,12 @@ def test_runtime_shape_conflict_is_input_error():
     sess = InferenceSession(helper.make_model(graph))
     with pytest.raises(cyconv.InputError, match="Add node"):
         sess.run(None, {"x": np.ones(3, np.float32), "y": np.ones(4, np.float32)})
+
+
+def test_untyped_outputs_get_inferred_shapes():
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_empty_tensor_value_info("y")])
+    (out,) = InferenceSession(helper.make_model(graph)).get_outputs()
+    assert (out.shape, out.type) == (["N", 3], "tensor(float)")

@@ -8,7 +8,12 @@ BatchNormalization, per channel c (the normalised axis is 1):
 ``scale`` and ``shift`` are computed in float64 once at load when the four parameters are
 constants (the usual case), else per run. Opset < 9 ``spatial=0`` means per-activation
 parameters of shape ``[C, D1, ..., Dn]``; the kernel then treats ``C * D1 * ... * Dn`` as the
-channel axis. Training (batch statistics, running-mean outputs) is rejected at load.
+channel axis.
+
+Opset >= 14 ``training_mode=1`` normalises with the batch statistics (mean and population
+variance over every axis but 1) and also returns the updated running statistics
+``running = input * momentum + batch * (1 - momentum)``; it runs in numpy (training is not a
+hot path). The opset < 14 training outputs (saved mean/variance) are rejected at load.
 
 LRN (across channels, x of shape [N, C, D1, ..., Dk]):
 
@@ -42,6 +47,18 @@ def batch_norm_reference(x, scale, bias, mean, var, epsilon=1e-5, spatial=1):
     return y.astype(x.dtype)
 
 
+def batch_norm_training_reference(x, scale, bias, mean, var, epsilon=1e-5, momentum=0.9):
+    """Opset >= 14 training mode: ``(y, running_mean, running_var)`` from batch statistics."""
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    xd = x.astype(np.float64)
+    batch_mean = xd.mean(axis=axes)
+    batch_var = xd.var(axis=axes)
+    y = batch_norm_reference(x, scale, bias, batch_mean, batch_var, epsilon)
+    running_mean = np.asarray(mean, np.float64) * momentum + batch_mean * (1 - momentum)
+    running_var = np.asarray(var, np.float64) * momentum + batch_var * (1 - momentum)
+    return y, running_mean.astype(mean.dtype), running_var.astype(var.dtype)
+
+
 def lrn_reference(x, size, alpha=1e-4, beta=0.75, bias=1.0):
     """LRN across the channel axis of ``x[N, C, ...]``, in float64 (see module docstring)."""
     xd = x.astype(np.float64)
@@ -71,19 +88,21 @@ def BatchNormalization(node, *, epsilon=1e-5, momentum=0.9, spatial=1, is_test=0
                        training_mode=0, consumed_inputs=None):
     if training_mode not in (0, 1):
         raise node.error(f"training_mode must be 0 or 1, got {training_mode}")
-    if training_mode:
-        raise node.error("training_mode=1 (normalising with batch statistics) is not "
-                         "supported: cyconv runs inference only")
-    if node.num_outputs != 1:
-        raise node.error(f"{node.num_outputs} outputs requested: the running/saved mean and "
-                         f"variance outputs exist only in training, which is not supported")
     if node.num_inputs != 5:
         raise node.error(f"expects 5 inputs (X, scale, B, mean, var), got {node.num_inputs}")
     if spatial not in (0, 1):
         raise node.error(f"spatial must be 0 or 1, got {spatial}")
-    epsilon = float(epsilon)
+    epsilon, momentum = float(epsilon), float(momentum)
     if not epsilon >= 0.0:
         raise node.error(f"epsilon must be >= 0, got {epsilon}")
+    if training_mode:
+        if node.num_outputs > 3:
+            raise node.error(f"training mode has at most 3 outputs, got {node.num_outputs}")
+        return _training_run(epsilon, momentum, node.num_outputs)
+    if node.num_outputs != 1:
+        raise node.error(f"{node.num_outputs} outputs requested: the mean/variance outputs "
+                         f"of opset {node.opset} exist only in training, which cyconv supports "
+                         f"from opset 14 (training_mode=1) only")
     spatial = bool(spatial) if node.opset < 9 else True
     params = [node.const(i) for i in range(1, 5)]
     folded = _affine_params(*params, epsilon) if all(p is not None for p in params) else None
@@ -109,6 +128,13 @@ def BatchNormalization(node, *, epsilon=1e-5, momentum=0.9, spatial=1, is_test=0
         _kn.channel_affine(x.reshape(-1), s, t, y.reshape(-1), x.shape[0], per_channel, q,
                            ctx.n_threads)
         return y
+    return run
+
+
+def _training_run(epsilon, momentum, num_outputs):
+    def run(ctx, x, scale, bias, mean, var):
+        outs = batch_norm_training_reference(x, scale, bias, mean, var, epsilon, momentum)
+        return outs[:num_outputs] if num_outputs > 1 else outs[0]
     return run
 
 

@@ -1,0 +1,318 @@
+"""Pooling (cyconv/ops/pool.py): output geometry, the 1-D/2-D float32 kernels vs the numpy
+references over kernels, strides, dilations, pads, ceil_mode and count_include_pad, thread-count
+independence, global pools, attribute rules, ONNX Runtime parity (which also checks the
+references) and ONNX's node tests.
+
+The ONNX-runtime and node-test helpers are repeated in each tests/ops/test_<family>.py on
+purpose: each family's tests stay runnable on their own, and the helpers are short.
+"""
+import itertools
+import re
+import warnings
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cyconv.ops  # noqa: F401  (registers the operators)
+from cyconv.engine.registry import call_op
+from cyconv.errors import InputError, ModelError
+from cyconv.ops import pool
+from cyconv.ops.pool import pool_geometry, window_counts
+
+ort = pytest.importorskip("onnxruntime")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def assert_same(got, want, rtol=1e-3, atol=1e-7):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if want.dtype.kind == "f":
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def ort_run(op_type, inputs, attrs, opset, out_dtypes):
+    """Run a one-node model in ONNX Runtime; ``None`` inputs are omitted optional inputs."""
+    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    outs = [f"out{i}" for i in range(len(out_dtypes))]
+    node = helper.make_node(op_type, names, outs, **attrs)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
+         for n, x in zip(names, inputs) if x is not None],
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), None)
+         for n, d in zip(outs, out_dtypes)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {n: x for n, x in zip(names, inputs) if x is not None})
+
+
+def onnx_node_cases(pattern, ops):
+    """ONNX's one-node test cases named like ``pattern`` whose node is one of ``ops``."""
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    return [pytest.param(c, id=c.name) for c in cases
+            if re.match(pattern, c.name) and len(c.model.graph.node) == 1
+            and c.model.graph.node[0].op_type in ops]
+
+
+def run_node_case(case, n_threads=2):
+    graph = case.model.graph
+    node = graph.node[0]
+    opset = next(o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx"))
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def array(v):
+        return numpy_helper.to_array(v) if isinstance(v, TensorProto) else v
+
+    for inputs, expected in case.data_sets:
+        feeds = {i.name: array(v) for i, v in zip(graph.input, inputs)}
+        args = [feeds[n] if n else None for n in node.input]
+        while args and args[-1] is None:
+            args.pop()
+        out = as_tuple(call_op(node.op_type, args, attrs, opset=opset, n_threads=n_threads,
+                               num_outputs=len(node.output)))
+        assert len(out) == len(expected)
+        for got, want in zip(out, expected):
+            assert_same(got, array(want), 1e-3, 1e-7)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+@pytest.mark.parametrize("n,k,s,d,pads,auto_pad,ceil,want", [
+    (7, 3, 2, 1, (0, 0), "NOTSET", False, (3, 0, 0)),
+    (7, 3, 2, 1, (1, 1), "NOTSET", False, (4, 1, 1)),
+    (6, 3, 2, 1, (0, 0), "NOTSET", True, (3, 0, 0)),      # ceil adds a partial window
+    (5, 2, 2, 1, (1, 0), "NOTSET", True, (3, 1, 0)),
+    (4, 2, 2, 1, (1, 1), "NOTSET", True, (3, 1, 1)),      # the 4th window would start on pad
+    (7, 3, 1, 2, (0, 0), "NOTSET", False, (3, 0, 0)),     # dilated window spans 5
+    (7, 3, 2, 1, (0, 0), "SAME_UPPER", False, (4, 1, 1)),
+    (8, 3, 2, 1, (0, 0), "SAME_UPPER", False, (4, 0, 1)),
+    (8, 3, 2, 1, (0, 0), "SAME_LOWER", False, (4, 1, 0)),
+    (5, 1, 3, 1, (0, 0), "SAME_UPPER", False, (2, 0, 0)),  # negative total clamps to 0
+    (7, 3, 2, 1, (0, 0), "VALID", False, (3, 0, 0)),
+])
+def test_pool_geometry(n, k, s, d, pads, auto_pad, ceil, want):
+    out, pb, pe = pool_geometry((n,), (k,), (s,), (d,), pads, auto_pad, ceil)
+    assert (out[0], pb[0], pe[0]) == want
+
+
+def test_window_counts():
+    # n=5, k=3, s=2, pads 1/1: windows start at -1, 1, 3 -> taps [-1,0,1], [1,2,3], [3,4,5]
+    np.testing.assert_array_equal(window_counts(3, 5, 3, 2, 1, 1, 1, False), [2, 3, 2])
+    np.testing.assert_array_equal(window_counts(3, 5, 3, 2, 1, 1, 1, True), [3, 3, 3])
+    # ceil-mode window past the end padding: position 5 is beyond in + pe = 5 and never counts
+    np.testing.assert_array_equal(window_counts(3, 5, 3, 2, 1, 1, 0, True), [3, 3, 2])
+
+
+# ----------------------------------------------------------------------------- kernel vs reference
+
+def _grid(seed=0, count=160):
+    """A fixed sample of the (kernel, stride, dilation, pads, ceil, count_include_pad) grid."""
+    full = list(itertools.product(
+        [(1, 1), (2, 2), (3, 3), (2, 3), (5, 1)],
+        [(1, 1), (2, 2), (1, 2), (3, 2)],
+        [(1, 1), (2, 2), (1, 3)],
+        [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0), (2, 2, 2, 2)],
+        [0, 1], [0, 1]))
+    picks = np.random.default_rng(seed).choice(len(full), count, replace=False)
+    return [full[i] for i in sorted(picks)]
+
+
+GRID = _grid()
+INPUTS_2D = [(1, 1, 7, 9), (3, 2, 8, 8), (2, 3, 5, 6)]
+
+
+@pytest.mark.parametrize("kernel,strides,dilations,pads,ceil,cip", GRID, ids=str)
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool2d_kernel_matches_reference(rng, op, kernel, strides, dilations, pads, ceil, cip):
+    attrs = {"kernel_shape": kernel, "strides": strides, "dilations": dilations, "pads": pads,
+             "ceil_mode": ceil}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = cip
+    ref_attrs = dict(attrs)
+    ref = pool.max_pool_reference if op == "MaxPool" else pool.average_pool_reference
+    for shape in INPUTS_2D:
+        x = rng.standard_normal(shape).astype(np.float32)
+        out, _, _ = pool_geometry(shape[2:], kernel, strides, dilations, pads, "NOTSET", ceil)
+        if min(out) < 1:
+            continue
+        x0 = x.copy()
+        got = call_op(op, [x], attrs, opset=19, n_threads=2)
+        assert_same(got, ref(x, **ref_attrs), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("k,s,d,pads,ceil,cip", [
+    (3, 1, 1, (1, 1), 0, 0), (2, 2, 1, (0, 0), 1, 0), (3, 2, 2, (2, 1), 1, 1),
+    (4, 3, 1, (1, 2), 0, 1), (1, 1, 1, (0, 0), 0, 0), (5, 1, 1, (0, 0), 0, 0),
+])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("shape", [(1, 1, 11), (3, 4, 20)], ids=str)
+def test_pool1d_kernel_matches_reference(rng, op, shape, k, s, d, pads, ceil, cip):
+    attrs = {"kernel_shape": [k], "strides": [s], "dilations": [d], "pads": list(pads),
+             "ceil_mode": ceil}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = cip
+    ref = pool.max_pool_reference if op == "MaxPool" else pool.average_pool_reference
+    x = rng.standard_normal(shape).astype(np.float32)
+    assert_same(call_op(op, [x], attrs, opset=19), ref(x, **attrs), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_auto_pad_matches_reference(rng, op, auto_pad):
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    attrs = {"kernel_shape": [3, 2], "strides": [2, 3], "auto_pad": auto_pad}
+    ref = pool.max_pool_reference if op == "MaxPool" else pool.average_pool_reference
+    assert_same(call_op(op, [x], attrs, opset=19), ref(x, **attrs), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": [7, 7]}),
+])
+def test_threads_do_not_change_results(rng, op, attrs):
+    x = rng.standard_normal((2, 32, 56, 57)).astype(np.float32)
+    outs = [call_op(op, [x], attrs, opset=19, n_threads=t) for t in (1, 2, 3)]
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    ref = pool.max_pool_reference if op == "MaxPool" else pool.average_pool_reference
+    assert_same(outs[0], ref(x, **attrs), rtol=1e-6, atol=1e-7)
+
+
+def test_non_contiguous_and_3d_and_dtypes(rng):
+    x = rng.standard_normal((4, 5, 2, 3)).astype(np.float32).transpose(2, 3, 0, 1)
+    attrs = {"kernel_shape": [2, 2]}
+    assert_same(call_op("MaxPool", [x], attrs), pool.max_pool_reference(x, **attrs), rtol=0)
+    x3 = rng.standard_normal((1, 2, 5, 6, 7)).astype(np.float32)
+    attrs3 = {"kernel_shape": [2, 3, 2], "strides": [1, 2, 2], "pads": [1, 0, 1, 0, 1, 1]}
+    assert_same(call_op("AveragePool", [x3], attrs3),
+                pool.average_pool_reference(x3, **attrs3), rtol=1e-6)
+    for dtype in (np.float64, np.float16):
+        y = call_op("AveragePool", [x.astype(dtype)], attrs)
+        assert y.dtype == dtype
+    u = rng.integers(0, 255, (1, 2, 6, 6)).astype(np.uint8)
+    assert_same(call_op("MaxPool", [u], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, opset=12),
+                pool.max_pool_reference(u, [3, 3], pads=[1, 1, 1, 1]))
+
+
+# ----------------------------------------------------------------------------- global pools
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 5, 1, 1), (2, 3, 10), (1, 2, 3, 4, 5),
+                                   (2, 8, 224, 224), (1, 1, 17, 1)], ids=str)
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pools(rng, op, shape):
+    x = rng.uniform(-1.0, 3.0, shape).astype(np.float32)
+    ref = (pool.global_average_pool_reference if op == "GlobalAveragePool"
+           else pool.global_max_pool_reference)
+    outs = [call_op(op, [x], n_threads=t) for t in (1, 3)]
+    assert_same(outs[0], ref(x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+# ----------------------------------------------------------------------------- attribute rules
+
+@pytest.mark.parametrize("attrs,match", [
+    ({}, "kernel_shape is required"),
+    ({"kernel_shape": [3, 3], "strides": [1]}, "strides needs 2"),
+    ({"kernel_shape": [3, 3], "strides": [0, 1]}, "strides values must be >= 1"),
+    ({"kernel_shape": [3, 3], "pads": [1, 1]}, "pads needs 4"),
+    ({"kernel_shape": [3, 3], "pads": [-1, 0, 0, 0]}, "pads values must be >= 0"),
+    ({"kernel_shape": [3, 3], "auto_pad": "SAME"}, "auto_pad"),
+    ({"kernel_shape": [3, 3], "auto_pad": "VALID", "pads": [1, 1, 1, 1]}, "together"),
+    ({"kernel_shape": [3, 3], "ceil_mode": 2}, "ceil_mode"),
+    ({"kernel_shape": [3, 3], "storage_order": 3}, "storage_order"),
+    ({"kernel_shape": [3, 3], "count_include_pad": 1}, "unsupported attribute"),
+])
+def test_maxpool_attribute_errors(attrs, match):
+    with pytest.raises(ModelError, match=match):
+        call_op("MaxPool", [np.zeros((1, 1, 4, 4), np.float32)], attrs, opset=12)
+
+
+def test_rank_mismatch_is_an_input_error():
+    with pytest.raises(InputError, match="rank"):
+        call_op("AveragePool", [np.zeros((1, 4, 4), np.float32)], {"kernel_shape": [2, 2]})
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime
+
+ORT_POOLS = [
+    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1, "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [3, 2], "strides": [1, 2], "pads": [2, 1, 0, 1], "dilations": [2, 1]},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER"},
+    {"kernel_shape": [3, 3], "auto_pad": "VALID", "strides": [2, 1]},
+]
+
+
+@pytest.mark.parametrize("attrs", ORT_POOLS, ids=str)
+@pytest.mark.parametrize("op,extra", [("MaxPool", {}), ("AveragePool", {"count_include_pad": 0}),
+                                      ("AveragePool", {"count_include_pad": 1})])
+def test_2d_matches_onnxruntime(rng, op, extra, attrs):
+    x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+    attrs = {**attrs, **extra}
+    want = ort_run(op, [x], attrs, 19, [np.float32])[0]
+    ref = pool.max_pool_reference if op == "MaxPool" else pool.average_pool_reference
+    assert_same(ref(x, **attrs), want, rtol=1e-6, atol=1e-7)     # the oracle is right
+    assert_same(call_op(op, [x], attrs, opset=19, n_threads=2), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_1d_and_3d_match_onnxruntime(rng, op):
+    for shape, attrs in [((2, 3, 15), {"kernel_shape": [3], "strides": [2], "pads": [1, 1],
+                                       "ceil_mode": 1}),
+                         ((1, 2, 5, 6, 7), {"kernel_shape": [2, 3, 2], "pads": [1, 0, 1, 0, 1, 1],
+                                            "strides": [1, 2, 2]})]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        want = ort_run(op, [x], attrs, 19, [np.float32])[0]
+        assert_same(call_op(op, [x], attrs, opset=19), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_maxpool_indices_match_onnxruntime(rng, storage_order):
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    attrs = {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1],
+             "storage_order": storage_order}
+    y, idx = call_op("MaxPool", [x], attrs, opset=12, num_outputs=2)
+    want_y, want_idx = ort_run("MaxPool", [x], attrs, 12, [np.float32, np.int64])
+    assert_same(y, want_y, rtol=0)
+    assert_same(idx, want_idx)
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_match_onnxruntime(rng, op):
+    x = rng.standard_normal((2, 16, 13, 14)).astype(np.float32)
+    assert_same(call_op(op, [x]), ort_run(op, [x], {}, 1, [np.float32])[0], rtol=1e-5,
+                atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- ONNX node tests
+
+POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
+NODE_CASES = onnx_node_cases(r"test_(maxpool|averagepool|globalaveragepool|globalmaxpool)",
+                             POOL_OPS)
+
+
+def test_node_cases_found():
+    assert len(NODE_CASES) >= 43
+
+
+@pytest.mark.parametrize("case", NODE_CASES)
+def test_onnx_node(case):
+    run_node_case(case)

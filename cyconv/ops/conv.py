@@ -1,1 +1,397 @@
-"""(being written)"""
+"""Conv, ConvTranspose (and com.microsoft FusedConv): numpy references, geometry, builders.
+
+Shape legend: ``x[N, C, *in]`` input, ``y[N, M, *out]`` output, ``g`` groups; Conv weights
+``w[M, C/g, *k]``, ConvTranspose weights ``w[C, M/g, *k]``; ``dk = (k - 1) * d + 1`` is the
+dilated kernel extent along an axis.
+
+Conv geometry (per spatial axis):
+
+* ``NOTSET``: pads as given (default 0), ``out = floor((in + pb + pe - dk) / s) + 1``;
+* ``VALID``: no padding;
+* ``SAME_UPPER`` / ``SAME_LOWER``: ``out = ceil(in / s)``, total padding
+  ``max(0, (out - 1) * s + dk - in)`` split evenly, the odd one at the end (UPPER) or the
+  beginning (LOWER).
+
+ConvTranspose geometry: ``full = s * (in - 1) + output_padding + dk`` and
+``out = full - pb - pe``. With ``output_shape`` (or SAME_*, where ``out = in * s``) the pads
+are derived from ``total = max(0, full - out)``: SAME_UPPER puts the odd one at the end,
+NOTSET / SAME_LOWER at the beginning (the ONNX spec, as ONNX Runtime does).
+
+float32 inputs with one or two spatial axes run :mod:`cyconv.kernels.conv` (weights packed
+once when W is a load-time constant); other dtypes and ranks use the numpy reference.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..engine.registry import register
+from ..errors import InputError
+from ..kernels import conv as _kc
+
+_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+# ------------------------------------------------------------------------------------------
+# geometry
+
+def conv_geometry(in_shape, kernel, strides, dilations, pads, auto_pad):
+    """Output spatial shape and begin/end pads of a Conv (rules in the module docstring).
+
+    Parameters
+    ----------
+    in_shape, kernel, strides, dilations : sequences of int, one per spatial axis
+    pads : ``[b_1 .. b_n, e_1 .. e_n]`` (used only when auto_pad is NOTSET)
+    auto_pad : str
+
+    Returns
+    -------
+    out_shape, pads_begin, pads_end : tuples of int (out may be <= 0 for too small inputs)
+    """
+    nd = len(in_shape)
+    out, begin, end = [], [], []
+    for a in range(nd):
+        n, k, s, d = in_shape[a], kernel[a], strides[a], dilations[a]
+        dk = (k - 1) * d + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-n // s)
+            total = max(0, (o - 1) * s + dk - n)
+            small = total // 2
+            pb, pe = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
+        elif auto_pad == "VALID":
+            pb = pe = 0
+        else:
+            pb, pe = pads[a], pads[nd + a]
+        out.append((n + pb + pe - dk) // s + 1)
+        begin.append(pb)
+        end.append(pe)
+    return tuple(out), tuple(begin), tuple(end)
+
+
+def conv_transpose_geometry(in_shape, kernel, strides, dilations, pads, auto_pad,
+                            output_padding, output_shape):
+    """Output spatial shape and begin/end pads of a ConvTranspose (module docstring).
+
+    Returns
+    -------
+    out_shape, pads_begin, pads_end : tuples of int; pads may be negative when
+    ``output_shape`` is larger than the natural size (the extra outputs get only the bias).
+    """
+    nd = len(in_shape)
+    if output_shape is not None and len(output_shape) == nd + 2:
+        output_shape = output_shape[2:]          # some exporters write the full N, C, ... shape
+    out, begin, end = [], [], []
+    for a in range(nd):
+        n, k, s, d = in_shape[a], kernel[a], strides[a], dilations[a]
+        full = s * (n - 1) + output_padding[a] + (k - 1) * d + 1
+        if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = output_shape[a] if output_shape is not None else n * s
+            total = max(0, full - o)
+            small = total // 2
+            pb, pe = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
+            pe = full - o - pb                   # makes out == o also when full < o
+        elif auto_pad == "VALID":
+            pb = pe = 0
+        else:
+            pb, pe = pads[a], pads[nd + a]
+        out.append(full - pb - pe)
+        begin.append(pb)
+        end.append(pe)
+    return tuple(out), tuple(begin), tuple(end)
+
+
+def _defaults(nd, strides, dilations, pads):
+    strides = tuple(int(v) for v in strides) if strides is not None else (1,) * nd
+    dilations = tuple(int(v) for v in dilations) if dilations is not None else (1,) * nd
+    pads = tuple(int(v) for v in pads) if pads is not None else (0,) * (2 * nd)
+    return strides, dilations, pads
+
+
+def _auto_pad(auto_pad):
+    return auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+
+
+# ------------------------------------------------------------------------------------------
+# numpy references (the oracles): one accumulation per kernel offset
+
+def conv_reference(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
+                   kernel_shape=None, pads=None, strides=None):
+    """ONNX Conv in numpy: ``y[n, m, o] = b[m] + sum_{c, t} w[m, c, t] * x_pad[n, gc, o*s + t*d]``.
+
+    Parameters
+    ----------
+    x : (N, C, *in);  w : (M, C/group, *k);  b : (M,) or None
+    remaining keywords: the ONNX attributes
+
+    Returns
+    -------
+    y : (N, M, *out), dtype of ``x``
+    """
+    x, w = np.asarray(x), np.asarray(w)
+    nd = x.ndim - 2
+    strides, dilations, pads = _defaults(nd, strides, dilations, pads)
+    kernel = w.shape[2:]
+    out, pb, pe = conv_geometry(x.shape[2:], kernel, strides, dilations, pads,
+                                _auto_pad(auto_pad))
+    xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(pb, pe)))
+    N, M, Cg = x.shape[0], w.shape[0], w.shape[1]
+    Mg = M // group
+    y = np.zeros((N, M) + out, dtype=np.result_type(x, w))
+    for g in range(group):
+        xg = xp[:, g * Cg:(g + 1) * Cg]
+        for t in itertools.product(*(range(k) for k in kernel)):
+            # input positions o*s + t*d for o in [0, out): one strided slice per axis
+            window = tuple(slice(t[a] * dilations[a], t[a] * dilations[a]
+                                 + strides[a] * (out[a] - 1) + 1, strides[a]) for a in range(nd))
+            patch = xg[(slice(None), slice(None)) + window]                 # N, Cg, *out
+            tap = w[(slice(g * Mg, (g + 1) * Mg), slice(None)) + t]        # Mg, Cg
+            y[:, g * Mg:(g + 1) * Mg] += np.einsum("nc...,mc->nm...", patch, tap)
+    if b is not None:
+        y += np.asarray(b).reshape((1, M) + (1,) * nd)
+    return y.astype(x.dtype, copy=False)
+
+
+def conv_transpose_reference(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
+                             kernel_shape=None, output_padding=None, output_shape=None,
+                             pads=None, strides=None):
+    """ONNX ConvTranspose in numpy: every input pixel scatters ``x * w`` into the output,
+    ``y[n, gm, i*s + t*d - pb] += sum_c x[n, gc, i] * w[gc, m, t]``.
+
+    Parameters
+    ----------
+    x : (N, C, *in);  w : (C, M/group, *k);  b : (M,) or None
+    remaining keywords: the ONNX attributes
+
+    Returns
+    -------
+    y : (N, M, *out), dtype of ``x``
+    """
+    x, w = np.asarray(x), np.asarray(w)
+    nd = x.ndim - 2
+    strides, dilations, pads = _defaults(nd, strides, dilations, pads)
+    output_padding = tuple(output_padding) if output_padding is not None else (0,) * nd
+    kernel = w.shape[2:]
+    out, pb, pe = conv_transpose_geometry(x.shape[2:], kernel, strides, dilations, pads,
+                                          _auto_pad(auto_pad), output_padding, output_shape)
+    N, C, Mg = x.shape[0], x.shape[1], w.shape[1]
+    Cg, M = C // group, Mg * group
+    # the un-cropped result: full[a] = s*(in-1) + (k-1)*d + 1 along each axis
+    full = tuple(strides[a] * (x.shape[2 + a] - 1) + (kernel[a] - 1) * dilations[a] + 1
+                 for a in range(nd))
+    acc = np.zeros((N, M) + full, dtype=np.result_type(x, w))
+    for g in range(group):
+        xg = x[:, g * Cg:(g + 1) * Cg]
+        for t in itertools.product(*(range(k) for k in kernel)):
+            window = tuple(slice(t[a] * dilations[a], t[a] * dilations[a]
+                                 + strides[a] * (x.shape[2 + a] - 1) + 1, strides[a])
+                           for a in range(nd))
+            tap = w[(slice(g * Cg, (g + 1) * Cg), slice(None)) + t]        # Cg, Mg
+            acc[(slice(None), slice(g * Mg, (g + 1) * Mg)) + window] += \
+                np.einsum("nc...,cm->nm...", xg, tap)
+    # y[o] = acc[o + pb] where that index exists, else 0 (output_padding / larger output_shape)
+    y = np.zeros((N, M) + tuple(out), dtype=acc.dtype)
+    dst, src = [slice(None)] * 2, [slice(None)] * 2
+    for a in range(nd):
+        lo, hi = max(0, -pb[a]), min(out[a], full[a] - pb[a])
+        dst.append(slice(lo, max(lo, hi)))
+        src.append(slice(lo + pb[a], max(lo, hi) + pb[a]))
+    y[tuple(dst)] = acc[tuple(src)]
+    if b is not None:
+        y += np.asarray(b).reshape((1, M) + (1,) * nd)
+    return y.astype(x.dtype, copy=False)
+
+
+# ------------------------------------------------------------------------------------------
+# attribute checks shared by the builders
+
+def _spatial_attrs(node, w_shape, nd, kernel_shape, strides, dilations, pads, auto_pad):
+    """Validate attributes at load; nd may be None when neither W nor kernel_shape is known."""
+    auto_pad = _auto_pad(auto_pad)
+    if auto_pad not in _AUTO_PADS:
+        raise node.error(f"auto_pad must be one of {_AUTO_PADS}, got {auto_pad!r}")
+    if kernel_shape is not None:
+        kernel_shape = tuple(int(v) for v in kernel_shape)
+        if nd is not None and len(kernel_shape) != nd:
+            raise node.error(f"kernel_shape {kernel_shape} has {len(kernel_shape)} axes but W "
+                             f"has {nd} spatial axes")
+        if w_shape is not None and kernel_shape != tuple(w_shape[2:]):
+            raise node.error(f"kernel_shape {kernel_shape} differs from W's spatial shape "
+                             f"{tuple(w_shape[2:])}")
+        nd = len(kernel_shape)
+    for name, v, n in (("strides", strides, 1), ("dilations", dilations, 1), ("pads", pads, 2)):
+        if v is None:
+            continue
+        v = [int(e) for e in v]
+        if nd is not None and len(v) != n * nd:
+            raise node.error(f"{name} has {len(v)} values, expected {n * nd}")
+        if name != "pads" and any(e < 1 for e in v):
+            raise node.error(f"{name} must be positive, got {v}")
+    return auto_pad, nd
+
+
+def _check_input(op, x, w, C, nd):
+    if x.ndim != w.ndim:
+        raise InputError(f"{op}: X must have rank {w.ndim} (like W {w.shape}), got shape "
+                         f"{x.shape}")
+    if x.shape[1] != C:
+        raise InputError(f"{op}: X must have {C} channels for W {w.shape}, got shape {x.shape}")
+
+
+def _as_2d(nd, x, strides, dilations, pb, pe):
+    """1-D problems as 2-D ones with H = 1 (the kernels are 2-D only)."""
+    if nd == 2:
+        return x, strides, dilations, (pb[0], pb[1], pe[0], pe[1])
+    return x[:, :, None, :], (1, strides[0]), (1, dilations[0]), (0, pb[0], 0, pe[0])
+
+
+# ------------------------------------------------------------------------------------------
+# builders
+
+def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strides, relu):
+    W, B = node.const(1), node.const(2)
+    w_shape = None if W is None else W.shape
+    group = int(group)
+    if group < 1:
+        raise node.error(f"group must be >= 1, got {group}")
+    nd = None if W is None else W.ndim - 2
+    if W is not None:
+        if W.ndim < 3:
+            raise node.error(f"W must have rank >= 3, got shape {W.shape}")
+        if W.shape[0] % group:
+            raise node.error(f"group={group} does not divide the {W.shape[0]} output channels")
+    auto_pad, nd = _spatial_attrs(node, w_shape, nd, kernel_shape, strides, dilations, pads,
+                                  auto_pad)
+    if pads is not None and any(int(p) < 0 for p in pads):
+        raise node.error(f"pads must be >= 0, got {list(pads)}")
+    if B is not None and W is not None and B.shape != (W.shape[0],):
+        raise node.error(f"B must have shape ({W.shape[0]},), got {B.shape}")
+
+    def make_plan(w, b):
+        w4 = w if w.ndim == 4 else w[:, :, None, :]
+        st, dl, _ = _defaults(w.ndim - 2, strides, dilations, pads)
+        if w.ndim == 3:
+            st, dl = (1,) + st, (1,) + dl
+        return _kc.ConvPlan(w4, b, st, dl, group, relu)
+
+    fast = W is not None and W.dtype == np.float32 and W.ndim in (3, 4) and W.shape[0] > 0 \
+        and (B is None or B.dtype == np.float32)
+    plan = make_plan(W, B) if fast and (B is not None or node.num_inputs < 3) else None
+
+    def run(ctx, x, w, b=None):
+        n = w.ndim - 2
+        if w.ndim < 3 or w.shape[0] % group:
+            raise InputError(f"Conv: W shape {w.shape} does not fit group={group}")
+        _check_input("Conv", x, w, w.shape[1] * group, n)
+        if b is not None and b.shape != (w.shape[0],):
+            raise InputError(f"Conv: B must have shape ({w.shape[0]},), got {b.shape}")
+        st, dl, pd = _defaults(n, strides, dilations, pads)
+        out, pb, pe = conv_geometry(x.shape[2:], w.shape[2:], st, dl, pd, auto_pad)
+        if any(o < 1 for o in out):
+            raise InputError(f"Conv: input spatial shape {x.shape[2:]} is smaller than the "
+                             f"dilated kernel {w.shape[2:]} (output would be {out})")
+        use_kernel = (x.dtype == np.float32 and w.dtype == np.float32 and n in (1, 2)
+                      and (b is None or b.dtype == np.float32))
+        if not use_kernel:
+            y = conv_reference(x, w, b, auto_pad=auto_pad, dilations=dl, group=group,
+                               pads=pd, strides=st)
+            return np.maximum(y, 0) if relu else y
+        p = plan if plan is not None else make_plan(w, b)
+        x2, _, _, pads4 = _as_2d(n, x, st, dl, pb, pe)
+        y = p.run(x2, pads4, ctx.n_threads)
+        return y if n == 2 else y[:, :, 0, :]
+    return run
+
+
+@register("Conv", reference=conv_reference)
+def Conv(node, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+         strides=None):
+    return _conv_builder(node, auto_pad=auto_pad, dilations=dilations, group=group,
+                         kernel_shape=kernel_shape, pads=pads, strides=strides, relu=False)
+
+
+def fused_conv_reference(x, w, b=None, *, activation="Relu", activation_params=None, **attrs):
+    """com.microsoft FusedConv: ``activation(Conv(x, w, b))``; only Relu so far."""
+    return np.maximum(conv_reference(x, w, b, **attrs), 0)
+
+
+@register("FusedConv", reference=fused_conv_reference, domain="com.microsoft")
+def FusedConv(node, *, activation="Relu", activation_params=None, auto_pad="NOTSET",
+              dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    # ONNX Runtime's contrib op, produced by activation fusion; the Sum input Z is not taken
+    activation = activation.decode() if isinstance(activation, bytes) else activation
+    if activation != "Relu":
+        raise node.error(f"activation {activation!r} is not supported (only Relu)")
+    if node.num_inputs > 3:
+        raise node.error("the Z (residual) input is not supported")
+    return _conv_builder(node, auto_pad=auto_pad, dilations=dilations, group=group,
+                         kernel_shape=kernel_shape, pads=pads, strides=strides, relu=True)
+
+
+@register("ConvTranspose", reference=conv_transpose_reference)
+def ConvTranspose(node, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                  output_padding=None, output_shape=None, pads=None, strides=None):
+    W, B = node.const(1), node.const(2)
+    group = int(group)
+    if group < 1:
+        raise node.error(f"group must be >= 1, got {group}")
+    nd = None if W is None else W.ndim - 2
+    if W is not None:
+        if W.ndim < 3:
+            raise node.error(f"W must have rank >= 3, got shape {W.shape}")
+        if W.shape[0] % group:
+            raise node.error(f"group={group} does not divide the {W.shape[0]} input channels")
+    auto_pad, nd = _spatial_attrs(node, None if W is None else W.shape, nd, kernel_shape,
+                                  strides, dilations, pads, auto_pad)
+    if output_padding is not None:
+        output_padding = tuple(int(v) for v in output_padding)
+        if nd is not None and len(output_padding) != nd:
+            raise node.error(f"output_padding has {len(output_padding)} values, expected {nd}")
+        st, dl, _ = _defaults(len(output_padding), strides, dilations, None)
+        if any(op < 0 or (op >= s and op >= d)
+               for op, s, d in zip(output_padding, st, dl)):
+            raise node.error(f"output_padding {output_padding} must be >= 0 and smaller than "
+                             f"the stride or the dilation")
+    if output_shape is not None:
+        output_shape = tuple(int(v) for v in output_shape)
+        if nd is not None and len(output_shape) not in (nd, nd + 2):
+            raise node.error(f"output_shape {output_shape} does not have {nd} spatial axes")
+    if B is not None and W is not None and B.shape != (W.shape[1] * group,):
+        raise node.error(f"B must have shape ({W.shape[1] * group},), got {B.shape}")
+
+    def make_plan(w, b):
+        w4 = w if w.ndim == 4 else w[:, :, None, :]
+        st, dl, _ = _defaults(w.ndim - 2, strides, dilations, pads)
+        if w.ndim == 3:
+            st, dl = (1,) + st, (1,) + dl
+        return _kc.ConvTransposePlan(w4, b, st, dl, group)
+
+    fast = W is not None and W.dtype == np.float32 and W.ndim in (3, 4) \
+        and (B is None or B.dtype == np.float32)
+    plan = make_plan(W, B) if fast and (B is not None or node.num_inputs < 3) else None
+
+    def run(ctx, x, w, b=None):
+        n = w.ndim - 2
+        if w.ndim < 3 or w.shape[0] % group:
+            raise InputError(f"ConvTranspose: W shape {w.shape} does not fit group={group}")
+        _check_input("ConvTranspose", x, w, w.shape[0], n)
+        if b is not None and b.shape != (w.shape[1] * group,):
+            raise InputError(f"ConvTranspose: B must have shape ({w.shape[1] * group},), "
+                             f"got {b.shape}")
+        st, dl, pd = _defaults(n, strides, dilations, pads)
+        op = output_padding if output_padding is not None else (0,) * n
+        out, pb, pe = conv_transpose_geometry(x.shape[2:], w.shape[2:], st, dl, pd, auto_pad,
+                                              op, output_shape)
+        if any(o < 0 for o in out):
+            raise InputError(f"ConvTranspose: pads {pd} leave a negative output shape {out}")
+        use_kernel = (x.dtype == np.float32 and w.dtype == np.float32 and n in (1, 2)
+                      and (b is None or b.dtype == np.float32))
+        if not use_kernel:
+            return conv_transpose_reference(x, w, b, dilations=dl, group=group, pads=pb + pe,
+                                            output_padding=op, strides=st)
+        p = plan if plan is not None else make_plan(w, b)
+        x2, _, _, pads4 = _as_2d(n, x, st, dl, pb, pe)
+        out2 = tuple(out) if n == 2 else (1,) + tuple(out)
+        y = p.run(x2, pads4, out2, ctx.n_threads)
+        return y if n == 2 else y[:, :, 0, :]
+    return run

@@ -1,1 +1,159 @@
-"""(being written)"""
+"""Gemm and MatMul: numpy references, shape rules, builders on the packed SGEMM.
+
+* Gemm: ``Y[M, N] = alpha * A' @ B' + beta * C`` with ``A' = A.T if transA`` (A' is M x K),
+  ``B' = B.T if transB`` (K x N) and C broadcast unidirectionally to (M, N). The transposes
+  are strides for the GEMM, never copies. C of shape (N,) / (1, N) becomes the epilogue's
+  column bias, (M, 1) its row bias; any other C is written into Y first and accumulated onto.
+* MatMul: numpy ``matmul`` semantics: 1-D operands get a dimension prepended (A) or appended
+  (B) that is removed from the result; batch dimensions broadcast. A 2-D B shared by every
+  batch item folds the batch into M: one GEMM of (batch*M) x K by K x N.
+
+float32 runs :mod:`cyconv.kernels.gemm._gemm` (B packed once when it is a load-time
+constant); other dtypes use the numpy reference. numpy's BLAS is never called on the fast path:
+its threads must not interleave with the kernels' OpenMP regions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.registry import register
+from ..errors import InputError
+from ..kernels.gemm import _gemm
+
+
+# ------------------------------------------------------------------------------------------
+# numpy references
+
+def gemm_reference(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=None):
+    """ONNX Gemm in numpy: ``alpha * A' @ B' + beta * C``.
+
+    Parameters
+    ----------
+    a : (M, K), or (K, M) with transA;  b : (K, N), or (N, K) with transB
+    c : array broadcastable to (M, N), or None
+
+    Returns
+    -------
+    y : (M, N), dtype of ``a``
+    """
+    a = np.asarray(a).T if transA else np.asarray(a)
+    b = np.asarray(b).T if transB else np.asarray(b)
+    y = alpha * np.matmul(a, b)
+    if c is not None:
+        y = y + beta * np.asarray(c)
+    return y.astype(a.dtype, copy=False)
+
+
+def matmul_reference(a, b):
+    """ONNX MatMul in numpy (``numpy.matmul``): (..., M, K) @ (..., K, N) -> (..., M, N)."""
+    return np.matmul(a, b)
+
+
+# ------------------------------------------------------------------------------------------
+# Gemm
+
+def _gemm_bias(c, beta, M, N):
+    """How C enters the GEMM: ``(bias_row, bias_col, prefill)``, at most one not None."""
+    if c is None or beta == 0.0:
+        return None, None, None
+    c = np.asarray(c, np.float32)
+    if c.ndim > 2 or any(d not in (1, n) for d, n in zip(c.shape[::-1], (N, M))):
+        raise InputError(f"Gemm: C of shape {c.shape} does not broadcast to ({M}, {N})")
+    scaled = (np.float32(beta) * c).astype(np.float32)
+    if c.ndim >= 1 and c.shape[-1] == N and c.size == N and N > 1:
+        return None, scaled.reshape(N), None
+    if c.ndim == 2 and c.shape == (M, 1) and M > 1:
+        return scaled.reshape(M), None, None
+    return None, None, np.broadcast_to(scaled, (M, N))
+
+
+@register("Gemm", reference=gemm_reference)
+def Gemm(node, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=None):
+    # broadcast: opset < 7 attribute; numpy-style broadcasting of C covers it
+    alpha, beta = float(alpha), float(beta)
+    transA, transB = int(transA), int(transB)
+    if transA not in (0, 1) or transB not in (0, 1):
+        raise node.error(f"transA/transB must be 0 or 1, got {transA}, {transB}")
+    Bc = node.const(1)
+    if Bc is not None and Bc.ndim != 2:
+        raise node.error(f"B must be 2-D, got shape {Bc.shape}")
+    # a constant float32 B (the weights of a fully connected layer) is packed once
+    b_packed = _gemm.pack_b(Bc.T if transB else Bc) if (
+        Bc is not None and Bc.dtype == np.float32) else None
+
+    def run(ctx, a, b, c=None):
+        if a.ndim != 2 or b.ndim != 2:
+            raise InputError(f"Gemm: A and B must be 2-D, got shapes {a.shape} and {b.shape}")
+        M, K = (a.shape[1], a.shape[0]) if transA else a.shape
+        Kb, N = (b.shape[1], b.shape[0]) if transB else b.shape
+        if K != Kb:
+            raise InputError(f"Gemm: A' is ({M}, {K}) so B' must have {K} rows, got B' "
+                             f"({Kb}, {N}) from B {b.shape} (transB={transB})")
+        if not (a.dtype == b.dtype == np.float32 and (c is None or c.dtype == np.float32)):
+            if c is not None:
+                _gemm_bias(c, 1.0, M, N)          # same shape check as the fast path
+            return gemm_reference(a, b, c, alpha=alpha, beta=beta, transA=transA,
+                                  transB=transB)
+        bias_row, bias_col, prefill = _gemm_bias(c, beta, M, N)
+        out = np.empty((M, N), np.float32)
+        if prefill is not None:
+            out[...] = prefill
+        bb = b_packed if b_packed is not None else (b.T if transB else b)
+        return _gemm.sgemm(a.T if transA else a, bb, out, alpha=alpha,
+                           accumulate=prefill is not None, bias_row=bias_row,
+                           bias_col=bias_col, n_threads=ctx.n_threads)
+    return run
+
+
+# ------------------------------------------------------------------------------------------
+# MatMul
+
+def matmul_shape(a_shape, b_shape):
+    """Result shape of numpy matmul, or raise InputError saying what was expected."""
+    if len(a_shape) == 0 or len(b_shape) == 0:
+        raise InputError("MatMul: operands must have rank >= 1")
+    a2 = (1,) + tuple(a_shape) if len(a_shape) == 1 else tuple(a_shape)
+    b2 = tuple(b_shape) + (1,) if len(b_shape) == 1 else tuple(b_shape)
+    if a2[-1] != b2[-2]:
+        raise InputError(f"MatMul: A {tuple(a_shape)} has {a2[-1]} columns, so B must have "
+                         f"{a2[-1]} rows, got B {tuple(b_shape)}")
+    try:
+        batch = np.broadcast_shapes(a2[:-2], b2[:-2])
+    except ValueError:
+        raise InputError(f"MatMul: batch dimensions of {tuple(a_shape)} and {tuple(b_shape)} "
+                         "do not broadcast") from None
+    shape = batch + (a2[-2], b2[-1])
+    if len(a_shape) == 1:
+        shape = shape[:-2] + shape[-1:]
+    if len(b_shape) == 1:
+        shape = shape[:-1]
+    return shape
+
+
+@register("MatMul", reference=matmul_reference)
+def MatMul(node):
+    Bc = node.const(1)
+    b_packed = _gemm.pack_b(Bc) if (
+        Bc is not None and Bc.dtype == np.float32 and Bc.ndim == 2) else None
+
+    def run(ctx, a, b):
+        shape = matmul_shape(a.shape, b.shape)
+        if not (a.dtype == b.dtype == np.float32):
+            return matmul_reference(a, b)
+        nt = ctx.n_threads
+        a2 = a[None, :] if a.ndim == 1 else a
+        if b.ndim <= 2:
+            # every batch item shares B: fold the batch into the rows of A
+            M, K = a2.shape[-2], a2.shape[-1]
+            bb = b_packed if b_packed is not None else (b[:, None] if b.ndim == 1 else b)
+            rows = int(np.prod(a2.shape[:-1]))
+            y = _gemm.sgemm(a2.reshape(rows, K), bb, n_threads=nt)
+            return y.reshape(shape)
+        b2 = b
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        M, K, N = a2.shape[-2], a2.shape[-1], b2.shape[-1]
+        nb = int(np.prod(batch))
+        a3 = np.broadcast_to(a2, batch + (M, K)).reshape(nb, M, K)
+        b3 = np.broadcast_to(b2, batch + (K, N)).reshape(nb, K, N)
+        return _gemm.sgemm(a3, b3, n_threads=nt).reshape(shape)
+    return run

@@ -36,6 +36,7 @@ cdef void sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t cs
                  float *dst) noexcept nogil
 cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
                  float *dst) noexcept nogil
+cdef int gemm_mr() noexcept nogil
 cdef int gemm_nr() noexcept nogil
 
 cdef class Packed:

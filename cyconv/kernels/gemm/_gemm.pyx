@@ -49,6 +49,9 @@ cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t cs
                  float *dst) noexcept nogil:
     cy_sgemm_pack_b(K, N, B, rsb, csb, dst)
 
+cdef int gemm_mr() noexcept nogil:
+    return cy_gemm_mr()
+
 cdef int gemm_nr() noexcept nogil:
     return cy_gemm_nr()
 

@@ -1,0 +1,497 @@
+# cython: language_level=3
+"""2-D convolution and transposed convolution over NCHW float32 (1-D callers use H = 1).
+
+Shape legend: ``x[N, C, H, W]`` input, ``w[M, C/g, KH, KW]`` conv weights, ``y[N, M, OH, OW]``
+output, ``g`` groups, ``Cg = C/g`` and ``Mg = M/g`` channels per group, ``P = OH*OW`` output
+pixels, ``Kg = Cg*KH*KW`` the GEMM depth. Output pixel ``(oh, ow)`` reads input
+``ih = oh*sh - pt + kh*dh``, ``iw = ow*sw - pl + kw*dw``; taps outside the image are zero.
+
+Conv as GEMM, per (image, group)::
+
+    y[n, g] (Mg x P) = w_g (Mg x Kg) @ col (Kg x P),    col[(c, kh, kw), p] = x[n, g*Cg + c, ih, iw]
+
+``w_g`` is packed into micro-kernel panels once, when the plan is built; ``col`` is built in
+bounded chunks of pixels (COL_FLOATS), so the scratch stays in cache whatever the image size.
+A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P. Bias and ReLU run in
+the GEMM epilogue. Depthwise convs (g == C, M = C * multiplier) are a direct kernel instead.
+
+Transposed conv, per (image, group)::
+
+    col (Mg*KH*KW x P_in) = w_g^T @ x[n, g] (Cg x P_in),   then col2im: scatter-add
+    y[n, g*Mg + m, ih*sh - pt + kh*dh, iw*sw - pl + kw*dw] += col[(m, kh, kw), (ih, iw)]
+
+col2im runs in parallel over output channels m: each y plane is written by one thread only.
+Every output element is summed in a fixed order, so results do not depend on the thread count.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stddef cimport ptrdiff_t
+from libc.string cimport memcpy, memset
+
+from cyconv.kernels.gemm._gemm cimport (
+    CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_operand, gemm_mr, gemm_nr,
+    sgemm_ex, sgemm_pack_a, sgemm_packed_a_size)
+
+cnp.import_array()
+
+cdef enum:
+    # Floats of im2col / col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
+    COL_FLOATS = 262144
+    # Work (multiply-adds) below which the direct kernels do not fork threads.
+    GRAIN = 65536
+
+
+cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    # C division truncates toward zero; the index arithmetic needs floor (b > 0).
+    cdef Py_ssize_t q = a // b
+    if (a % b != 0) and (a < 0):
+        q -= 1
+    return q
+
+
+cdef inline void _valid_range(Py_ssize_t off, Py_ssize_t s, Py_ssize_t W, Py_ssize_t OW,
+                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    # Outputs o in [lo, hi) read an in-bounds input  0 <= o*s + off < W.
+    cdef Py_ssize_t a = -_floordiv(off, s)         # ceil(-off / s)
+    cdef Py_ssize_t b = _floordiv(W - 1 - off, s) + 1
+    if a < 0:
+        a = 0
+    if b > OW:
+        b = OW
+    if b < a:
+        b = a
+    lo[0] = a
+    hi[0] = b
+
+
+cdef inline int _threads(double work, Py_ssize_t tasks, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t = <Py_ssize_t>(work / GRAIN)
+    if t > tasks:
+        t = tasks
+    if t > n_threads:
+        t = n_threads
+    return <int>t if t > 1 else 1
+
+
+cdef inline int _chunk(Py_ssize_t rows, Py_ssize_t P) noexcept nogil:
+    # Columns per scratch chunk: a multiple of NR, at least one NR panel.
+    cdef Py_ssize_t nr = gemm_nr(), c
+    c = COL_FLOATS // (rows if rows > 0 else 1)
+    c = (c // nr) * nr
+    if c < nr:
+        c = nr
+    if c > P:
+        c = P
+    return <int>c
+
+
+cdef class _Geometry:
+    cdef public int KH, KW, sh, sw, dh, dw, pt, pl, pb, pr
+
+
+# ---- im2col ---------------------------------------------------------------------------
+
+cdef void _im2col_row(const float* xc, float* dst, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW,
+                      Py_ssize_t p0, Py_ssize_t pc, int kh, int kw, int sh, int sw, int dh,
+                      int dw, int pt, int pl) noexcept nogil:
+    # dst[p - p0] = x_c[oh*sh - pt + kh*dh, ow*sw - pl + kw*dw] for p = oh*OW + ow in [p0, p0+pc)
+    cdef Py_ssize_t p = p0, end = p0 + pc, oh, ow0, ow1, ih, lo, hi, ow
+    cdef Py_ssize_t off = kw * dw - pl
+    cdef const float* xr
+    cdef float* d
+    _valid_range(off, sw, W, OW, &lo, &hi)
+    while p < end:
+        oh = p // OW
+        ow0 = p - oh * OW
+        ow1 = OW if end - (p - ow0) >= OW else end - (p - ow0)
+        d = dst + (p - p0) - ow0                       # d[ow] is the slot of (oh, ow)
+        ih = oh * sh - pt + kh * dh
+        if ih < 0 or ih >= H:
+            memset(d + ow0, 0, (ow1 - ow0) * sizeof(float))
+        else:
+            xr = xc + ih * W + off
+            for ow in range(ow0, lo if lo < ow1 else ow1):
+                d[ow] = 0
+            if sw == 1:
+                for ow in range(lo if lo > ow0 else ow0, hi if hi < ow1 else ow1):
+                    d[ow] = xr[ow]
+            else:
+                for ow in range(lo if lo > ow0 else ow0, hi if hi < ow1 else ow1):
+                    d[ow] = xr[ow * sw]
+            for ow in range(hi if hi > ow0 else ow0, ow1):
+                d[ow] = 0
+        p += ow1 - ow0
+
+
+cdef void _im2col(const float* xg, float* col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
+                  Py_ssize_t OW, Py_ssize_t p0, Py_ssize_t pc, _Geometry geo,
+                  int n_threads) noexcept nogil:
+    # col[r, 0:pc] for r = (c, kh, kw): one parallel task per row
+    cdef Py_ssize_t KK = geo.KH * geo.KW, r, c, k
+    cdef int nt = _threads(<double>Cg * KK * pc, Cg * KK, n_threads)
+    cdef int KH = geo.KH, KW = geo.KW, sh = geo.sh, sw = geo.sw, dh = geo.dh, dw = geo.dw
+    cdef int pt = geo.pt, pl = geo.pl
+    for r in prange(Cg * KK, num_threads=nt, schedule="static"):
+        c = r // KK
+        k = r - c * KK
+        _im2col_row(xg + c * H * W, col + r * pc, H, W, OW, p0, pc,
+                    <int>(k // KW), <int>(k % KW), sh, sw, dh, dw, pt, pl)
+
+
+# ---- depthwise --------------------------------------------------------------------------
+
+cdef void _depthwise_plane(const float* xp, const float* wq, float b, float* yp,
+                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                           _Geometry geo, bint relu) noexcept nogil:
+    # y[oh, :] = b + sum_{kh, kw} w[kh, kw] * x[oh*sh - pt + kh*dh, ow*sw - pl + kw*dw]
+    # built row by row, tap by tap: the output row stays in L1, the inner loop is unit-stride
+    # (sw == 1) over the interval of in-bounds ow, so it vectorises with no bounds test.
+    cdef Py_ssize_t oh, ow, ih, lo, hi, off
+    cdef int i, j
+    cdef float wv
+    cdef float* row
+    cdef const float* src
+    for oh in range(OH):
+        row = yp + oh * OW
+        for ow in range(OW):
+            row[ow] = b
+        for i in range(geo.KH):
+            ih = oh * geo.sh - geo.pt + i * geo.dh
+            if ih < 0 or ih >= H:
+                continue
+            for j in range(geo.KW):
+                off = j * geo.dw - geo.pl
+                _valid_range(off, geo.sw, W, OW, &lo, &hi)
+                wv = wq[i * geo.KW + j]
+                src = xp + ih * W + off
+                if geo.sw == 1:
+                    for ow in range(lo, hi):
+                        row[ow] += wv * src[ow]
+                else:
+                    for ow in range(lo, hi):
+                        row[ow] += wv * src[ow * geo.sw]
+        if relu:
+            for ow in range(OW):
+                if row[ow] < 0:
+                    row[ow] = 0
+
+
+# ---- plans ------------------------------------------------------------------------------
+
+cdef _check_x(x, Py_ssize_t C, str what):
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
+        raise TypeError(f"{what}: expected a 4-D float32 array")
+    if x.shape[1] != C:
+        raise ValueError(f"{what}: expected {C} input channels, got {x.shape[1]}")
+    return np.ascontiguousarray(x)
+
+
+cdef class ConvPlan:
+    """A 2-D convolution (NCHW, float32) with its weights packed once.
+
+    Parameters
+    ----------
+    w : float32 (M, C/group, KH, KW)
+    bias : float32 (M,) or None
+    strides, dilations : (int, int)
+    group : int
+    relu : bool
+        Apply max(0, .) to the output (fused in the GEMM epilogue).
+    """
+    cdef readonly int C, M, group, Cg, Mg, KH, KW, sh, sw, dh, dw, multiplier
+    cdef readonly bint relu, depthwise
+    cdef object w_packed    # GEMM path: group panels of sgemm_packed_a_size(Mg, Kg) floats
+    cdef object w_direct    # depthwise path: (M, KH*KW) contiguous
+    cdef object bias
+    cdef int packed_mr
+    cdef size_t group_size
+
+    def __init__(self, w, bias, strides, dilations, int group, bint relu=False):
+        cdef Py_ssize_t g
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if w.ndim != 4:
+            raise ValueError(f"conv weights must be 4-D, got shape {w.shape}")
+        self.M, self.Cg, self.KH, self.KW = w.shape
+        self.group = group
+        if group < 1 or self.M % group:
+            raise ValueError(f"group={group} must divide the {self.M} output channels")
+        self.C, self.Mg = self.Cg * group, self.M // group
+        self.sh, self.sw = strides
+        self.dh, self.dw = dilations
+        self.relu = relu
+        self.bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(self.M)
+        self.depthwise = group > 1 and self.Cg == 1
+        self.multiplier = self.Mg
+        cdef int Kg = self.Cg * self.KH * self.KW
+        cdef float[::1] dst
+        cdef const float* src
+        if self.depthwise:
+            self.w_direct = w.reshape(self.M, self.KH * self.KW)
+            return
+        self.group_size = sgemm_packed_a_size(self.Mg, Kg)
+        self.w_packed = np.empty(max(1, self.group_size * group), np.float32)
+        dst = self.w_packed
+        src = <const float*>cnp.PyArray_DATA(w)
+        for g in range(group):
+            sgemm_pack_a(self.Mg, Kg, src + g * self.Mg * Kg, Kg, 1, &dst[g * self.group_size])
+        self.packed_mr = gemm_mr()
+
+    def output_hw(self, Py_ssize_t H, Py_ssize_t W, pads):
+        """``(OH, OW)`` for an ``H x W`` input and pads ``(top, left, bottom, right)``."""
+        pt, pl, pb, pr = pads
+        OH = _floordiv(H + pt + pb - (self.KH - 1) * self.dh - 1, self.sh) + 1
+        OW = _floordiv(W + pl + pr - (self.KW - 1) * self.dw - 1, self.sw) + 1
+        return OH, OW
+
+    def run(self, x, pads, int n_threads=1):
+        """y = conv(x); x float32 (N, C, H, W); pads (top, left, bottom, right) >= 0.
+
+        Returns
+        -------
+        y : float32 (N, M, OH, OW)
+        """
+        x = _check_x(x, self.C, "Conv")
+        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
+        OH, OW = self.output_hw(H, W, pads)
+        if OH < 1 or OW < 1:
+            raise ValueError(f"Conv: input {H}x{W} is smaller than the dilated kernel")
+        if not self.depthwise and self.packed_mr != gemm_mr():
+            raise RuntimeError("Conv: GEMM micro-kernel changed since the weights were packed")
+        cdef _Geometry geo = _Geometry()
+        geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw = \
+            self.KH, self.KW, self.sh, self.sw, self.dh, self.dw
+        geo.pt, geo.pl, geo.pb, geo.pr = pads
+        y = np.empty((N, self.M, OH, OW), np.float32)
+        if N == 0 or self.M == 0:
+            return y
+        if self.depthwise:
+            self._run_depthwise(x, y, geo, n_threads)
+        else:
+            self._run_gemm(x, y, geo, n_threads)
+        return y
+
+    cdef _run_depthwise(self, x, y, _Geometry geo, int n_threads):
+        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
+        cdef float* yp = <float*>cnp.PyArray_DATA(y)
+        cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_direct)
+        cdef const float* bp = NULL
+        if self.bias is not None:
+            bp = <const float*>cnp.PyArray_DATA(self.bias)
+        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
+        cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, C = self.C
+        cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW, q, m, n
+        cdef bint relu = self.relu
+        cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
+        with nogil:
+            for q in prange(N * M, num_threads=nt, schedule="static"):
+                n = q // M
+                m = q - n * M
+                _depthwise_plane(xp + (n * C + m // mult) * H * W, wp + m * KK,
+                                 bp[m] if bp != NULL else 0.0, yp + q * OH * OW,
+                                 H, W, OH, OW, geo, relu)
+
+    cdef _run_gemm(self, x, y, _Geometry geo, int n_threads):
+        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
+        cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], P = OH * OW
+        cdef int Mg = self.Mg, Cg = self.Cg, Kg = self.Cg * self.KH * self.KW
+        cdef bint direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
+                            and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
+        cdef int chunk = 0
+        cdef object col_arr = None
+        cdef float* col = NULL
+        if not direct:
+            chunk = _chunk(Kg, P)
+            col_arr = np.empty(max(1, <Py_ssize_t>Kg * chunk), np.float32)
+            col = <float*>cnp.PyArray_DATA(col_arr)
+        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
+        cdef float* yp = <float*>cnp.PyArray_DATA(y)
+        cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_packed)
+        cdef const float* bp = NULL
+        if self.bias is not None:
+            bp = <const float*>cnp.PyArray_DATA(self.bias)
+        cdef cy_epilogue ep
+        ep.bias_col = NULL
+        ep.act = CY_ACT_RELU if self.relu else CY_ACT_NONE
+        ep.act_alpha = 0
+        ep.act_beta = 0
+        cdef cy_operand A, B
+        A.packed = 1
+        A.rs = 0
+        A.cs = 0
+        B.packed = 0
+        B.cs = 1
+        cdef Py_ssize_t n, g, p0, pc
+        cdef const float* xg
+        cdef float* yg
+        cdef int err = CY_OK
+        with nogil:
+            for n in range(N):
+                for g in range(self.group):
+                    xg = xp + (n * self.C + g * Cg) * H * W
+                    yg = yp + (n * self.M + g * Mg) * P
+                    A.data = wp + g * self.group_size
+                    ep.bias_row = bp + g * Mg if bp != NULL else NULL
+                    if direct:
+                        B.data = xg
+                        B.rs = H * W
+                        err = sgemm_ex(Mg, <int>P, Kg, 1.0, A, B, 0, yg, P, &ep, n_threads)
+                    else:
+                        p0 = 0
+                        while p0 < P and err == CY_OK:
+                            pc = chunk if P - p0 > chunk else P - p0
+                            _im2col(xg, col, Cg, H, W, OW, p0, pc, geo, n_threads)
+                            B.data = col
+                            B.rs = pc
+                            err = sgemm_ex(Mg, <int>pc, Kg, 1.0, A, B, 0, yg + p0, P, &ep,
+                                           n_threads)
+                            p0 += pc
+                    if err != CY_OK:
+                        break
+                if err != CY_OK:
+                    break
+        if err == CY_ENOMEM:
+            raise MemoryError("Conv: could not allocate GEMM packing buffers")
+        if err != CY_OK:
+            raise RuntimeError(f"Conv: GEMM failed ({err})")
+
+
+# ---- transposed conv ---------------------------------------------------------------------
+
+cdef void _col2im_channel(const float* colm, float* yplane, Py_ssize_t H, Py_ssize_t W,
+                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t p0, Py_ssize_t pc,
+                          Py_ssize_t ld, _Geometry geo) noexcept nogil:
+    # yplane[ih*sh - pt + kh*dh, iw*sw - pl + kw*dw] += colm[(kh*KW + kw)*ld + p - p0]
+    # for input pixels p = ih*W + iw in [p0, p0 + pc)
+    cdef Py_ssize_t p, end = p0 + pc, ih, iw0, iw1, oh, lo, hi, iw, off
+    cdef int kh, kw
+    cdef const float* src
+    cdef float* yr
+    for kh in range(geo.KH):
+        for kw in range(geo.KW):
+            src = colm + (kh * geo.KW + kw) * ld - p0
+            off = kw * geo.dw - geo.pl                 # ow = iw*sw + off
+            # iw in [lo, hi) lands inside 0 <= ow < OW
+            lo = -_floordiv(off, geo.sw)
+            hi = _floordiv(OW - 1 - off, geo.sw) + 1
+            p = p0
+            while p < end:
+                ih = p // W
+                iw0 = p - ih * W
+                iw1 = W if end - (p - iw0) >= W else end - (p - iw0)
+                oh = ih * geo.sh - geo.pt + kh * geo.dh
+                if 0 <= oh < OH:
+                    yr = yplane + oh * OW + off
+                    for iw in range(lo if lo > iw0 else iw0, hi if hi < iw1 else iw1):
+                        yr[iw * geo.sw] += src[ih * W + iw]
+                p += iw1 - iw0
+
+
+cdef class ConvTransposePlan:
+    """A 2-D transposed convolution (NCHW, float32) with W^T packed once per group.
+
+    Parameters
+    ----------
+    w : float32 (C, M/group, KH, KW)
+    bias : float32 (M,) or None
+    strides, dilations : (int, int)
+    group : int
+    """
+    cdef readonly int C, M, group, Cg, Mg, KH, KW, sh, sw, dh, dw
+    cdef object w_packed
+    cdef object bias
+    cdef int packed_mr
+    cdef size_t group_size
+
+    def __init__(self, w, bias, strides, dilations, int group):
+        cdef Py_ssize_t g
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if w.ndim != 4:
+            raise ValueError(f"ConvTranspose weights must be 4-D, got shape {w.shape}")
+        self.C, self.Mg, self.KH, self.KW = w.shape
+        if group < 1 or self.C % group:
+            raise ValueError(f"group={group} must divide the {self.C} input channels")
+        self.group = group
+        self.Cg, self.M = self.C // group, self.Mg * group
+        self.sh, self.sw = strides
+        self.dh, self.dw = dilations
+        self.bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(self.M)
+        # A_g[(m, kh, kw), c] = w[g*Cg + c, m, kh, kw]: w_g^T through strides (rs 1, cs Mcol)
+        cdef int Mcol = self.Mg * self.KH * self.KW
+        self.group_size = sgemm_packed_a_size(Mcol, self.Cg)
+        self.w_packed = np.empty(max(1, self.group_size * group), np.float32)
+        cdef float[::1] dst = self.w_packed
+        cdef const float* src = <const float*>cnp.PyArray_DATA(w)
+        for g in range(group):
+            sgemm_pack_a(Mcol, self.Cg, src + g * self.Cg * Mcol, 1, Mcol,
+                         &dst[g * self.group_size])
+        self.packed_mr = gemm_mr()
+
+    def run(self, x, pads, output_hw, int n_threads=1):
+        """y = conv_transpose(x); x float32 (N, C, H, W).
+
+        ``pads`` (top, left, bottom, right) may be negative (output_shape larger than the
+        natural size); ``output_hw`` = (OH, OW) is the output size they imply.
+
+        Returns
+        -------
+        y : float32 (N, M, OH, OW)
+        """
+        x = _check_x(x, self.C, "ConvTranspose")
+        if self.packed_mr != gemm_mr():
+            raise RuntimeError("ConvTranspose: GEMM micro-kernel changed since packing")
+        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3], P = H * W
+        cdef Py_ssize_t OH = output_hw[0], OW = output_hw[1]
+        cdef _Geometry geo = _Geometry()
+        geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw = \
+            self.KH, self.KW, self.sh, self.sw, self.dh, self.dw
+        geo.pt, geo.pl, geo.pb, geo.pr = pads
+        if self.bias is None:
+            y = np.zeros((N, self.M, OH, OW), np.float32)
+        else:
+            y = np.empty((N, self.M, OH, OW), np.float32)
+            y[...] = self.bias.reshape(1, self.M, 1, 1)
+        if N == 0 or self.M == 0 or P == 0 or OH * OW == 0:
+            return y
+        cdef int Mcol = self.Mg * self.KH * self.KW, Cg = self.Cg, Mg = self.Mg
+        cdef int chunk = _chunk(Mcol, P)
+        col_arr = np.empty(max(1, <Py_ssize_t>Mcol * chunk), np.float32)
+        cdef float* col = <float*>cnp.PyArray_DATA(col_arr)
+        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
+        cdef float* yp = <float*>cnp.PyArray_DATA(y)
+        cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_packed)
+        cdef cy_operand A, B
+        A.packed = 1
+        A.rs = 0
+        A.cs = 0
+        B.packed = 0
+        B.rs = P
+        B.cs = 1
+        cdef Py_ssize_t n, g, p0, pc, m, KK = self.KH * self.KW
+        cdef float* yg
+        cdef int err = CY_OK, nt
+        with nogil:
+            for n in range(N):
+                for g in range(self.group):
+                    A.data = wp + g * self.group_size
+                    yg = yp + (n * self.M + g * Mg) * OH * OW
+                    p0 = 0
+                    while p0 < P and err == CY_OK:
+                        pc = chunk if P - p0 > chunk else P - p0
+                        B.data = xp + (n * self.C + g * Cg) * P + p0
+                        err = sgemm_ex(Mcol, <int>pc, Cg, 1.0, A, B, 0, col, pc, NULL,
+                                       n_threads)
+                        nt = _threads(<double>Mcol * pc, Mg, n_threads)
+                        for m in prange(Mg, num_threads=nt, schedule="static"):
+                            _col2im_channel(col + m * KK * pc, yg + m * OH * OW, H, W, OH, OW,
+                                            p0, pc, pc, geo)
+                        p0 += pc
+                    if err != CY_OK:
+                        break
+                if err != CY_OK:
+                    break
+        if err == CY_ENOMEM:
+            raise MemoryError("ConvTranspose: could not allocate GEMM packing buffers")
+        if err != CY_OK:
+            raise RuntimeError(f"ConvTranspose: GEMM failed ({err})")
+        return y

@@ -1,0 +1,165 @@
+"""Softmax / LogSoftmax (cyconv/ops/softmax.py): kernels vs the numpy references over axes,
+opset < 13 flattening vs opset >= 13 single-axis semantics, numerical stability, thread-count
+independence, ONNX Runtime parity and ONNX's node tests.
+
+The ONNX-runtime and node-test helpers are repeated in each tests/ops/test_<family>.py on
+purpose: each family's tests stay runnable on their own, and the helpers are short.
+"""
+import re
+import warnings
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cyconv.ops  # noqa: F401  (registers the operators)
+from cyconv.engine.registry import call_op
+from cyconv.errors import InputError, ModelError
+from cyconv.ops import softmax as sm
+
+ort = pytest.importorskip("onnxruntime")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def assert_same(got, want, rtol=1e-3, atol=1e-7):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if want.dtype.kind == "f":
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def ort_run(op_type, inputs, attrs, opset, out_dtypes):
+    """Run a one-node model in ONNX Runtime; ``None`` inputs are omitted optional inputs."""
+    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    outs = [f"out{i}" for i in range(len(out_dtypes))]
+    node = helper.make_node(op_type, names, outs, **attrs)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
+         for n, x in zip(names, inputs) if x is not None],
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), None)
+         for n, d in zip(outs, out_dtypes)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {n: x for n, x in zip(names, inputs) if x is not None})
+
+
+def onnx_node_cases(pattern, ops):
+    """ONNX's one-node test cases named like ``pattern`` whose node is one of ``ops``."""
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    return [pytest.param(c, id=c.name) for c in cases
+            if re.match(pattern, c.name) and len(c.model.graph.node) == 1
+            and c.model.graph.node[0].op_type in ops]
+
+
+def run_node_case(case, n_threads=2):
+    graph = case.model.graph
+    node = graph.node[0]
+    opset = next(o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx"))
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def array(v):
+        return numpy_helper.to_array(v) if isinstance(v, TensorProto) else v
+
+    for inputs, expected in case.data_sets:
+        feeds = {i.name: array(v) for i, v in zip(graph.input, inputs)}
+        args = [feeds[n] if n else None for n in node.input]
+        while args and args[-1] is None:
+            args.pop()
+        out = as_tuple(call_op(node.op_type, args, attrs, opset=opset, n_threads=n_threads,
+                               num_outputs=len(node.output)))
+        assert len(out) == len(expected)
+        for got, want in zip(out, expected):
+            assert_same(got, array(want), 1e-3, 1e-7)
+
+
+# ----------------------------------------------------------------------------- kernel vs reference
+
+CASES = [
+    ((7,), -1), ((3, 1000), -1), ((3, 1000), 0), ((2, 3, 4), 1), ((2, 3, 4), 0),
+    ((2, 5, 70), 1), ((2, 5, 130), -2), ((4, 3, 5, 6), 1), ((1, 1), 0), ((6, 1), 1),
+    ((64, 1000), 1), ((2, 21, 64, 64), 1),
+]
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset", [11, 13])
+@pytest.mark.parametrize("shape,axis", CASES, ids=str)
+def test_kernel_matches_reference(rng, op, opset, shape, axis):
+    x = (rng.standard_normal(shape) * 5).astype(np.float32)
+    x0 = x.copy()
+    ref = sm.softmax_reference if op == "Softmax" else sm.log_softmax_reference
+    want = ref(x, axis, legacy=opset < 13)
+    outs = [call_op(op, [x], {"axis": axis}, opset=opset, n_threads=t) for t in (1, 2, 3)]
+    assert_same(outs[0], want, rtol=2e-6, atol=1e-7 if op == "Softmax" else 2e-6)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    np.testing.assert_array_equal(x, x0)
+
+
+def test_default_axis_depends_on_opset(rng):
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    y11 = call_op("Softmax", [x], opset=11)
+    y13 = call_op("Softmax", [x], opset=13)
+    np.testing.assert_allclose(y11.reshape(2, 12).sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(y13.sum(axis=-1), 1, rtol=1e-6)
+    assert_same(y11, sm.softmax_reference(x, 1, legacy=True), rtol=2e-6)
+
+
+def test_large_and_infinite_inputs():
+    x = np.array([[1000.0, 1001.0, 1002.0], [-1e30, 0.0, 1e30], [-np.inf, 0.0, 1.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = call_op("Softmax", [x])
+        ly = call_op("LogSoftmax", [x])
+    assert np.isfinite(y).all()
+    assert_same(y, sm.softmax_reference(x), rtol=1e-6)
+    assert ly[2, 0] == -np.inf
+    assert_same(ly[:, 1:], sm.log_softmax_reference(x)[:, 1:], rtol=1e-6)
+
+
+def test_dtypes_and_errors(rng):
+    x = rng.standard_normal((3, 4))
+    y = call_op("LogSoftmax", [x], {"axis": 0})
+    assert y.dtype == np.float64
+    assert_same(y, sm.log_softmax_reference(x, 0), rtol=1e-12)
+    with pytest.raises(InputError, match="axis 2"):
+        call_op("Softmax", [x.astype(np.float32)], {"axis": 2})
+    with pytest.raises(ModelError, match="axis"):
+        call_op("Softmax", [x.astype(np.float32)], {"axis": 1.5})
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset,axis", [(11, 1), (13, 1), (13, -1), (11, 0), (13, 0)])
+def test_matches_onnxruntime(rng, op, opset, axis):
+    x = (rng.standard_normal((2, 3, 4, 5)) * 3).astype(np.float32)
+    want = ort_run(op, [x], {"axis": axis}, opset, [np.float32])[0]
+    assert_same(call_op(op, [x], {"axis": axis}, opset=opset), want, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- ONNX node tests
+
+NODE_CASES = onnx_node_cases(r"test_(softmax|logsoftmax)", {"Softmax", "LogSoftmax"})
+
+
+def test_node_cases_found():
+    assert len(NODE_CASES) >= 14
+
+
+@pytest.mark.parametrize("case", NODE_CASES)
+def test_onnx_node(case):
+    run_node_case(case)

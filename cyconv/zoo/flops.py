@@ -10,11 +10,31 @@ import onnx
 from onnx import shape_inference
 
 
+# Initializers larger than this are replaced by typed graph inputs in the copy that shape
+# inference sees: only their shapes matter, and copying VGG-16's 550 MB would dominate.
+_KEEP_BYTES = 4096
+
+
 def _with_input_shapes(model, input_shape):
-    """Copy of ``model`` whose graph inputs have the fixed shapes given (name -> dims)."""
+    """Weightless copy of ``model`` whose graph inputs have the shapes given (name -> dims)."""
     m = onnx.ModelProto()
-    m.CopyFrom(model)
-    init = {t.name for t in m.graph.initializer}
+    big = [t for t in model.graph.initializer if _nbytes(t) > _KEEP_BYTES]
+    if big:
+        # Copy everything but the initializers, then put back the small ones (constant shapes
+        # for Reshape and the like) and declare the large ones as inputs of their shape.
+        saved = list(model.graph.initializer)
+        model.graph.ClearField("initializer")
+        try:
+            m.CopyFrom(model)
+        finally:
+            model.graph.initializer.extend(saved)
+        m.graph.initializer.extend(t for t in saved if _nbytes(t) <= _KEEP_BYTES)
+        declared = {i.name for i in m.graph.input}
+        m.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                             for t in big if t.name not in declared)
+    else:
+        m.CopyFrom(model)
+    init = {t.name for t in model.graph.initializer}
     inputs = [i for i in m.graph.input if i.name not in init]
     if not isinstance(input_shape, dict):
         if len(inputs) != 1:
@@ -37,6 +57,10 @@ def _with_input_shapes(model, input_shape):
     return m
 
 
+def _nbytes(tensor):
+    return len(tensor.raw_data) or 4 * int(np.prod(tensor.dims))
+
+
 def flops(model, input_shape):
     """Count 2 x multiply-adds of Conv, ConvTranspose, Gemm and MatMul for one input shape.
 
@@ -57,14 +81,20 @@ def flops(model, input_shape):
     ValueError
         If a counted node's shapes cannot be inferred.
     """
-    m = shape_inference.infer_shapes(_with_input_shapes(model, input_shape))
+    m = shape_inference.infer_shapes(_with_input_shapes(model, input_shape), data_prop=True)
     shapes = {}
     for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]:
         dims = vi.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
+        known_rank = vi.type.tensor_type.HasField("shape")
+        if known_rank and all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = tuple(d.dim_value for d in dims)
-    for t in m.graph.initializer:
+    for t in model.graph.initializer:
         shapes[t.name] = tuple(t.dims)
+
+    # Element counts survive where shapes do not: ONNX's data propagation stops at a Cast in
+    # a Shape -> Slice -> Cast -> Concat -> Reshape chain (PaddlePaddle's exports), yet a
+    # reshape keeps the count, and a MatMul by a constant (K, N) matrix costs numel(A) * N.
+    numel = {name: int(np.prod(shape)) for name, shape in shapes.items()}
 
     def shape_of(name, node):
         if name not in shapes:
@@ -73,22 +103,37 @@ def flops(model, input_shape):
 
     total = 0
     for node in m.graph.node:
-        if node.op_type in ("Conv", "ConvTranspose"):
+        op = node.op_type
+        if op in _COUNT_KEEPING and node.input[0] in numel:
+            for out in node.output[:1]:
+                numel.setdefault(out, numel[node.input[0]])
+        if op in ("Conv", "ConvTranspose"):
             w = shape_of(node.input[1], node)
             # Conv: out (N, M, *spatial) x (C/group * prod(k)) MACs per output element.
             # ConvTranspose: every input element meets C_out/group * prod(k) weights.
-            if node.op_type == "Conv":
-                total += int(np.prod(shape_of(node.output[0], node))) * int(np.prod(w[1:]))
+            if op == "Conv":
+                total += numel[node.output[0]] * int(np.prod(w[1:])) if node.output[0] in numel \
+                    else int(np.prod(shape_of(node.output[0], node))) * int(np.prod(w[1:]))
             else:
                 total += int(np.prod(shape_of(node.input[0], node))) * int(np.prod(w[1:]))
-        elif node.op_type == "Gemm":
-            a = shape_of(node.input[0], node)
-            out = shape_of(node.output[0], node)
+        elif op in ("Gemm", "MatMul"):
+            a, b = node.input[0], node.input[1]
             trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-            k = a[0] if trans_a else a[1]
-            total += out[0] * out[1] * k
-        elif node.op_type == "MatMul":
-            a = shape_of(node.input[0], node)
-            out = shape_of(node.output[0], node)
-            total += int(np.prod(out)) * a[-1]
+            trans_b = any(at.name == "transB" and at.i for at in node.attribute)
+            if a in shapes and node.output[0] in shapes:
+                k = shapes[a][-2] if trans_a else shapes[a][-1]
+                total += int(np.prod(shapes[node.output[0]])) * k
+            elif a in numel and b in shapes and len(shapes[b]) == 2 and not trans_a:
+                n = shapes[b][0] if trans_b else shapes[b][1]
+                k = shapes[b][1] if trans_b else shapes[b][0]
+                total += numel[a] * n
+                numel.setdefault(node.output[0], numel[a] // k * n)
+            else:
+                shape_of(a, node)  # raises: nothing known to count with
     return 2 * total
+
+
+# Ops whose (first) output has as many elements as their first input.
+_COUNT_KEEPING = {"Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze", "Transpose",
+                  "Dropout", "Softmax", "Relu", "Clip", "Cast", "Add", "Mul", "Sigmoid",
+                  "BatchNormalization", "PRelu", "HardSigmoid", "LeakyRelu", "Tanh"}

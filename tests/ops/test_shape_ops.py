@@ -102,10 +102,13 @@ def run_node_case(case):
 
 SHAPE_NODE_PATTERN = (r"test_(flatten|reshape|transpose|concat|split|slice|squeeze|unsqueeze|"
                       r"identity|dropout|constant|constantofshape|shape|size|gather_|cast_|"
-                      r"castlike_|range|expand|tile)")
+                      r"castlike_|range|expand|tile|where|equal|less|greater|not|neg|abs|exp|log|"
+                      r"floor|ceil|min|max|mean)")
 SHAPE_OPS = {"Flatten", "Reshape", "Transpose", "Concat", "Split", "Slice", "Squeeze", "Unsqueeze",
              "Identity", "Dropout", "Constant", "ConstantOfShape", "Shape", "Size", "Gather",
-             "Cast", "CastLike", "Range", "Expand", "Tile"}
+             "Cast", "CastLike", "Range", "Expand", "Tile",
+             "Where", "Equal", "Less", "Greater", "Not", "Neg", "Abs", "Exp", "Log", "Floor",
+             "Ceil", "Min", "Max", "Mean"}
 SHAPE_NODE_EXCLUDED = {
     # Random masks: ONNX itself excludes them from conformance.
     "test_training_dropout", "test_training_dropout_default", "test_training_dropout_mask",
@@ -377,3 +380,37 @@ def test_ort_cast(rng, src, to):
 def test_ort_range(args):
     dtype = np.float32 if isinstance(args[0], float) else np.int64
     check_vs_ort("Range", [np.array(a, dtype) for a in args], opset=11)
+
+
+# ----------------------------------------------------------------------------- cheap elementwise
+
+def test_elementwise_by_hand():
+    a = np.array([[1, -2, 3]], np.int32)
+    b = np.array([[1], [3]], np.int32)
+    assert call_op("Equal", [a, b]).tolist() == [[True, False, False], [False, False, True]]
+    assert call_op("Where", [a > 0, a, np.array(0, np.int32)]).tolist() == [[1, 0, 3]]
+    assert call_op("Max", [a, b, np.array(2, np.int32)]).tolist() == [[2, 2, 3], [3, 3, 3]]
+    assert call_op("Mean", [np.array([1.0, 2.0]), np.array([3.0, 5.0])]).tolist() == [2.0, 3.5]
+    assert call_op("Neg", [np.array([-128], np.int8)]).tolist() == [-128]     # wraps as C
+    assert call_op("Log", [np.array([0.0], np.float32)]).tolist() == [-np.inf]
+    with pytest.raises(InputError):
+        call_op("Less", [a, a.astype(np.int64)])
+    with pytest.raises(InputError):
+        call_op("Floor", [a])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.int32, np.int64, np.uint8])
+def test_ort_elementwise(rng, dtype):
+    a = _data(rng, (2, 3, 4), dtype)
+    b = _data(rng, (3, 1), dtype)
+    for op in ("Equal", "Less", "Greater", "Min", "Max"):
+        check_vs_ort(op, [a, b], opset=13)
+    check_vs_ort("Where", [a > 0, a, b], opset=16)
+    check_vs_ort("Abs", [a], opset=13)
+    if dtype in (np.float32, np.float64):
+        for op in ("Neg", "Exp", "Floor", "Ceil"):
+            check_vs_ort(op, [a], opset=13)
+        check_vs_ort("Log", [np.abs(a) + 0.1], opset=13)
+    if dtype == np.float32:     # ORT's Mean is float32-only
+        check_vs_ort("Mean", [a, b, a[:1]], opset=13)
+    check_vs_ort("Not", [a > 0], opset=1)

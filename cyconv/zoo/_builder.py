@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 MIN_OPSET = 11  # Clip takes min/max as inputs from opset 11 on (ReLU6 needs that form)
 
@@ -83,7 +83,7 @@ class NetBuilder:
 
     def _param(self, prefix, array):
         name = self._fresh(prefix)
-        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
+        self.initializers.append((name, np.asarray(array, order="C")))  # 0-d stays 0-d
         return name
 
     def _node(self, op_type, inputs, shape, ms, **attrs):
@@ -269,10 +269,23 @@ class NetBuilder:
                     node.input[i] = output_name
         out_info = helper.make_tensor_value_info(
             output_name, TensorProto.FLOAT, [self.batch, *self.shape[output]])
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, [out_info],
-                                  initializer=self.initializers, doc_string=doc)
-        model = helper.make_model(graph, producer_name="cyconv.zoo",
-                                  opset_imports=[helper.make_opsetid("", self.opset)])
+        # Fill the ModelProto in place: make_graph + make_model would copy VGG's 550 MB of
+        # weights twice more.
+        model = onnx.ModelProto()
+        model.ir_version = onnx.IR_VERSION
+        model.producer_name = "cyconv.zoo"
+        model.opset_import.append(helper.make_opsetid("", self.opset))
+        graph = model.graph
+        graph.name, graph.doc_string = self.name, doc
+        graph.node.extend(self.nodes)
+        graph.input.extend(self.inputs)
+        graph.output.append(out_info)
+        for name, array in self.initializers:
+            t = graph.initializer.add()
+            t.name = name
+            t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+            t.dims.extend(array.shape)
+            t.raw_data = array.tobytes()
         # Keep the IR version readable by older runtimes: the lowest IR that carries this opset.
         model.ir_version = min(model.ir_version, _ir_for_opset(self.opset))
         return model

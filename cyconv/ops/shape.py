@@ -647,9 +647,12 @@ def Cast(node, *, to=None, saturate=1, round_mode="up"):
     return run
 
 
-@register("CastLike")
+@register("CastLike", min_opset=15)
 def CastLike(node, *, saturate=1, round_mode="up"):
     def run(ctx, x, target):
+        # float8/bfloat16 arrays (ml_dtypes) have kind "V": out of scope as in Cast.
+        if target.dtype.kind not in "biufO":
+            raise run_error(node, f"element type {target.dtype} is not supported")
         return cast_reference(x, target.dtype)
     return run
 
@@ -756,6 +759,10 @@ def _binary_builder(name, fn, min_opset):
 Equal = _binary_builder("Equal", np.equal, 7)
 Less = _binary_builder("Less", np.less, 7)
 Greater = _binary_builder("Greater", np.greater, 7)
+LessOrEqual = _binary_builder("LessOrEqual", np.less_equal, 12)
+GreaterOrEqual = _binary_builder("GreaterOrEqual", np.greater_equal, 12)
+And = _binary_builder("And", np.logical_and, 7)
+Or = _binary_builder("Or", np.logical_or, 7)
 
 
 def _unary_builder(name, fn, kinds):

@@ -103,12 +103,12 @@ def run_node_case(case):
 SHAPE_NODE_PATTERN = (r"test_(flatten|reshape|transpose|concat|split|slice|squeeze|unsqueeze|"
                       r"identity|dropout|constant|constantofshape|shape|size|gather_|cast_|"
                       r"castlike_|range|expand|tile|where|equal|less|greater|not|neg|abs|exp|log|"
-                      r"floor|ceil|min|max|mean)")
+                      r"floor|ceil|min|max|mean|and|or)")
 SHAPE_OPS = {"Flatten", "Reshape", "Transpose", "Concat", "Split", "Slice", "Squeeze", "Unsqueeze",
              "Identity", "Dropout", "Constant", "ConstantOfShape", "Shape", "Size", "Gather",
              "Cast", "CastLike", "Range", "Expand", "Tile",
              "Where", "Equal", "Less", "Greater", "Not", "Neg", "Abs", "Exp", "Log", "Floor",
-             "Ceil", "Min", "Max", "Mean"}
+             "Ceil", "Min", "Max", "Mean", "LessOrEqual", "GreaterOrEqual", "And", "Or"}
 SHAPE_NODE_EXCLUDED = {
     # Random masks: ONNX itself excludes them from conformance.
     "test_training_dropout", "test_training_dropout_default", "test_training_dropout_mask",
@@ -403,7 +403,7 @@ def test_elementwise_by_hand():
 def test_ort_elementwise(rng, dtype):
     a = _data(rng, (2, 3, 4), dtype)
     b = _data(rng, (3, 1), dtype)
-    for op in ("Equal", "Less", "Greater", "Min", "Max"):
+    for op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Min", "Max"):
         check_vs_ort(op, [a, b], opset=13)
     check_vs_ort("Where", [a > 0, a, b], opset=16)
     check_vs_ort("Abs", [a], opset=13)
@@ -414,3 +414,11 @@ def test_ort_elementwise(rng, dtype):
     if dtype == np.float32:     # ORT's Mean is float32-only
         check_vs_ort("Mean", [a, b, a[:1]], opset=13)
     check_vs_ort("Not", [a > 0], opset=1)
+    check_vs_ort("And", [a > 0, b < 0], opset=7)
+    check_vs_ort("Or", [a > 0, b < 0], opset=7)
+
+
+@pytest.mark.parametrize("target", [np.dtype("V2"), np.dtype([("a", np.int8)])])
+def test_castlike_rejects_unsupported_target(target):
+    with pytest.raises(InputError, match="not supported"):
+        call_op("CastLike", [np.zeros(2, np.float32), np.zeros(2, target)], opset=19)

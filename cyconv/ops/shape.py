@@ -650,8 +650,9 @@ def Cast(node, *, to=None, saturate=1, round_mode="up"):
 @register("CastLike", min_opset=15)
 def CastLike(node, *, saturate=1, round_mode="up"):
     def run(ctx, x, target):
-        # float8/bfloat16 arrays (ml_dtypes) have kind "V": out of scope as in Cast.
-        if target.dtype.kind not in "biufO":
+        # float8/bfloat16/int4 arrays (ml_dtypes) are not numpy built-ins (some even claim
+        # kind "f"): out of scope as in Cast.
+        if target.dtype.isbuiltin != 1 or target.dtype.kind not in "biufO":
             raise run_error(node, f"element type {target.dtype} is not supported")
         return cast_reference(x, target.dtype)
     return run

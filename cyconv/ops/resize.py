@@ -128,9 +128,12 @@ def _apply_taps(data: np.ndarray, axis: int, idx: np.ndarray, w: np.ndarray) -> 
     shape = [1] * data.ndim
     shape[axis] = idx.shape[0]
     w = w.astype(data.dtype)
-    out = np.take(data, idx[:, 0], axis=axis) * w[:, 0].reshape(shape)
+    out = np.take(data, idx[:, 0], axis=axis)
+    out *= w[:, 0].reshape(shape)
     for k in range(1, idx.shape[1]):
-        out += np.take(data, idx[:, k], axis=axis) * w[:, k].reshape(shape)
+        tap = np.take(data, idx[:, k], axis=axis)
+        tap *= w[:, k].reshape(shape)
+        out += tap
     return out
 
 
@@ -162,7 +165,11 @@ def resize_reference(x: np.ndarray, out_shape, scales, mode: str = "nearest",
     work_dtype = np.float32 if x.dtype in (np.float32, np.float16) else np.float64
     data = x if mode == "nearest" else x.astype(work_dtype)
     outside = []        # (axis, mask) of coordinates outside the input, for tf_crop_and_resize
-    for axis in range(r):
+    # Separable passes commute (up to rounding), so order them for speed: shrinking axes first
+    # and growing axes last keeps the intermediates small; among equal ratios the last axis goes
+    # first, since gathering along the contiguous axis is the slowest pass per element.
+    order = sorted(range(r), key=lambda a: (out_shape[a] / max(x.shape[a], 1), -a))
+    for axis in order:
         n_in, n_out = x.shape[axis], int(out_shape[axis])
         if n_in == 0 or n_out == 0:
             if n_in != n_out:

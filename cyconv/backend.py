@@ -26,6 +26,9 @@ class CyconvRep(BackendRep):
             if isinstance(inputs, np.ndarray):
                 inputs = [inputs]
             feed = dict(zip(self._input_names, inputs))
+        # ONNX's test data carries some tensors as TensorProto.
+        feed = {k: onnx.numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else v
+                for k, v in feed.items()}
         outputs = self.session.run(None, feed)
         return namedtupledict("Outputs", self._output_names)(*outputs)
 

@@ -11,6 +11,7 @@ strict xfails, so a case that starts passing must be removed from the list.
 import re
 
 import numpy as np
+import onnx
 import pytest
 from onnx.backend.test.case.node import collect_testcases
 
@@ -33,8 +34,16 @@ OUT_OF_SCOPE = re.compile(
     r"|^test_identity_sequence|^test_identity_opt"  # sequence/optional types, not tensors
 )
 
+_LOOP = "the expanded form uses Loop (control flow), outside the CNN op set"
+_ALIGN = ("ONNX's generator divides by the fractional output length (scale*len - 1); the spec, "
+          "ONNX Runtime and PyTorch use the integer length, and so do we; ORT fails it too")
 KNOWN_FAILURES = {
-    # Filled from measured runs; every entry says why.
+    "test_range_bfloat16_type_positive_delta_expanded": _LOOP,
+    "test_range_float16_type_positive_delta_expanded": _LOOP,
+    "test_range_float_type_positive_delta_expanded": _LOOP,
+    "test_range_int32_type_negative_delta_expanded": _LOOP,
+    "test_resize_downsample_scales_cubic_align_corners": _ALIGN,
+    "test_resize_downsample_scales_linear_align_corners": _ALIGN,
 }
 
 
@@ -63,6 +72,8 @@ def test_node(case):
         outputs = rep.run(feed)
         assert len(outputs) == len(expected)
         for got, want in zip(outputs, expected):
+            if isinstance(want, onnx.TensorProto):
+                want = onnx.numpy_helper.to_array(want)
             got, want = np.asarray(got), np.asarray(want)
             assert got.dtype == want.dtype, f"dtype {got.dtype} != {want.dtype}"
             assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"

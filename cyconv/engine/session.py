@@ -268,6 +268,8 @@ def _shape_str(shape):
 
 def _check_array(info: ValueInfo, value):
     """Validate one fed value against the model's declaration; returns a C-contiguous array."""
+    if isinstance(value, np.generic):   # numpy scalars are 0-d tensors, as in ORT
+        value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         raise InputError(f"input {info.name!r}: expected a numpy array, "
                          f"got {type(value).__name__}")

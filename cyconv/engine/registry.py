@@ -102,6 +102,7 @@ def call_op(op_type: str, inputs, attrs=None, *, opset: int = 21, n_threads: int
     ``const_inputs``: indices of ``inputs`` the builder should see as load-time constants
     (default: none, which exercises the run-time path).
     """
+    from .. import ops  # noqa: F401  (registers the operators on first use)
     spec = lookup(domain, op_type, opset)
     if spec is None:
         raise KeyError(f"no operator {op_type} at opset {opset}")

@@ -108,7 +108,8 @@ class InferenceSession:
                 result = (result,)
             for slot, value in zip(step.outputs, result):
                 if slot >= 0:
-                    slots[slot] = value
+                    # numpy scalars (np.take with a scalar index) become 0-d tensors
+                    slots[slot] = value if type(value) is np.ndarray else np.asarray(value)
             for slot in step.free:
                 slots[slot] = None
         fed = [a for _, a in feeds]

@@ -49,7 +49,7 @@ def pad_reference(x: np.ndarray, pads, mode: str = "constant", value=0, axes=Non
                       np.asarray(value).astype(x.dtype), dtype=x.dtype)
         out[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, widths))] = x
         return out
-    return np.ascontiguousarray(np.pad(x, widths, mode=mode))
+    return np.asarray(np.pad(x, widths, mode=mode), order="C")
 
 
 @register("Pad", reference=pad_reference)

@@ -206,7 +206,7 @@ def resize_reference(x: np.ndarray, out_shape, scales, mode: str = "nearest",
             info = np.iinfo(x.dtype)
             data = np.clip(np.round(data), info.min, info.max)
         data = data.astype(x.dtype)
-    return np.ascontiguousarray(data)
+    return np.asarray(data, order="C")
 
 
 def output_geometry(in_shape, scales=None, sizes=None, axes=None, policy: str = "stretch"):

@@ -96,7 +96,8 @@ def int_list(node, array, what: str) -> list[int]:
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x)
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
+    return np.asarray(x, order="C")
 
 
 def _single(outputs):
@@ -191,7 +192,7 @@ def Reshape(node, *, allowzero=0, shape=None):
 
 def transpose_reference(x: np.ndarray, perm=None) -> np.ndarray:
     """Permute axes; ``perm`` defaults to reversing them."""
-    return np.ascontiguousarray(np.transpose(x, perm))
+    return _contiguous(np.transpose(x, perm))
 
 
 @register("Transpose", reference=transpose_reference)
@@ -257,7 +258,7 @@ def split_reference(x: np.ndarray, sizes, axis: int = 0) -> list:
     out = []
     for a, b in zip(offsets[:-1], offsets[1:]):
         index[axis] = slice(int(a), int(b))
-        out.append(np.ascontiguousarray(x[tuple(index)]))
+        out.append(_contiguous(x[tuple(index)]))
     return out
 
 
@@ -335,7 +336,7 @@ def slice_reference(x: np.ndarray, starts, ends, axes=None, steps=None) -> np.nd
             start = min(max(start, 0), d - 1)
             end = min(max(end, -1), d - 1)
         index[axis] = slice(start, end if end >= 0 else None, step)
-    return np.ascontiguousarray(x[tuple(index)])
+    return _contiguous(x[tuple(index)])
 
 
 @register("Slice", reference=slice_reference)
@@ -571,7 +572,7 @@ def gather_reference(x: np.ndarray, indices: np.ndarray, axis: int = 0) -> np.nd
     """``out[i..., j..., k...] = x[i..., indices[j...], k...]``; negative indices count back."""
     axis = axis + x.ndim if axis < 0 else axis
     idx = np.where(indices < 0, indices + x.shape[axis], indices)
-    return np.take(x, idx, axis=axis)
+    return np.asarray(np.take(x, idx, axis=axis))   # a 0-d array, not a numpy scalar
 
 
 @register("Gather", reference=gather_reference)
@@ -688,7 +689,7 @@ def Range(node):
 def expand_reference(x: np.ndarray, shape) -> np.ndarray:
     """Broadcast ``x`` against ``shape`` (numpy rules, both ways: dims of 1 in ``shape`` keep x's)."""
     out_shape = np.broadcast_shapes(x.shape, tuple(shape))
-    return np.ascontiguousarray(np.broadcast_to(x, out_shape))
+    return _contiguous(np.broadcast_to(x, out_shape))
 
 
 @register("Expand", reference=expand_reference)

@@ -222,3 +222,22 @@ def test_untyped_outputs_get_inferred_shapes():
         [helper.make_empty_tensor_value_info("y")])
     (out,) = InferenceSession(helper.make_model(graph)).get_outputs()
     assert (out.shape, out.type) == (["N", 3], "tensor(float)")
+
+
+def test_dynamic_flatten_chain_keeps_scalars_scalar():
+    """Shape -> Gather(scalar index) -> Unsqueeze -> Concat -> Reshape, as PyTorch exports
+    ``x.view(x.size(0), -1)`` (MTCNN RNet/ONet): the gathered dim must stay a 0-d tensor."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus_one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "flatten", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor("zero", TensorProto.INT64, [], [0]),
+         helper.make_tensor("axes", TensorProto.INT64, [1], [0]),
+         helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1])])
+    sess = InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x.reshape(4, 6))

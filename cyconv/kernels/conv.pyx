@@ -86,8 +86,15 @@ cdef inline int _chunk(Py_ssize_t rows, Py_ssize_t P) noexcept nogil:
     return <int>c
 
 
-cdef class _Geometry:
-    cdef public int KH, KW, sh, sw, dh, dw, pt, pl, pb, pr
+cdef struct Geometry:
+    int KH, KW, sh, sw, dh, dw, pt, pl, pb, pr
+
+
+cdef Geometry _geometry(int KH, int KW, int sh, int sw, int dh, int dw, pads):
+    cdef Geometry geo
+    geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw = KH, KW, sh, sw, dh, dw
+    geo.pt, geo.pl, geo.pb, geo.pr = pads
+    return geo
 
 
 # ---- im2col ---------------------------------------------------------------------------
@@ -125,13 +132,21 @@ cdef void _im2col_row(const float* xc, float* dst, Py_ssize_t H, Py_ssize_t W, P
 
 
 cdef void _im2col(const float* xg, float* col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
-                  Py_ssize_t OW, Py_ssize_t p0, Py_ssize_t pc, _Geometry geo,
+                  Py_ssize_t OW, Py_ssize_t p0, Py_ssize_t pc, Geometry geo,
                   int n_threads) noexcept nogil:
     # col[r, 0:pc] for r = (c, kh, kw): one parallel task per row
     cdef Py_ssize_t KK = geo.KH * geo.KW, r, c, k
     cdef int nt = _threads(<double>Cg * KK * pc, Cg * KK, n_threads)
     cdef int KH = geo.KH, KW = geo.KW, sh = geo.sh, sw = geo.sw, dh = geo.dh, dw = geo.dw
     cdef int pt = geo.pt, pl = geo.pl
+    if nt == 1:
+        # no nested parallel region when called from a thread of an outer one
+        for r in range(Cg * KK):
+            c = r // KK
+            k = r - c * KK
+            _im2col_row(xg + c * H * W, col + r * pc, H, W, OW, p0, pc,
+                        <int>(k // KW), <int>(k % KW), sh, sw, dh, dw, pt, pl)
+        return
     for r in prange(Cg * KK, num_threads=nt, schedule="static"):
         c = r // KK
         k = r - c * KK
@@ -143,7 +158,7 @@ cdef void _im2col(const float* xg, float* col, Py_ssize_t Cg, Py_ssize_t H, Py_s
 
 cdef void _depthwise_plane(const float* xp, const float* wq, float b, float* yp,
                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
-                           _Geometry geo, bint relu) noexcept nogil:
+                           Geometry geo, bint relu) noexcept nogil:
     # y[oh, :] = b + sum_{kh, kw} w[kh, kw] * x[oh*sh - pt + kh*dh, ow*sw - pl + kw*dw]
     # built row by row, tap by tap: the output row stays in L1, the inner loop is unit-stride
     # (sw == 1) over the interval of in-bounds ow, so it vectorises with no bounds test.
@@ -258,10 +273,8 @@ cdef class ConvPlan:
             raise ValueError(f"Conv: input {H}x{W} is smaller than the dilated kernel")
         if not self.depthwise and self.packed_mr != gemm_mr():
             raise RuntimeError("Conv: GEMM micro-kernel changed since the weights were packed")
-        cdef _Geometry geo = _Geometry()
-        geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw = \
-            self.KH, self.KW, self.sh, self.sw, self.dh, self.dw
-        geo.pt, geo.pl, geo.pb, geo.pr = pads
+        cdef Geometry geo = _geometry(self.KH, self.KW, self.sh, self.sw, self.dh, self.dw,
+                                      pads)
         y = np.empty((N, self.M, OH, OW), np.float32)
         if N == 0 or self.M == 0:
             return y
@@ -271,7 +284,7 @@ cdef class ConvPlan:
             self._run_gemm(x, y, geo, n_threads)
         return y
 
-    cdef _run_depthwise(self, x, y, _Geometry geo, int n_threads):
+    cdef _run_depthwise(self, x, y, Geometry geo, int n_threads):
         cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
         cdef float* yp = <float*>cnp.PyArray_DATA(y)
         cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_direct)
@@ -291,18 +304,21 @@ cdef class ConvPlan:
                                  bp[m] if bp != NULL else 0.0, yp + q * OH * OW,
                                  H, W, OH, OW, geo, relu)
 
-    cdef _run_gemm(self, x, y, _Geometry geo, int n_threads):
+    cdef _run_gemm(self, x, y, Geometry geo, int n_threads):
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
-        cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], P = OH * OW
+        cdef Py_ssize_t OW = y.shape[3], P = y.shape[2] * y.shape[3]
         cdef int Mg = self.Mg, Cg = self.Cg, Kg = self.Cg * self.KH * self.KW
         cdef bint direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
                             and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
+        # Threads take whole column ranges (im2col + GEMM of their own pixels, no barrier)
+        # when there are enough pixels; otherwise each chunk's GEMM splits its rows.
+        cdef int nt = n_threads if (not direct and P >= 4 * gemm_nr() * n_threads) else 1
         cdef int chunk = 0
         cdef object col_arr = None
         cdef float* col = NULL
         if not direct:
-            chunk = _chunk(Kg, P)
-            col_arr = np.empty(max(1, <Py_ssize_t>Kg * chunk), np.float32)
+            chunk = _chunk(Kg, (P + nt - 1) // nt)
+            col_arr = np.empty(max(1, <Py_ssize_t>Kg * chunk * nt), np.float32)
             col = <float*>cnp.PyArray_DATA(col_arr)
         cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
         cdef float* yp = <float*>cnp.PyArray_DATA(y)
@@ -310,42 +326,35 @@ cdef class ConvPlan:
         cdef const float* bp = NULL
         if self.bias is not None:
             bp = <const float*>cnp.PyArray_DATA(self.bias)
-        cdef cy_epilogue ep
-        ep.bias_col = NULL
-        ep.act = CY_ACT_RELU if self.relu else CY_ACT_NONE
-        ep.act_alpha = 0
-        ep.act_beta = 0
-        cdef cy_operand A, B
-        A.packed = 1
-        A.rs = 0
-        A.cs = 0
-        B.packed = 0
-        B.cs = 1
-        cdef Py_ssize_t n, g, p0, pc
+        cdef int act = CY_ACT_RELU if self.relu else CY_ACT_NONE
+        cdef Py_ssize_t n, g, r, q0, q1, nr = gemm_nr()
         cdef const float* xg
         cdef float* yg
-        cdef int err = CY_OK
+        cdef const float* wg
+        cdef const float* bg
+        cdef int err = CY_OK, failed = 0
         with nogil:
             for n in range(N):
                 for g in range(self.group):
                     xg = xp + (n * self.C + g * Cg) * H * W
                     yg = yp + (n * self.M + g * Mg) * P
-                    A.data = wp + g * self.group_size
-                    ep.bias_row = bp + g * Mg if bp != NULL else NULL
+                    wg = wp + g * self.group_size
+                    bg = bp + g * Mg if bp != NULL else NULL
                     if direct:
-                        B.data = xg
-                        B.rs = H * W
-                        err = sgemm_ex(Mg, <int>P, Kg, 1.0, A, B, 0, yg, P, &ep, n_threads)
+                        err = _gemm_columns(xg, yg, wg, bg, act, NULL, 0, 0, P, Mg, Cg, Kg,
+                                            H, W, OW, P, geo, True, n_threads)
+                    elif nt == 1:
+                        err = _gemm_columns(xg, yg, wg, bg, act, col, chunk, 0, P, Mg, Cg, Kg,
+                                            H, W, OW, P, geo, False, n_threads)
                     else:
-                        p0 = 0
-                        while p0 < P and err == CY_OK:
-                            pc = chunk if P - p0 > chunk else P - p0
-                            _im2col(xg, col, Cg, H, W, OW, p0, pc, geo, n_threads)
-                            B.data = col
-                            B.rs = pc
-                            err = sgemm_ex(Mg, <int>pc, Kg, 1.0, A, B, 0, yg + p0, P, &ep,
-                                           n_threads)
-                            p0 += pc
+                        for r in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                            # range r: columns [q0, q1), whole NR panels except the last
+                            q0 = (P * r // nt) // nr * nr
+                            q1 = P if r == nt - 1 else (P * (r + 1) // nt) // nr * nr
+                            failed += _gemm_columns(xg, yg, wg, bg, act, col + r * Kg * chunk,
+                                                    chunk, q0, q1, Mg, Cg, Kg, H, W, OW, P,
+                                                    geo, False, 1) != CY_OK
+                        err = CY_ENOMEM if failed else CY_OK
                     if err != CY_OK:
                         break
                 if err != CY_OK:
@@ -356,11 +365,46 @@ cdef class ConvPlan:
             raise RuntimeError(f"Conv: GEMM failed ({err})")
 
 
+cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const float* bias, int act,
+                       float* col, int chunk, Py_ssize_t q0, Py_ssize_t q1, int Mg, int Cg,
+                       int Kg, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t P,
+                       Geometry geo, bint direct, int n_threads) noexcept nogil:
+    # y_g[:, q0:q1] = act(w_g @ col[:, q0:q1] + bias), col built chunk by chunk in `col`
+    # (direct: col is x_g itself, Cg x P). Returns CY_OK or the GEMM's error code.
+    cdef cy_epilogue ep
+    ep.bias_row = bias
+    ep.bias_col = NULL
+    ep.act = act
+    ep.act_alpha = 0
+    ep.act_beta = 0
+    cdef cy_operand A, B
+    A.data = wg
+    A.packed = 1
+    A.rs = 0
+    A.cs = 0
+    B.packed = 0
+    B.cs = 1
+    if direct:
+        B.data = xg + q0
+        B.rs = H * W
+        return sgemm_ex(Mg, <int>(q1 - q0), Kg, 1.0, A, B, 0, yg + q0, P, &ep, n_threads)
+    cdef Py_ssize_t p0 = q0, pc
+    cdef int err = CY_OK
+    while p0 < q1 and err == CY_OK:
+        pc = chunk if q1 - p0 > chunk else q1 - p0
+        _im2col(xg, col, Cg, H, W, OW, p0, pc, geo, n_threads)
+        B.data = col
+        B.rs = pc
+        err = sgemm_ex(Mg, <int>pc, Kg, 1.0, A, B, 0, yg + p0, P, &ep, n_threads)
+        p0 += pc
+    return err
+
+
 # ---- transposed conv ---------------------------------------------------------------------
 
 cdef void _col2im_channel(const float* colm, float* yplane, Py_ssize_t H, Py_ssize_t W,
                           Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t p0, Py_ssize_t pc,
-                          Py_ssize_t ld, _Geometry geo) noexcept nogil:
+                          Py_ssize_t ld, Geometry geo) noexcept nogil:
     # yplane[ih*sh - pt + kh*dh, iw*sw - pl + kw*dw] += colm[(kh*KW + kw)*ld + p - p0]
     # for input pixels p = ih*W + iw in [p0, p0 + pc)
     cdef Py_ssize_t p, end = p0 + pc, ih, iw0, iw1, oh, lo, hi, iw, off
@@ -442,10 +486,8 @@ cdef class ConvTransposePlan:
             raise RuntimeError("ConvTranspose: GEMM micro-kernel changed since packing")
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3], P = H * W
         cdef Py_ssize_t OH = output_hw[0], OW = output_hw[1]
-        cdef _Geometry geo = _Geometry()
-        geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw = \
-            self.KH, self.KW, self.sh, self.sw, self.dh, self.dw
-        geo.pt, geo.pl, geo.pb, geo.pr = pads
+        cdef Geometry geo = _geometry(self.KH, self.KW, self.sh, self.sw, self.dh, self.dw,
+                                      pads)
         if self.bias is None:
             y = np.zeros((N, self.M, OH, OW), np.float32)
         else:
@@ -495,3 +537,4 @@ cdef class ConvTransposePlan:
         if err != CY_OK:
             raise RuntimeError(f"ConvTranspose: GEMM failed ({err})")
         return y
+

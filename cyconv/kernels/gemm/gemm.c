@@ -15,6 +15,7 @@
  * above on its own part with private packing buffers. Nothing depends on how C is cut, so
  * results are bitwise identical for any thread count.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -98,21 +99,44 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
 
 /* One buffer per thread, grown to the largest block seen and kept: OpenMP reuses its worker
  * threads, so steady-state calls never touch the allocator (or fault fresh pages). Its size
- * is bounded by (MC + NC) x KC floats, not by the problem. */
-static _Thread_local float *tl_buf;
-static _Thread_local size_t tl_cap;
+ * is bounded by (MC + NC) x KC floats, not by the problem. A thread-specific key with a
+ * destructor (rather than a bare _Thread_local pointer) frees it when a thread exits, so
+ * short-lived Python threads calling in do not leak. */
+typedef struct { float *p; size_t cap; } thread_buf;
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static int buf_key_ok;
+
+static void buf_free(void *v)
+{
+    thread_buf *b = (thread_buf *)v;
+    free(b->p);
+    free(b);
+}
+
+static void buf_init(void) { buf_key_ok = pthread_key_create(&buf_key, buf_free) == 0; }
 
 static float *thread_buffer(size_t n)
 {
-    if (n <= tl_cap) return tl_buf;
-    free(tl_buf);
-    tl_buf = NULL;
-    tl_cap = 0;
+    pthread_once(&buf_once, buf_init);
+    if (!buf_key_ok) return NULL;
+    thread_buf *b = (thread_buf *)pthread_getspecific(buf_key);
+    if (!b) {
+        b = (thread_buf *)calloc(1, sizeof *b);
+        if (!b || pthread_setspecific(buf_key, b) != 0) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (n <= b->cap) return b->p;
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
     void *p = NULL;
     if (posix_memalign(&p, 64, round_up(n * sizeof(float), 64)) != 0) return NULL;
-    tl_buf = (float *)p;
-    tl_cap = n;
-    return tl_buf;
+    b->p = (float *)p;
+    b->cap = n;
+    return b->p;
 }
 
 /* ---- one thread's share --------------------------------------------------------------- */

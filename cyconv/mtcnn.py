@@ -26,17 +26,22 @@ def resize_area(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Area (adaptive-average) resampling of (H, W, C) float32, like torch's ``mode='area'``.
 
     Output cell i averages input rows floor(i*H/oh) .. ceil((i+1)*H/oh) - 1 (and columns
-    likewise), computed from an integral image so each cell costs O(1).
+    likewise). Separable: rows then columns, each from a running sum, so a cell costs O(1);
+    1-D running sums of 8-bit pixels stay exact in float32 (< 2^24).
     """
-    h, w = image.shape[:2]
-    integral = np.zeros((h + 1, w + 1) + image.shape[2:], dtype=np.float64)
-    integral[1:, 1:] = image.cumsum(0).cumsum(1)
-    i, j = np.arange(out_h), np.arange(out_w)
-    y0, y1 = (i * h) // out_h, -((-(i + 1) * h) // out_h)
-    x0, x1 = (j * w) // out_w, -((-(j + 1) * w) // out_w)
-    total = (integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0])
-    area = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).reshape(out_h, out_w, *([1] * (image.ndim - 2)))
-    return (total / area).astype(np.float32)
+    return _area_axis(_area_axis(image.astype(np.float32, copy=False), out_h, 0), out_w, 1)
+
+
+def _area_axis(values: np.ndarray, out_len: int, axis: int) -> np.ndarray:
+    n = values.shape[axis]
+    running = np.concatenate([np.zeros_like(values.take([0], axis=axis)),
+                              np.cumsum(values, axis=axis, dtype=np.float32)], axis=axis)
+    i = np.arange(out_len)
+    start, stop = (i * n) // out_len, -((-(i + 1) * n) // out_len)
+    shape = [1] * values.ndim
+    shape[axis] = out_len
+    width = (stop - start).astype(np.float32).reshape(shape)
+    return (running.take(stop, axis=axis) - running.take(start, axis=axis)) / width
 
 
 def nms(boxes: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:

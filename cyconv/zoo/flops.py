@@ -17,23 +17,22 @@ _KEEP_BYTES = 4096
 
 def _with_input_shapes(model, input_shape):
     """Weightless copy of ``model`` whose graph inputs have the shapes given (name -> dims)."""
-    m = onnx.ModelProto()
-    big = [t for t in model.graph.initializer if _nbytes(t) > _KEEP_BYTES]
-    if big:
-        # Copy everything but the initializers, then put back the small ones (constant shapes
-        # for Reshape and the like) and declare the large ones as inputs of their shape.
-        saved = list(model.graph.initializer)
-        model.graph.ClearField("initializer")
-        try:
-            m.CopyFrom(model)
-        finally:
-            model.graph.initializer.extend(saved)
-        m.graph.initializer.extend(t for t in saved if _nbytes(t) <= _KEEP_BYTES)
-        declared = {i.name for i in m.graph.input}
-        m.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
-                             for t in big if t.name not in declared)
-    else:
-        m.CopyFrom(model)
+    # Copy field by field, leaving out the large initializers (no copy, no mutation of them):
+    # the small ones stay (constant shapes for Reshape and the like), the large ones become
+    # typed inputs of their shape.
+    m = onnx.ModelProto(ir_version=model.ir_version)
+    m.opset_import.extend(model.opset_import)
+    m.functions.extend(model.functions)
+    src, dst = model.graph, m.graph
+    dst.name = src.name
+    for field in ("node", "input", "output", "value_info"):
+        getattr(dst, field).extend(getattr(src, field))
+    declared = {i.name for i in src.input}
+    for t in src.initializer:
+        if _nbytes(t) <= _KEEP_BYTES:
+            dst.initializer.append(t)
+        elif t.name not in declared:
+            dst.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
     init = {t.name for t in model.graph.initializer}
     inputs = [i for i in m.graph.input if i.name not in init]
     if not isinstance(input_shape, dict):

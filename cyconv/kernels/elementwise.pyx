@@ -14,7 +14,13 @@ separate :func:`binary_same`), scalar (``M = 1``), per-channel ``[1, C, 1, 1]`` 
 (``P = 1``, ``M = N*C``).
 """
 from cython.parallel cimport prange
-from libc.math cimport expf, expm1f, log1pf, tanhf, sqrtf, powf, fabsf
+from libc.math cimport expf, log1pf, sqrtf, powf, fabsf
+
+cdef extern from "elementwise.h" nogil:
+    # Vectorised exp-based loops (polynomial exp, per-ISA clones): see elementwise.h.
+    void cy_sigmoid_f32(const float* x, float* y, Py_ssize_t n)
+    void cy_tanh_f32(const float* x, float* y, Py_ssize_t n)
+    void cy_elu_f32(const float* x, float* y, Py_ssize_t n, float alpha, float gamma)
 
 # Unary op codes (kept in sync with cyconv/ops/activation.py through the module constants below).
 cdef enum:
@@ -80,23 +86,14 @@ cdef void _unary_run(int op, const float* x, float* y, Py_ssize_t n, float a, fl
             v = x[i]
             y[i] = a * v if v < 0.0 else v
     elif op == U_SIGMOID:
-        # 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) for x < 0: e = e^-|x| never overflows.
-        for i in range(n):
-            v = x[i]
-            e = expf(-fabsf(v))
-            y[i] = 1.0 / (1.0 + e) if v >= 0.0 else e / (1.0 + e)
+        cy_sigmoid_f32(x, y, n)
     elif op == U_TANH:
-        for i in range(n):
-            y[i] = tanhf(x[i])
+        cy_tanh_f32(x, y, n)
     elif op == U_ELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v if v > 0.0 else a * expm1f(v)
+        cy_elu_f32(x, y, n, a, 1.0)
     elif op == U_SELU:
         # a = alpha, b = gamma
-        for i in range(n):
-            v = x[i]
-            y[i] = b * v if v > 0.0 else b * a * expm1f(v)
+        cy_elu_f32(x, y, n, a, b)
     elif op == U_SOFTPLUS:
         # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x.
         for i in range(n):

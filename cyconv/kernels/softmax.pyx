@@ -5,12 +5,18 @@
     logsoftmax: y = (x - m) - log(s)
 
 Subtracting the max keeps every exp in (0, 1]: no overflow, and s >= 1 so log(s) is finite.
-The sum is accumulated in double, in a fixed order per row: results do not depend on the
-thread count. ``inner == 1`` (normalising the last axis) walks rows; otherwise blocks of
+exp is the vectorised polynomial of elementwise.h (within 2 ulp); the sum is accumulated in
+double, in a fixed order per row: results do not depend on the thread count. ``inner == 1`` (normalising the last axis) walks rows; otherwise blocks of
 ``BLOCK`` adjacent columns are normalised together so the loops over columns are contiguous.
 """
 from cython.parallel cimport prange
-from libc.math cimport expf, log, INFINITY
+from libc.math cimport log, INFINITY
+
+cdef extern from "elementwise.h" nogil:
+    # Vectorised polynomial exp loops (per-ISA clones): see elementwise.h.
+    double cy_exp_shift_sum_f32(const float* x, float* y, Py_ssize_t n, float m)
+    void cy_exp_sub_acc_f32(const float* x, const float* m, float* y, double* s, Py_ssize_t n)
+    float cy_max_f32(const float* x, Py_ssize_t n)
 
 cdef enum:
     BLOCK = 64           # columns per task when inner > 1
@@ -28,15 +34,8 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
 
 cdef void _row(const float* x, float* y, Py_ssize_t L, bint as_log) noexcept nogil:
     cdef Py_ssize_t l
-    cdef float m = -INFINITY, e, sf, lsf
-    cdef double s = 0.0
-    for l in range(L):
-        m = x[l] if x[l] > m else m
-    for l in range(L):
-        e = expf(x[l] - m)
-        s += e
-        if not as_log:
-            y[l] = e
+    cdef float m = cy_max_f32(x, L), sf, lsf
+    cdef double s = cy_exp_shift_sum_f32(x, y, L, m)
     if as_log:
         lsf = <float>log(s)
         for l in range(L):
@@ -56,7 +55,6 @@ cdef void _columns(const float* x, float* y, Py_ssize_t L, Py_ssize_t inner, Py_
     cdef Py_ssize_t l, j
     cdef const float* xr
     cdef float* yr
-    cdef float e
     for j in range(nj):
         m[j] = -INFINITY
         s[j] = 0.0
@@ -65,12 +63,7 @@ cdef void _columns(const float* x, float* y, Py_ssize_t L, Py_ssize_t inner, Py_
         for j in range(nj):
             m[j] = xr[j] if xr[j] > m[j] else m[j]
     for l in range(L):
-        xr = x + l * inner + j0
-        yr = y + l * inner + j0
-        for j in range(nj):
-            e = expf(xr[j] - m[j])
-            s[j] += e
-            yr[j] = e
+        cy_exp_sub_acc_f32(x + l * inner + j0, m, y + l * inner + j0, s, nj)
     if as_log:
         for j in range(nj):
             ls[j] = <float>log(s[j])

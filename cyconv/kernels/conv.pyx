@@ -35,6 +35,56 @@ from cyconv.kernels.gemm._gemm cimport (
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    /* Depthwise row kernels. The package is built for the baseline ISA (SSE2 on x86-64: no
+     * FMA, 4 lanes), which would leave these loops 4x short of the machine; GCC's
+     * target_clones compiles them also for x86-64-v4 (AVX-512) and v3 (AVX2+FMA) and the
+     * loader picks the best once (ifunc). Other compilers/platforms get the plain version. */
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
+        && defined(__ELF__)
+    #define CY_DW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #else
+    #define CY_DW_CLONES
+    #endif
+
+    /* row[ow] += w * src[ow*sw] for ow in [lo, hi) */
+    static CY_DW_CLONES void cy_dw_tap(float *row, const float *src, float w, Py_ssize_t lo,
+                                       Py_ssize_t hi, int sw)
+    {
+        if (sw == 1)
+            for (Py_ssize_t o = lo; o < hi; o++) row[o] += w * src[o];
+        else
+            for (Py_ssize_t o = lo; o < hi; o++) row[o] += w * src[o * sw];
+    }
+
+    /* row[ow] = b + sum_{i,j<3} w[3i+j] * xi[ow*sw + j*d] for ow in [L, R): taps in bounds */
+    static CY_DW_CLONES void cy_dw3x3(float *row, const float *x0, const float *x1,
+                                      const float *x2, const float *w, float b, Py_ssize_t L,
+                                      Py_ssize_t R, int sw, int d)
+    {
+        const float w00 = w[0], w01 = w[1], w02 = w[2], w10 = w[3], w11 = w[4], w12 = w[5],
+                    w20 = w[6], w21 = w[7], w22 = w[8];
+        if (sw == 1) {
+            for (Py_ssize_t o = L; o < R; o++)
+                row[o] = b + w00 * x0[o] + w01 * x0[o + d] + w02 * x0[o + 2 * d]
+                        + w10 * x1[o] + w11 * x1[o + d] + w12 * x1[o + 2 * d]
+                        + w20 * x2[o] + w21 * x2[o + d] + w22 * x2[o + 2 * d];
+        } else {
+            for (Py_ssize_t o = L; o < R; o++) {
+                const Py_ssize_t q = o * sw;
+                row[o] = b + w00 * x0[q] + w01 * x0[q + d] + w02 * x0[q + 2 * d]
+                        + w10 * x1[q] + w11 * x1[q + d] + w12 * x1[q + 2 * d]
+                        + w20 * x2[q] + w21 * x2[q + d] + w22 * x2[q + 2 * d];
+            }
+        }
+    }
+    """
+    void cy_dw_tap(float* row, const float* src, float w, Py_ssize_t lo, Py_ssize_t hi,
+                   int sw) nogil
+    void cy_dw3x3(float* row, const float* x0, const float* x1, const float* x2,
+                  const float* w, float b, Py_ssize_t L, Py_ssize_t R, int sw, int d) nogil
+
 cdef enum:
     # Floats of im2col / col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
     COL_FLOATS = 262144
@@ -160,32 +210,53 @@ cdef void _depthwise_plane(const float* xp, const float* wq, float b, float* yp,
                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                            Geometry geo, bint relu) noexcept nogil:
     # y[oh, :] = b + sum_{kh, kw} w[kh, kw] * x[oh*sh - pt + kh*dh, ow*sw - pl + kw*dw]
-    # built row by row, tap by tap: the output row stays in L1, the inner loop is unit-stride
-    # (sw == 1) over the interval of in-bounds ow, so it vectorises with no bounds test.
-    cdef Py_ssize_t oh, ow, ih, lo, hi, off
-    cdef int i, j
-    cdef float wv
+    # built row by row so the output row stays in L1. For 3x3 kernels the interior
+    # (rows and columns where all 9 taps are in bounds) is one fused pass: one load and
+    # store of y per 9 multiply-adds. Everything else goes tap by tap over the interval
+    # [lo, hi) of ow whose tap is in bounds, with no bounds test inside the loop.
+    cdef Py_ssize_t oh, ow, ih, iw, lo, hi, L, R, tmp
+    cdef int i, j, sw = geo.sw, d = geo.dw
+    cdef float acc
     cdef float* row
-    cdef const float* src
+    cdef const float* x0
+    cdef const float* x1
+    cdef const float* x2
+    cdef bint fused3 = geo.KH == 3 and geo.KW == 3
+    # interior columns [L, R): the first tap (kw = 0) and the last (kw = KW-1) in bounds
+    _valid_range(-geo.pl, sw, W, OW, &L, &tmp)
+    _valid_range((geo.KW - 1) * d - geo.pl, sw, W, OW, &tmp, &R)
     for oh in range(OH):
         row = yp + oh * OW
-        for ow in range(OW):
-            row[ow] = b
-        for i in range(geo.KH):
-            ih = oh * geo.sh - geo.pt + i * geo.dh
-            if ih < 0 or ih >= H:
-                continue
-            for j in range(geo.KW):
-                off = j * geo.dw - geo.pl
-                _valid_range(off, geo.sw, W, OW, &lo, &hi)
-                wv = wq[i * geo.KW + j]
-                src = xp + ih * W + off
-                if geo.sw == 1:
-                    for ow in range(lo, hi):
-                        row[ow] += wv * src[ow]
-                else:
-                    for ow in range(lo, hi):
-                        row[ow] += wv * src[ow * geo.sw]
+        ih = oh * geo.sh - geo.pt
+        if fused3 and ih >= 0 and ih + 2 * geo.dh < H and L < R:
+            x0 = xp + ih * W - geo.pl
+            x1 = x0 + geo.dh * W
+            x2 = x1 + geo.dh * W
+            cy_dw3x3(row, x0, x1, x2, wq, b, L, R, sw, d)
+            # the few border columns: scalar, testing each tap
+            ow = 0
+            while ow < OW:
+                if ow == L:
+                    ow = R
+                    continue
+                acc = b
+                for j in range(3):
+                    iw = ow * sw - geo.pl + j * d
+                    if 0 <= iw < W:
+                        acc = acc + wq[j] * x0[iw + geo.pl] + wq[3 + j] * x1[iw + geo.pl] \
+                            + wq[6 + j] * x2[iw + geo.pl]
+                row[ow] = acc
+                ow += 1
+        else:
+            for ow in range(OW):
+                row[ow] = b
+            for i in range(geo.KH):
+                ih = oh * geo.sh - geo.pt + i * geo.dh
+                if ih < 0 or ih >= H:
+                    continue
+                for j in range(geo.KW):
+                    _valid_range(j * d - geo.pl, sw, W, OW, &lo, &hi)
+                    cy_dw_tap(row, xp + ih * W + j * d - geo.pl, wq[i * geo.KW + j], lo, hi, sw)
         if relu:
             for ow in range(OW):
                 if row[ow] < 0:

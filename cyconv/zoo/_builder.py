@@ -1,4 +1,5 @@
-"""A small ONNX graph builder for the zoo: one method per layer, seeded weights, exporter-like nodes.
+"""A small ONNX graph builder for the zoo: one method per layer, seeded weights, exporter-like
+nodes.
 
 Every architecture file describes its network layer by layer with :class:`NetBuilder`, so the
 file reads like the table of the paper. The builder mirrors what PyTorch's ONNX exporter emits
@@ -258,7 +259,7 @@ class NetBuilder:
 
     # ------------------------------------------------------------------ output
     def build(self, output, output_name="output", doc=""):
-        """Finish the graph: rename ``output`` to ``output_name`` and return a checked ModelProto."""
+        """Finish the graph: rename ``output`` to ``output_name``, return the ModelProto."""
         # Rename the producing node's output so the graph output has the exporter's name.
         for node in self.nodes:
             for i, o in enumerate(node.output):

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper
-
-import onnxruntime as ort
 
 DATA = Path(__file__).resolve().parents[2] / "cyconv" / "data"
 
@@ -157,3 +156,37 @@ def resize():
 def all_outputs():
     """:func:`with_all_outputs`."""
     return with_all_outputs
+
+
+def first_divergence(model: onnx.ModelProto, feed: dict, make_cyconv, threads=1):
+    """Run every intermediate tensor through ORT and cyconv; describe the first node (in graph
+    order) whose output breaks the contract, or return None.
+
+    ``make_cyconv(model_bytes, threads)`` builds the cyconv session. Asking for every tensor as
+    an output also keeps cyconv from fusing across them, so a layer is checked on its own.
+    """
+    probe = with_all_outputs(model)
+    blob = probe.SerializeToString()
+    names = [o.name for o in probe.graph.output]
+    want = dict(zip(names, ort_session(blob).run(None, feed)))
+    got = dict(zip(names, make_cyconv(blob, threads).run(None, feed)))
+    for node in probe.graph.node:
+        for out in node.output:
+            if out not in want:
+                continue
+            w, g = want[out], np.asarray(got[out])
+            tol = 1e-3 * max(1.0, float(np.max(np.abs(w)))) if w.size else 0.0
+            bad = g.shape != w.shape or (w.size and float(np.max(np.abs(g - w))) > tol)
+            if bad:
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                err = (float(np.max(np.abs(g - w))) if g.shape == w.shape else float("inf"))
+                return (f"first diverging node {node.name!r} {node.op_type} {attrs}: output "
+                        f"{out!r} shape {g.shape} (ort {w.shape}), max |diff| {err:.3g}, "
+                        f"tol {tol:.3g}")
+    return None
+
+
+@pytest.fixture(scope="session")
+def divergence():
+    """:func:`first_divergence`."""
+    return first_divergence

@@ -185,3 +185,22 @@ def test_flops_of_a_foreign_export():
     model = onnx.load(path)
     one = zoo.flops(model, (1, 3, 48, 192))
     assert one > 0 and zoo.flops(model, (3, 3, 48, 192)) == 3 * one
+
+
+def test_session_metadata(case):
+    sess = case.cy(1)
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.shape, inp.type) == ("input", ["N", *case.shape], "tensor(float)")
+    assert out.name == "output" and out.shape[0] == "N" and out.type == "tensor(float)"
+
+
+@pytest.mark.parametrize("name,side", [("googlenet", 35), ("mobilenet_v2", 33),
+                                       ("densenet121", 32), ("nin", 17)])
+def test_every_layer_matches(name, side, divergence):
+    """Each intermediate tensor on its own meets the contract (names the first bad layer)."""
+    model = zoo.ZOO[name](input_size=side, num_classes=10)
+    channels = zoo.DEFAULT_INPUT[name][0]
+    x = np.random.default_rng(3).standard_normal((2, channels, side, side), dtype=np.float32)
+    problem = divergence(model, {"input": x},
+                         lambda blob, t: cyconv.InferenceSession(blob, threads=t), threads=2)
+    assert problem is None, problem

@@ -31,9 +31,17 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
         acc[i][0] = _mm512_setzero_ps();
         acc[i][1] = _mm512_setzero_ps();
     }
-#pragma GCC unroll 2
+    /* C is read or written once at the end: start pulling its rows into L1 now */
+#pragma GCC unroll 12
+    for (int i = 0; i < ROWS; i++) {
+        if (i >= mr) break;
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    }
+#pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
         const float *ak = a + k * MR, *bk = b + k * NR;
+        _mm_prefetch((const char *)(bk + 16 * NR), _MM_HINT_T0);
         __m512 b0 = _mm512_loadu_ps(bk);
         __m512 b1 = COLS > 1 ? _mm512_loadu_ps(bk + 16) : b0;
 #pragma GCC unroll 12

@@ -6,6 +6,9 @@ length; outputs may not alias inputs. Work is split into fixed chunks (not per-t
 each element is computed by the same instructions whatever ``n_threads`` is: results never depend
 on the thread count.
 
+Sigmoid, Tanh, Elu and Selu run the vectorised polynomial loops of ``elementwise.h`` (compiled
+per ISA, chosen at load; within 2.4 ulp of float64 numpy); Softplus still calls libm.
+
 Binary broadcasts are described by a 3-axis view of the larger operand, ``big[P, M, Q]``, and a
 ``small[M]`` operand broadcast along P and Q (legend: P = outer rows, M = the axes the small
 operand spans, Q = inner run). It covers same-shape (``P = Q = 1`` with ``small`` full size is the
@@ -76,7 +79,7 @@ cdef inline int _threads_for(Py_ssize_t n, int n_threads, bint dear) noexcept no
 cdef void _unary_run(int op, const float* x, float* y, Py_ssize_t n, float a, float b) noexcept nogil:
     """y[i] = f(x[i]) for i < n. The switch sits outside the loops so each loop vectorises."""
     cdef Py_ssize_t i
-    cdef float v, e
+    cdef float v
     if op == U_RELU:
         for i in range(n):
             v = x[i]

@@ -90,7 +90,7 @@ def _unary(code, reference, a=0.0, b=0.0, **ref_kwargs):
     def run(ctx, x):
         if x.dtype != np.float32:
             return reference(x, **ref_kwargs)
-        x = np.ascontiguousarray(x)
+        x = np.asarray(x, order="C")
         y = np.empty(x.shape, np.float32)
         _ew.unary(x.reshape(-1), y.reshape(-1), code, a, b, ctx.n_threads)
         return y
@@ -165,7 +165,7 @@ def PRelu(node, *, consumed_inputs=None):
         raise node.error(f"expects 2 inputs (X, slope), got {node.num_inputs}")
     const_slope = node.const(1)
     if const_slope is not None and const_slope.dtype == np.float32:
-        const_slope = np.ascontiguousarray(const_slope)
+        const_slope = np.asarray(const_slope, order="C")
 
     def run(ctx, x, slope):
         if const_slope is not None:
@@ -229,7 +229,7 @@ def Clip(node, *, min=None, max=None, consumed_inputs=None):  # noqa: A002 (ONNX
         # float32 bounds: infinities stand in for an absent bound
         a = np.float32(-np.inf if lo is None else lo)
         b = np.float32(np.inf if hi is None else hi)
-        x = np.ascontiguousarray(x)
+        x = np.asarray(x, order="C")
         y = np.empty(x.shape, np.float32)
         _ew.unary(x.reshape(-1), y.reshape(-1), _ew.CLIP, a, b, ctx.n_threads)
         return y

@@ -133,8 +133,8 @@ def binary_float32(op, a, b, n_threads):
     ndarray (new float32 array of the broadcast shape) or None
     """
     if a.shape == b.shape:
-        a = np.ascontiguousarray(a)
-        b = np.ascontiguousarray(b)
+        a = np.asarray(a, order="C")
+        b = np.asarray(b, order="C")
         y = np.empty(a.shape, np.float32)
         _ew.binary_same(a.reshape(-1), b.reshape(-1), y.reshape(-1), op, n_threads)
         return y
@@ -151,8 +151,8 @@ def binary_float32(op, a, b, n_threads):
     P, M, Q = plan
     if Q == 1 and M < _MIN_ROW:
         return None
-    big = np.ascontiguousarray(big)
-    small = np.ascontiguousarray(small)
+    big = np.asarray(big, order="C")
+    small = np.asarray(small, order="C")
     y = np.empty(out_shape, np.float32)
     _ew.binary_bcast(big.reshape(-1), small.reshape(-1), y.reshape(-1), op, P, M, Q,
                      small_first, n_threads)
@@ -171,7 +171,7 @@ def _binary_builder(node, op, reference, broadcast, axis):
     legacy = node.opset < 7
     consts = [node.const(0), node.const(1)]
     # Constant operands: make them contiguous float32 once, at load.
-    consts = [np.ascontiguousarray(c) if c is not None and c.dtype == np.float32 else c
+    consts = [np.asarray(c, order="C") if c is not None and c.dtype == np.float32 else c
               for c in consts]
 
     def run(ctx, a, b):
@@ -220,7 +220,7 @@ def Sqrt(node, *, consumed_inputs=None):
     def run(ctx, x):
         if x.dtype != np.float32:
             return sqrt_reference(x)
-        x = np.ascontiguousarray(x)
+        x = np.asarray(x, order="C")
         y = np.empty(x.shape, np.float32)
         _ew.unary(x.reshape(-1), y.reshape(-1), _ew.SQRT, 0.0, 0.0, ctx.n_threads)
         return y
@@ -242,7 +242,7 @@ def Sum(node, *, consumed_inputs=None):
             y = np.array(xs[0], dtype=np.float32, order="C", copy=True)
             flat = y.reshape(-1)
             for x in xs[1:]:
-                _ew.accumulate(flat, np.ascontiguousarray(x).reshape(-1), ctx.n_threads)
+                _ew.accumulate(flat, np.asarray(x, order="C").reshape(-1), ctx.n_threads)
             return y
         return sum_reference(*xs)
     return run

@@ -79,8 +79,8 @@ def _affine_params(scale, bias, mean, var, epsilon):
     """float32 ``(scale, shift)`` flat vectors of the folded affine map, computed in float64."""
     g, b, m, v = (np.asarray(a, np.float64).reshape(-1) for a in (scale, bias, mean, var))
     s = g / np.sqrt(v + epsilon)
-    return (np.ascontiguousarray(s, np.float32),
-            np.ascontiguousarray(b - m * s, np.float32))
+    return (np.asarray(s, np.float32, order="C"),
+            np.asarray(b - m * s, np.float32, order="C"))
 
 
 @register("BatchNormalization", reference=batch_norm_reference)
@@ -122,7 +122,7 @@ def BatchNormalization(node, *, epsilon=1e-5, momentum=0.9, spatial=1, is_test=0
         if x.dtype != np.float32:
             return batch_norm_reference(x, scale, bias, mean, var, epsilon, spatial)
         s, t = folded if folded is not None else _affine_params(scale, bias, mean, var, epsilon)
-        x = np.ascontiguousarray(x)
+        x = np.asarray(x, order="C")
         y = np.empty(x.shape, np.float32)
         q = int(np.prod(x.shape[2:], dtype=np.int64)) if spatial else 1
         _kn.channel_affine(x.reshape(-1), s, t, y.reshape(-1), x.shape[0], per_channel, q,
@@ -151,7 +151,7 @@ def LRN(node, *, size=None, alpha=1e-4, beta=0.75, bias=1.0):
             raise InputError(f"LRN: input of rank {x.ndim}, expects [N, C, D1, ...]")
         if x.dtype != np.float32:
             return lrn_reference(x, size, alpha, beta, bias)
-        x = np.ascontiguousarray(x)
+        x = np.asarray(x, order="C")
         y = np.empty(x.shape, np.float32)
         n, c = x.shape[:2]
         _kn.lrn(x.reshape(n, c, -1), y.reshape(n, c, -1), size, alpha, beta, bias,

@@ -243,7 +243,7 @@ def _check_rank(x, nd, op_type):
 
 def _as_planes(x, nd):
     """View x[N, C, *spatial] as float32 planes [N*C, H, W] (1-D pools: H = 1)."""
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")
     n_planes = x.shape[0] * x.shape[1]
     if nd == 1:
         return x.reshape(n_planes, 1, x.shape[2])
@@ -337,7 +337,7 @@ def _global_builder(node, is_max, reference):
             return reference(x)
         n_planes = x.shape[0] * x.shape[1]
         y = np.empty(x.shape[:2] + (1,) * (x.ndim - 2), np.float32)
-        planes = np.ascontiguousarray(x).reshape(n_planes, -1)
+        planes = np.asarray(x, order="C").reshape(n_planes, -1)
         _kp.global_pool(planes, y.reshape(-1), is_max, ctx.n_threads)
         return y
     return run

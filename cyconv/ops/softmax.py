@@ -67,7 +67,7 @@ def _builder(node, axis, as_log, reference):
         if x.dtype != np.float32:
             return reference(x, a, legacy)
         outer, length, inner = _layout(x.shape, a, legacy)
-        x = np.ascontiguousarray(x)
+        x = np.asarray(x, order="C")
         y = np.empty(x.shape, np.float32)
         _ks.softmax(x.reshape(-1), y.reshape(-1), outer, length, inner, as_log, ctx.n_threads)
         return y

@@ -136,6 +136,13 @@ def test_extreme_inputs_do_not_overflow(op):
     assert_same(y, ref(x), rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Tanh", "HardSwish", "Clip"])
+def test_zero_d_input_stays_zero_d(op):
+    x = np.array(-0.5, np.float32)
+    y = call_op(op, [x], opset=17)
+    assert y.shape == () and y.dtype == np.float32
+
+
 def test_non_contiguous_input(rng):
     x = _data(rng, (4, 5, 6)).transpose(2, 0, 1)
     assert_same(call_op("Sigmoid", [x]), act.sigmoid_reference(x), rtol=1e-6, atol=1e-7)

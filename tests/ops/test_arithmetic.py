@@ -174,6 +174,15 @@ def test_constant_operands(rng, const):
     assert_same(got, b - a, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("op", ["Add", "Div", "Pow"])
+def test_zero_d_operands_stay_zero_d(op):
+    a, b = np.array(2.0, np.float32), np.array(3.0, np.float32)
+    assert call_op(op, [a, b]).shape == ()
+    assert call_op(op, [a, np.ones((2, 1), np.float32)]).shape == (2, 1)
+    assert call_op("Sqrt", [a]).shape == ()
+    assert call_op("Sum", [a, b, a]).shape == ()
+
+
 def test_non_contiguous_operands(rng):
     a = rng.standard_normal((5, 6, 7)).astype(np.float32).transpose(2, 0, 1)
     b = rng.standard_normal((7, 5, 6)).astype(np.float32)[:, :, ::-1]

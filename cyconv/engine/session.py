@@ -288,5 +288,5 @@ def _check_array(info: ValueInfo, value):
                                  f"(expected {_shape_str(info.shape)}), got shape "
                                  f"{list(value.shape)}")
     if not value.flags.c_contiguous or not value.flags.aligned:
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value, order="C")   # (ascontiguousarray would make 0-d 1-d)
     return value

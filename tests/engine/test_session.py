@@ -241,3 +241,13 @@ def test_dynamic_flatten_chain_keeps_scalars_scalar():
     sess = InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     x = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x.reshape(4, 6))
+
+
+def test_scalar_feed_stays_scalar():
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["s"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("s", TensorProto.INT64, [0])])
+    sess = InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    for x in (np.float32(2.0), np.array(2.0, np.float32), np.array(2.0, np.float32)[()]):
+        assert sess.run(None, {"x": x})[0].tolist() == []

@@ -27,7 +27,7 @@ import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_operand, gemm_mr, gemm_nr,

@@ -230,7 +230,7 @@ def _spatial_attrs(node, w_shape, nd, kernel_shape, strides, dilations, pads, au
     return auto_pad, nd
 
 
-def _check_input(op, x, w, C, nd):
+def _check_input(op, x, w, C):
     if x.ndim != w.ndim:
         raise InputError(f"{op}: X must have rank {w.ndim} (like W {w.shape}), got shape "
                          f"{x.shape}")
@@ -282,7 +282,7 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
         n = w.ndim - 2
         if w.ndim < 3 or w.shape[0] % group:
             raise InputError(f"Conv: W shape {w.shape} does not fit group={group}")
-        _check_input("Conv", x, w, w.shape[1] * group, n)
+        _check_input("Conv", x, w, w.shape[1] * group)
         if b is not None and b.shape != (w.shape[0],):
             raise InputError(f"Conv: B must have shape ({w.shape[0]},), got {b.shape}")
         st, dl, pd = _defaults(n, strides, dilations, pads)
@@ -374,7 +374,7 @@ def ConvTranspose(node, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sh
         n = w.ndim - 2
         if w.ndim < 3 or w.shape[0] % group:
             raise InputError(f"ConvTranspose: W shape {w.shape} does not fit group={group}")
-        _check_input("ConvTranspose", x, w, w.shape[0], n)
+        _check_input("ConvTranspose", x, w, w.shape[0])
         if b is not None and b.shape != (w.shape[1] * group,):
             raise InputError(f"ConvTranspose: B must have shape ({w.shape[1] * group},), "
                              f"got {b.shape}")

@@ -25,7 +25,7 @@ Every output element is summed in a fixed order, so results do not depend on the
 """
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 
@@ -384,11 +384,12 @@ cdef class ConvPlan:
         # Threads take whole column ranges (im2col + GEMM of their own pixels, no barrier)
         # when there are enough pixels; otherwise each chunk's GEMM splits its rows.
         cdef int nt = n_threads if (not direct and P >= 4 * gemm_nr() * n_threads) else 1
+        cdef Py_ssize_t nr_ranges = nt * 4 if P >= 16 * gemm_nr() * nt else nt
         cdef int chunk = 0
         cdef object col_arr = None
         cdef float* col = NULL
         if not direct:
-            chunk = _chunk(Kg, (P + nt - 1) // nt)
+            chunk = _chunk(Kg, (P + nr_ranges - 1) // nr_ranges)
             col_arr = np.empty(max(1, <Py_ssize_t>Kg * chunk * nt), np.float32)
             col = <float*>cnp.PyArray_DATA(col_arr)
         cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
@@ -418,13 +419,18 @@ cdef class ConvPlan:
                         err = _gemm_columns(xg, yg, wg, bg, act, col, chunk, 0, P, Mg, Cg, Kg,
                                             H, W, OW, P, geo, False, n_threads)
                     else:
-                        for r in prange(nt, num_threads=nt, schedule="static", chunksize=1):
-                            # range r: columns [q0, q1), whole NR panels except the last
-                            q0 = (P * r // nt) // nr * nr
-                            q1 = P if r == nt - 1 else (P * (r + 1) // nt) // nr * nr
-                            failed += _gemm_columns(xg, yg, wg, bg, act, col + r * Kg * chunk,
-                                                    chunk, q0, q1, Mg, Cg, Kg, H, W, OW, P,
-                                                    geo, False, 1) != CY_OK
+                        # more ranges than threads, dealt dynamically (see gemm.c); the
+                        # scratch belongs to the thread, not to the range
+                        for r in prange(nr_ranges, num_threads=nt, schedule="dynamic",
+                                        chunksize=1):
+                            q0 = (P * r // nr_ranges) // nr * nr
+                            q1 = (P * (r + 1) // nr_ranges) // nr * nr
+                            if r == nr_ranges - 1:
+                                q1 = P
+                            failed += _gemm_columns(xg, yg, wg, bg, act,
+                                                    col + threadid() * Kg * chunk, chunk,
+                                                    q0, q1, Mg, Cg, Kg, H, W, OW, P, geo,
+                                                    False, 1) != CY_OK
                         err = CY_ENOMEM if failed else CY_OK
                     if err != CY_OK:
                         break

@@ -213,6 +213,9 @@ static int gemm_block(const cy_gemm_isa *isa, int m0, int m1, int n0, int n1, in
     return CY_OK;
 }
 
+/* Pieces of work per thread in a parallel GEMM (see cy_sgemm_ex). */
+#define PIECES_PER_THREAD 4
+
 /* ---- thread partition ----------------------------------------------------------------- */
 
 /* Grid tm x tn (tm*tn threads) minimising the per-thread work per unit of K: the tiles it
@@ -253,24 +256,31 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
 #ifdef _OPENMP
     const int nth = tm * tn;
     if (nth > 1) {
+        /* More pieces than threads, handed out dynamically: a thread whose core is busy with
+         * another process (or whose piece packs more) takes fewer pieces instead of making
+         * the whole region wait for it. Pieces are whole tiles, so the arithmetic of every
+         * C element is the same however they are dealt. */
+        int pm = tm, pn = tn;
+        partition(M, N, K, isa, nth * PIECES_PER_THREAD, &pm, &pn);
+        if (pm * pn < nth) {
+            pm = tm;
+            pn = tn;
+        }
+        const int np = pm * pn;
         const int mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
         int err = CY_OK;
-#pragma omp parallel num_threads(nth)
-        {
-            /* the runtime may grant fewer threads than asked: loop over the work items */
-            const int got = omp_get_num_threads();
-            for (int w = omp_get_thread_num(); w < nth; w += got) {
-                const int im = w / tn, in = w % tn;
-                const int m0 = (int)((long)im * mt / tm) * isa->mr;
-                const int m1 = min_i((int)((long)(im + 1) * mt / tm) * isa->mr, M);
-                const int n0 = (int)((long)in * nt / tn) * isa->nr;
-                const int n1 = min_i((int)((long)(in + 1) * nt / tn) * isa->nr, N);
-                if (m0 >= m1 || n0 >= n1) continue;
-                int e = gemm_block(isa, m0, m1, n0, n1, K, alpha, &A, &B, accumulate, C, ldc, ep);
-                if (e) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+        for (int w = 0; w < np; w++) {
+            const int im = w / pn, in = w % pn;
+            const int m0 = (int)((long)im * mt / pm) * isa->mr;
+            const int m1 = min_i((int)((long)(im + 1) * mt / pm) * isa->mr, M);
+            const int n0 = (int)((long)in * nt / pn) * isa->nr;
+            const int n1 = min_i((int)((long)(in + 1) * nt / pn) * isa->nr, N);
+            if (m0 >= m1 || n0 >= n1) continue;
+            int e = gemm_block(isa, m0, m1, n0, n1, K, alpha, &A, &B, accumulate, C, ldc, ep);
+            if (e) {
 #pragma omp atomic write
-                    err = e;
-                }
+                err = e;
             }
         }
         return err;

@@ -100,7 +100,8 @@ def test_prepacked_operands(isa, rng):
     np.testing.assert_array_equal(_gemm.sgemm(_gemm.pack_a(np.asfortranarray(a)), b), ref)
 
 
-@pytest.mark.parametrize("M,N,K", [(7, 1000, 300), (300, 9, 50), (100, 100, 700), (64, 3136, 27)])
+@pytest.mark.parametrize("M,N,K", [(7, 1000, 300), (300, 9, 50), (100, 100, 700), (64, 3136, 27),
+                                   (25, 200, 777)])
 def test_thread_count_invariance(isa, rng, M, N, K):
     a, b = rand(rng, M, K), rand(rng, K, N)
     bias = rand(rng, M)

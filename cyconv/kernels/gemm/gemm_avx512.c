@@ -3,8 +3,8 @@
  * Registers: 12 rows x 2 zmm (32 floats) = 24 accumulators, 2 for the B row, the A value is a
  * broadcast memory operand. Per k: 2 loads of B, 12 broadcasts of A, 24 FMAs, i.e. 768 flops
  * per 14 loads, enough to keep both FMA pipes busy from L1.
- * Edge tiles run a narrower instance (8 or 4 rows, 16 columns) of the same template so small
- * channel counts waste little work; the final partial columns are stored with a lane mask.
+ * Edge tiles run a narrower instance (8, 4 or 1 rows, 16 columns) of the same template so
+ * small channel counts waste little work; the final partial columns are stored with a mask.
  */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -20,16 +20,34 @@ TARGET INLINE __mmask16 lane_mask(int n)
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
+/* One step of k: acc[i][v] += a[k*MR + i] * b[k*NR + 16v] for the tile's rows/columns. */
+#define STEP(acc, k)                                                          \
+    do {                                                                      \
+        const float *ak_ = a + (k) * MR, *bk_ = b + (k) * NR;                 \
+        _mm_prefetch((const char *)(bk_ + 16 * NR), _MM_HINT_T0);             \
+        __m512 b0_ = _mm512_loadu_ps(bk_);                                    \
+        __m512 b1_ = COLS > 1 ? _mm512_loadu_ps(bk_ + 16) : b0_;              \
+        _Pragma("GCC unroll 12")                                              \
+        for (int i = 0; i < ROWS; i++) {                                      \
+            __m512 ai_ = _mm512_set1_ps(ak_[i]);                              \
+            acc[i][0] = _mm512_fmadd_ps(ai_, b0_, acc[i][0]);                 \
+            if (COLS > 1) acc[i][1] = _mm512_fmadd_ps(ai_, b1_, acc[i][1]);   \
+        }                                                                     \
+    } while (0)
+
 /* ROWS <= MR rows and COLS <= 2 zmm columns: compile-time constants after inlining, so
- * acc[][] lives in registers. */
+ * the accumulators live in registers. A single row (M = 1: a fully connected layer on one
+ * image) has only 2 accumulators, too few to hide the 4-cycle FMA latency, so it keeps two
+ * sets (even and odd k) added at the end; the order of the sum depends only on the tile
+ * shape, never on the thread count. */
 TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, const float *b,
                         float *c, ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
 {
-    __m512 acc[MR][2];
+    __m512 acc[MR][2], acc2[MR][2];
 #pragma GCC unroll 12
     for (int i = 0; i < ROWS; i++) {
-        acc[i][0] = _mm512_setzero_ps();
-        acc[i][1] = _mm512_setzero_ps();
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        acc2[i][0] = acc2[i][1] = _mm512_setzero_ps();
     }
     /* C is read or written once at the end: start pulling its rows into L1 now */
 #pragma GCC unroll 12
@@ -38,18 +56,22 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
     }
-#pragma GCC unroll 4
-    for (int k = 0; k < kc; k++) {
-        const float *ak = a + k * MR, *bk = b + k * NR;
-        _mm_prefetch((const char *)(bk + 16 * NR), _MM_HINT_T0);
-        __m512 b0 = _mm512_loadu_ps(bk);
-        __m512 b1 = COLS > 1 ? _mm512_loadu_ps(bk + 16) : b0;
-#pragma GCC unroll 12
-        for (int i = 0; i < ROWS; i++) {
-            __m512 ai = _mm512_set1_ps(ak[i]);
-            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            if (COLS > 1) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    if (ROWS == 1) {
+        int k = 0;
+#pragma GCC unroll 2
+        for (; k + 1 < kc; k += 2) {
+            STEP(acc, k);
+            STEP(acc2, k + 1);
         }
+        if (k < kc) STEP(acc, k);
+#pragma GCC unroll 1
+        for (int i = 0; i < ROWS; i++) {
+            acc[i][0] = _mm512_add_ps(acc[i][0], acc2[i][0]);
+            acc[i][1] = _mm512_add_ps(acc[i][1], acc2[i][1]);
+        }
+    } else {
+#pragma GCC unroll 4
+        for (int k = 0; k < kc; k++) STEP(acc, k);
     }
 
     const __mmask16 m[2] = {lane_mask(nr), lane_mask(nr - 16)};
@@ -87,11 +109,13 @@ TARGET static void kernel_avx512(int kc, const float *a, const float *b, float *
     if (nr > 16) {
         if (mr > 8) tile(12, 2, kc, a, b, c, ldc, mr, nr, t);
         else if (mr > 4) tile(8, 2, kc, a, b, c, ldc, mr, nr, t);
-        else tile(4, 2, kc, a, b, c, ldc, mr, nr, t);
+        else if (mr > 1) tile(4, 2, kc, a, b, c, ldc, mr, nr, t);
+        else tile(1, 2, kc, a, b, c, ldc, mr, nr, t);
     } else {
         if (mr > 8) tile(12, 1, kc, a, b, c, ldc, mr, nr, t);
         else if (mr > 4) tile(8, 1, kc, a, b, c, ldc, mr, nr, t);
-        else tile(4, 1, kc, a, b, c, ldc, mr, nr, t);
+        else if (mr > 1) tile(4, 1, kc, a, b, c, ldc, mr, nr, t);
+        else tile(1, 1, kc, a, b, c, ldc, mr, nr, t);
     }
 }
 

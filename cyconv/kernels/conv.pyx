@@ -125,12 +125,12 @@ cdef inline int _threads(double work, Py_ssize_t tasks, int n_threads) noexcept 
 
 
 cdef inline int _chunk(Py_ssize_t rows, Py_ssize_t P) noexcept nogil:
-    # Columns per scratch chunk: a multiple of NR, at least one NR panel.
+    # Columns per scratch chunk: a multiple of NR, at least 8 NR panels (or all of P).
     cdef Py_ssize_t nr = gemm_nr(), c
     c = COL_FLOATS // (rows if rows > 0 else 1)
     c = (c // nr) * nr
-    if c < nr:
-        c = nr
+    if c < 8 * nr:
+        c = 8 * nr          # deep K: keep GEMMs wide enough to be efficient, overflowing L2
     if c > P:
         c = P
     return <int>c

@@ -218,32 +218,41 @@ static int gemm_block(const cy_gemm_isa *isa, int m0, int m1, int n0, int n1, in
 
 /* ---- thread partition ----------------------------------------------------------------- */
 
-/* Grid tm x tn (tm*tn threads) minimising the per-thread work per unit of K: the tiles it
- * computes plus what it packs (each thread packs its own rows of A and columns of B). */
-static void partition(int M, int N, int K, const cy_gemm_isa *isa, int n_threads,
-                      int *tm_out, int *tn_out)
+#ifdef _OPENMP  /* only parallel calls partition C */
+/* Cost, per unit of K, of one piece of rows x cols of C: its multiply-adds plus what it
+ * packs. Packing moves a float per element where the kernel does 32 FMAs per cycle, and
+ * every piece packs its own rows of A and columns of B (unless prepacked), so splitting M
+ * repeats the packing of B and splitting N repeats that of A. */
+static double piece_cost(double rows, double cols, int a_packed, int b_packed)
+{
+    return rows * cols + 16.0 * ((a_packed ? 0.0 : rows) + (b_packed ? 0.0 : cols));
+}
+
+/* The grid tm x tn of whole MR x NR tiles, tm*tn == n_pieces, with the cheapest piece;
+ * returns that piece's cost. */
+static double partition(int M, int N, const cy_gemm_isa *isa, int n_pieces, int a_packed,
+                        int b_packed, int *tm_out, int *tn_out)
 {
     const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
-    /* below ~1 MFLOP the fork/join costs more than it saves */
-    if ((double)M * N * K < 5e5 || mt * nt < 2) n_threads = 1;
-    if (n_threads > mt * nt) n_threads = (int)(mt * nt);
     double best = 0;
     *tm_out = 1;
     *tn_out = 1;
-    for (int tm = 1; tm <= n_threads; tm++) {
-        if (n_threads % tm) continue;
-        const int tn = n_threads / tm;
+    for (int tm = 1; tm <= n_pieces; tm++) {
+        if (n_pieces % tm) continue;
+        const int tn = n_pieces / tm;
         if (tm > mt || tn > nt) continue;
         const double rows = (double)((mt + tm - 1) / tm) * isa->mr;
         const double cols = (double)((nt + tn - 1) / tn) * isa->nr;
-        const double cost = rows * cols + 4.0 * (rows + cols);
+        const double cost = piece_cost(rows, cols, a_packed, b_packed);
         if (best == 0 || cost < best) {
             best = cost;
             *tm_out = tm;
             *tn_out = tn;
         }
     }
+    return best;
 }
+#endif
 
 int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, int accumulate,
                 float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads)
@@ -251,31 +260,35 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     if (M < 0 || N < 0 || K < 0) return CY_EINVAL;
     if (M == 0 || N == 0) return CY_OK;
     const cy_gemm_isa *isa = cy_gemm_isa_get();
-    int tm = 1, tn = 1;
-    partition(M, N, K, isa, n_threads < 1 ? 1 : n_threads, &tm, &tn);
+    const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
+    int nth = n_threads < 1 ? 1 : n_threads;
+    /* below ~1 MFLOP the fork/join costs more than it saves */
+    if ((double)M * N * K < 5e5) nth = 1;
+    if (nth > mt * nt) nth = (int)(mt * nt);
 #ifdef _OPENMP
-    const int nth = tm * tn;
     if (nth > 1) {
         /* More pieces than threads, handed out dynamically: a thread whose core is busy with
-         * another process (or whose piece packs more) takes fewer pieces instead of making
-         * the whole region wait for it. Pieces are whole tiles, so the arithmetic of every
-         * C element is the same however they are dealt. */
-        int pm = tm, pn = tn;
-        partition(M, N, K, isa, nth * PIECES_PER_THREAD, &pm, &pn);
-        if (pm * pn < nth) {
+         * another process takes fewer pieces instead of making the whole region wait for it.
+         * Worth it while the extra packing costs little (pieces x cost within 10%). Pieces
+         * are whole tiles, so the arithmetic of every C element is the same however they
+         * are dealt. */
+        int tm, tn, pm, pn;
+        const double one = partition(M, N, isa, nth, A.packed, B.packed, &tm, &tn);
+        const double many = partition(M, N, isa, nth * PIECES_PER_THREAD, A.packed, B.packed,
+                                      &pm, &pn);
+        if (pm * pn < nth * PIECES_PER_THREAD || many * PIECES_PER_THREAD > 1.1 * one) {
             pm = tm;
             pn = tn;
         }
         const int np = pm * pn;
-        const int mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
         int err = CY_OK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
         for (int w = 0; w < np; w++) {
             const int im = w / pn, in = w % pn;
-            const int m0 = (int)((long)im * mt / pm) * isa->mr;
-            const int m1 = min_i((int)((long)(im + 1) * mt / pm) * isa->mr, M);
-            const int n0 = (int)((long)in * nt / pn) * isa->nr;
-            const int n1 = min_i((int)((long)(in + 1) * nt / pn) * isa->nr, N);
+            const int m0 = (int)(im * mt / pm) * isa->mr;
+            const int m1 = min_i((int)((im + 1) * mt / pm) * isa->mr, M);
+            const int n0 = (int)(in * nt / pn) * isa->nr;
+            const int n1 = min_i((int)((in + 1) * nt / pn) * isa->nr, N);
             if (m0 >= m1 || n0 >= n1) continue;
             int e = gemm_block(isa, m0, m1, n0, n1, K, alpha, &A, &B, accumulate, C, ldc, ep);
             if (e) {

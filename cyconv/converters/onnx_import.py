@@ -65,9 +65,12 @@ def import_proto(proto: onnx.ModelProto, base_dir=None) -> Graph:
     if missing:
         raise ModelError(f"graph outputs never produced: {', '.join(missing)}")
 
+    # Shapes come only from inference over the declared inputs: value_info and output shapes
+    # written in the file may be stale (exporters that mark only the inputs dynamic), and the
+    # optimizer folds Shape ops from these.
     value_shapes = {}
     inferred = _infer_value_infos(proto)
-    for v in inferred + list(graph.value_info) + list(graph.output) + list(graph.input):
+    for v in inferred + list(graph.input):
         info = _value_info(v)
         if info.shape is not None:
             value_shapes[v.name] = info.shape
@@ -95,6 +98,9 @@ def _infer_value_infos(proto: onnx.ModelProto) -> list:
         light.CopyFrom(proto)
     else:
         _copy_without_weights(proto, light)
+    del light.graph.value_info[:]
+    for output in light.graph.output:   # keep name and element type, forget the shape
+        output.type.tensor_type.ClearField("shape")
     try:
         light = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     except Exception:  # onnx raises several types on models it cannot infer
@@ -109,7 +115,6 @@ def _copy_without_weights(proto, light):
     graph.node.extend(proto.graph.node)
     graph.input.extend(proto.graph.input)
     graph.output.extend(proto.graph.output)
-    graph.value_info.extend(proto.graph.value_info)
     for tensor in proto.graph.initializer:
         if tensor.data_location != onnx.TensorProto.EXTERNAL and \
                 tensor.ByteSize() <= _SMALL_CONSTANT_BYTES:

@@ -42,10 +42,19 @@ class Graph:
     constants: dict                    # name -> read-only numpy array
     opsets: dict                       # domain ("" = ai.onnx) -> version
     value_shapes: dict = field(default_factory=dict)  # name -> static shape when inferred
+    fusions: list = field(default_factory=list)       # what the optimizer did, for `profile`
 
     @property
     def opset(self) -> int:
         return self.opsets.get("", 1)
+
+    def copy(self) -> "Graph":
+        """A copy whose node list, nodes and tables can be rewritten without touching this one
+        (constant arrays are shared: they are read-only)."""
+        nodes = [Node(n.op_type, n.name, list(n.inputs), list(n.outputs), dict(n.attrs), n.domain)
+                 for n in self.nodes]
+        return Graph(nodes, list(self.inputs), list(self.outputs), dict(self.constants),
+                     dict(self.opsets), dict(self.value_shapes), list(self.fusions))
 
 
 def topological_order(nodes: list, available: set) -> list:

@@ -1,7 +1,8 @@
 """InferenceSession: ONNX Runtime's API over a graph compiled once at load.
 
 Load:   import (validate) -> check every op is supported (all missing ones named at once) ->
-        fold nodes whose inputs are all constants -> build each node's kernel closure once
+        graph passes (constant folding, BN folding, fusions; ``engine/passes``, skipped with
+        ``optimize=False``) -> build each node's kernel closure once
         (attribute checks, weight preparation) -> a step list with integer value slots and,
         per step, the slots that die after it (so memory is released as soon as a value is dead).
 Run:    validate the feed, then one tight loop over the steps. Every call uses its own slot
@@ -14,16 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ops  # noqa: F401  (registers every operator)
+from . import passes
 from .._threads import resolve_threads
 from ..converters.onnx_import import import_model
-from ..errors import CyconvError, InputError, ModelError, UnsupportedOpError
+from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
 from .registry import NodeContext, RunContext, build_with_attrs, lookup
-
-# Constant folding at load is skipped for outputs larger than this (they would only cost
-# memory for the session's life, e.g. a ConstantOfShape feeding an Expand).
-_FOLD_LIMIT_BYTES = 64 << 20
-
 
 class NodeArg:
     """What ``get_inputs()`` / ``get_outputs()`` return, as in ONNX Runtime."""
@@ -56,16 +53,23 @@ class InferenceSession:
         The model; external data is read only from files inside the model file's folder.
     threads : int, optional
         Threads per kernel. Default: ``OMP_NUM_THREADS`` if set, else the physical cores.
+    optimize : bool
+        Run the graph passes at load (constant folding, BatchNormalization folding, Conv/Gemm
+        epilogue fusions, ...). ``False`` runs the graph node by node as written.
     """
 
-    def __init__(self, model, threads=None, **_ort_compat):
+    def __init__(self, model, threads=None, optimize=True, **_ort_compat):
         # ORT's sess_options/providers keywords are accepted so ORT code ports unchanged.
         unknown = set(_ort_compat) - {"sess_options", "providers", "provider_options"}
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         self._threads = resolve_threads(threads)
-        self._graph = import_model(model)
-        self._compile(self._graph)
+        graph = import_model(model)
+        self._check_supported(graph)
+        if optimize:
+            graph = passes.optimize(graph, self._threads)
+        self._graph = graph
+        self._compile(graph)
 
     # ----------------------------------------------------------------- public API
     def get_inputs(self):
@@ -157,18 +161,23 @@ class InferenceSession:
         return checked
 
     # ----------------------------------------------------------------- compile
-    def _compile(self, graph: Graph):
+    @staticmethod
+    def _check_supported(graph: Graph):
         unsupported = set()
-        specs = []
         for node in graph.nodes:
             opset = graph.opsets.get(node.domain)
-            spec = lookup(node.domain, node.op_type, opset) if opset is not None else None
-            if spec is None:
+            if opset is None or lookup(node.domain, node.op_type, opset) is None:
                 unsupported.add((node.domain, node.op_type, opset if opset is not None else -1))
-            specs.append(spec)
         if unsupported:
             raise UnsupportedOpError(unsupported)
 
+    @property
+    def fusions(self) -> list:
+        """What the graph passes did at load, one line per rewrite."""
+        return list(self._graph.fusions)
+
+    def _compile(self, graph: Graph):
+        specs = [lookup(n.domain, n.op_type, graph.opsets[n.domain]) for n in graph.nodes]
         constants = dict(graph.constants)
         self._input_by_name = {v.name: v for v in graph.inputs}
         slot_of = {}
@@ -187,10 +196,7 @@ class InferenceSession:
                 tuple(constants.get(i) if i else None for i in node.inputs),
                 len(node.inputs), len(node.outputs), tuple(node.inputs), tuple(node.outputs),
                 tuple(graph.value_shapes.get(i) for i in node.inputs))
-            run = build_with_attrs(spec, ctx, node.attrs)
-            if self._fold(node, ctx, run, constants):
-                continue
-            built.append((node, run))
+            built.append((node, build_with_attrs(spec, ctx, node.attrs)))
 
         # Slots: graph inputs first, then constants that are still read, then node outputs.
         needed = {i for node, _ in built for i in node.inputs if i} | \
@@ -235,31 +241,6 @@ class InferenceSession:
         self._slot_of = slot_of
         self._graph_output_slots = [slot_of[v.name] for v in graph.outputs]
         self._output_slot_by_name = {v.name: slot_of[v.name] for v in graph.outputs}
-
-    def _fold(self, node, ctx, run, constants) -> bool:
-        """Evaluate a node whose inputs are all constants once, at load."""
-        if any(i and i not in constants for i in node.inputs):
-            return False
-        args = [constants[i] if i else None for i in node.inputs]
-        while args and args[-1] is None:
-            args.pop()
-        try:
-            result = run(RunContext(self._threads), *args)
-        except CyconvError:
-            raise
-        except (ValueError, IndexError, TypeError) as exc:
-            raise ModelError(f"{node.op_type} node {node.name!r} fails on its constant "
-                             f"inputs: {exc}") from exc
-        if type(result) is not tuple and type(result) is not list:
-            result = (result,)
-        if sum(np.asarray(r).nbytes for r in result) > _FOLD_LIMIT_BYTES:
-            return False
-        for name, value in zip(node.outputs, result):
-            if name:
-                value = np.array(value, copy=True)
-                value.flags.writeable = False
-                constants[name] = value
-        return True
 
 
 def _shape_str(shape):

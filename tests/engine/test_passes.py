@@ -1,0 +1,203 @@
+"""Graph passes: each rewrite leaves the outputs unchanged (vs optimize=False and vs ONNX
+Runtime) and does the rewrite it claims."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from cyconv.converters.onnx_import import import_proto
+from cyconv.engine import passes
+from cyconv.engine.session import InferenceSession
+
+RNG = np.random.default_rng(0)
+
+
+def tensor(name, shape, scale=0.5, positive=False):
+    values = RNG.standard_normal(shape).astype(np.float32) * scale
+    return numpy_helper.from_array(np.abs(values) + 0.5 if positive else values, name)
+
+
+def model(nodes, inputs, outputs, inits, opset=17):
+    graph = helper.make_graph(nodes, "t", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def fvi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def bn_inits(prefix, c):
+    return [tensor(f"{prefix}_s", [c]), tensor(f"{prefix}_b", [c]), tensor(f"{prefix}_m", [c]),
+            tensor(f"{prefix}_v", [c], positive=True)]
+
+
+def bn(prefix, x, y):
+    return helper.make_node("BatchNormalization",
+                            [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"], [y])
+
+
+def check(m, feeds, expect_ops=None, absent_ops=(), atol=1e-4):
+    """optimize=True == optimize=False == ORT, and the optimized graph has the expected ops."""
+    data = m.SerializeToString()
+    fast = InferenceSession(data)
+    plain = InferenceSession(data, optimize=False)
+    reference = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    for got, want, base in zip(fast.run(None, feeds), plain.run(None, feeds), reference):
+        scale = max(1.0, float(np.abs(base).max()))
+        np.testing.assert_allclose(got, base, atol=atol * scale, rtol=0)
+        np.testing.assert_allclose(want, base, atol=atol * scale, rtol=0)
+    ops = [n.op_type for n in fast._graph.nodes]
+    for op in expect_ops or ():
+        assert op in ops, (op, ops)
+    for op in absent_ops:
+        assert op not in ops, (op, ops)
+    return fast
+
+
+def conv_bn_relu(opset=17, pads=(1, 1, 1, 1)):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=list(pads)),
+             bn("bn", "c", "n"), helper.make_node("Relu", ["n"], ["y"])]
+    inits = [tensor("w", [8, 3, 3, 3]), tensor("b", [8])] + bn_inits("bn", 8)
+    return model(nodes, [fvi("x", ["N", 3, 10, 10])], [fvi("y", None)], inits, opset)
+
+
+def test_conv_bn_relu_becomes_one_node():
+    x = RNG.standard_normal((2, 3, 10, 10)).astype(np.float32)
+    sess = check(conv_bn_relu(), {"x": x}, absent_ops=["BatchNormalization", "Relu"])
+    assert len(sess._graph.nodes) == 1
+    assert any("BatchNormalization" in f for f in sess.fusions)
+
+
+def test_passes_do_not_modify_their_input():
+    graph = import_proto(conv_bn_relu())
+    before = [(n.op_type, list(n.inputs), list(n.outputs)) for n in graph.nodes]
+    passes.optimize(graph)
+    assert [(n.op_type, list(n.inputs), list(n.outputs)) for n in graph.nodes] == before
+
+
+def test_bn_folds_into_following_unpadded_conv_only():
+    def net(pads):
+        nodes = [bn("bn", "x", "n"),
+                 helper.make_node("Conv", ["n", "w"], ["y"], pads=pads, group=2)]
+        inits = [tensor("w", [4, 2, 3, 3])] + bn_inits("bn", 4)
+        return model(nodes, [fvi("x", [1, 4, 7, 7])], [fvi("y", None)], inits)
+    x = RNG.standard_normal((1, 4, 7, 7)).astype(np.float32)
+    check(net([0, 0, 0, 0]), {"x": x}, absent_ops=["BatchNormalization"])
+    check(net([1, 1, 1, 1]), {"x": x}, expect_ops=["BatchNormalization"])
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_bn_fold(trans_b):
+    nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["g"], transB=trans_b, beta=0.5),
+             bn("bn", "g", "y")]
+    w_shape = [5, 6] if trans_b else [6, 5]
+    inits = [tensor("w", w_shape), tensor("c", [5])] + bn_inits("bn", 5)
+    m = model(nodes, [fvi("x", ["N", 6])], [fvi("y", None)], inits)
+    check(m, {"x": RNG.standard_normal((3, 6)).astype(np.float32)},
+          absent_ops=["BatchNormalization"])
+
+
+@pytest.mark.parametrize("activation, extra_inits, attrs", [
+    ("Relu", [], {}),
+    ("LeakyRelu", [], {"alpha": 0.2}),
+    ("Sigmoid", [], {}),
+    ("Tanh", [], {}),
+    ("HardSigmoid", [], {"alpha": 0.3, "beta": 0.4}),
+    ("HardSwish", [], {}),
+    ("Clip", [numpy_helper.from_array(np.float32(0), "lo"),
+              numpy_helper.from_array(np.float32(6), "hi")], {}),
+    ("PRelu", [tensor("slope", [8, 1, 1])], {}),
+])
+def test_activation_fusion_keeps_outputs(activation, extra_inits, attrs):
+    extra = {"Clip": ["lo", "hi"], "PRelu": ["slope"]}.get(activation, [])
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(activation, ["c"] + extra, ["y"], **attrs)]
+    inits = [tensor("w", [8, 3, 3, 3]), tensor("b", [8])] + extra_inits
+    m = model(nodes, [fvi("x", ["N", 3, 9, 9])], [fvi("y", None)], inits)
+    x = RNG.standard_normal((2, 3, 9, 9)).astype(np.float32) * 3
+    check(m, {"x": x})
+
+
+def test_swish_pattern():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Mul", ["c", "s"], ["y"])]
+    m = model(nodes, [fvi("x", [1, 3, 6, 6])], [fvi("y", None)], [tensor("w", [4, 3, 1, 1])])
+    check(m, {"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)})
+
+
+def test_residual_add_then_relu():
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    inits = [tensor("w1", [4, 4, 3, 3]), tensor("w2", [4, 4, 3, 3])]
+    m = model(nodes, [fvi("x", ["N", 4, 5, 5])], [fvi("y", None)], inits)
+    check(m, {"x": RNG.standard_normal((2, 4, 5, 5)).astype(np.float32)})
+
+
+def test_broadcast_add_is_not_fused_as_residual():
+    # Add of a per-channel bias must not become the Z input (its shape differs).
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"]),
+             helper.make_node("Add", ["a", "bias"], ["y"])]
+    inits = [tensor("w", [4, 3, 1, 1]), tensor("bias", [4, 1, 1])]
+    m = model(nodes, [fvi("x", [1, 3, 4, 4])], [fvi("y", None)], inits)
+    check(m, {"x": RNG.standard_normal((1, 3, 4, 4)).astype(np.float32)}, expect_ops=["Add"])
+
+
+def test_identity_dropout_and_dead_nodes_removed():
+    nodes = [helper.make_node("Identity", ["x"], ["a"]),
+             helper.make_node("Dropout", ["a"], ["b"]),
+             helper.make_node("Relu", ["b"], ["y"]),
+             helper.make_node("Sigmoid", ["x"], ["unused"]),
+             helper.make_node("Identity", ["y"], ["out"])]
+    m = model(nodes, [fvi("x", [3])], [fvi("out", [3])], [])
+    sess = check(m, {"x": np.array([-1, 0, 2], np.float32)})
+    assert [n.op_type for n in sess._graph.nodes] == ["Relu"]
+
+
+def test_static_shape_chain_folds_but_dynamic_batch_does_not():
+    # y = Reshape(x, [Shape(x)[0], -1]) + the same with the static dim 1.
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+             helper.make_node("Gather", ["s", "i1"], ["c"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+             helper.make_node("Concat", ["n1", "m1"], ["t"], axis=0),
+             helper.make_node("Reshape", ["x", "t"], ["y"]),
+             helper.make_node("Add", ["c", "i1"], ["z"])]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "i0"),
+             numpy_helper.from_array(np.array(1, np.int64), "i1"),
+             numpy_helper.from_array(np.array([0], np.int64), "ax"),
+             numpy_helper.from_array(np.array([-1], np.int64), "m1")]
+    m = model(nodes, [fvi("x", ["N", 3, 2])],
+              [fvi("y", None), helper.make_tensor_value_info("z", TensorProto.INT64, None)], inits)
+    sess = check(m, {"x": RNG.standard_normal((5, 3, 2)).astype(np.float32)})
+    ops = [n.op_type for n in sess._graph.nodes]
+    assert "Add" not in ops            # Shape(x)[1] + 1 is a constant
+    assert "Reshape" in ops and ops.count("Gather") == 1   # the batch dim stays dynamic
+
+
+def test_transpose_and_reshape_chains_merge():
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 3, 1]),
+             helper.make_node("Transpose", ["a"], ["b"], perm=[0, 3, 1, 2]),
+             helper.make_node("Transpose", ["b"], ["c"], perm=[1, 0, 2, 3]),
+             helper.make_node("Reshape", ["c", "s1"], ["d"]),
+             helper.make_node("Reshape", ["d", "s2"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([6, -1], np.int64), "s1"),
+             numpy_helper.from_array(np.array([3, 2, -1], np.int64), "s2")]
+    m = model(nodes, [fvi("x", [2, 3, 4, 5])], [fvi("y", None)], inits)
+    sess = check(m, {"x": RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)})
+    assert [n.op_type for n in sess._graph.nodes] == ["Transpose", "Reshape"]
+
+
+@pytest.mark.parametrize("name, size", [("resnet18", 64), ("mobilenet_v2", 64),
+                                        ("googlenet", 65), ("densenet121", 64),
+                                        ("squeezenet1_1", 65)])
+def test_zoo_models_optimized_match(name, size):
+    from cyconv.zoo import ZOO
+    m = ZOO[name](input_size=size)
+    x = RNG.standard_normal((1, 3, size, size)).astype(np.float32)
+    sess = check(m, {"input": x}, absent_ops=["BatchNormalization"] if name != "densenet121"
+                 else ())
+    assert sess.fusions

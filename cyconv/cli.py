@@ -7,7 +7,7 @@ import sys
 
 from .errors import CyconvError
 
-COMMANDS = ("run", "demo")
+COMMANDS = ("run", "demo", "profile")
 
 
 def main(argv=None) -> int:

@@ -41,3 +41,33 @@ def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "cyconv", "--help"],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_profile_prints_table_fusions_memory_and_trace(tmp_path, capsys):
+    import json
+    trace = tmp_path / "trace.json"
+    assert main(["profile", PNET, "--shape", "1x3x40x50", "--repeat", "3", "--threads", "1",
+                 "--json", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "peak activation memory" in out and "fusions applied" in out
+    assert "Conv" in out
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert events and all(e["ph"] == "X" and e["dur"] >= 0 and "op_name" in e["args"]
+                          for e in events)
+
+
+def test_profile_peak_memory_counts_live_activations():
+    from cyconv.engine.profiler import profile
+    from cyconv.engine.session import InferenceSession
+    from onnx import TensorProto, helper
+    # x -> a -> b -> y, 4 KB each: a value dies after its reader, so two are alive at most.
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+             helper.make_node("Relu", ["b"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024])])
+    sess = InferenceSession(helper.make_model(graph), optimize=False)
+    result = profile(sess, {"x": np.ones(1024, np.float32)}, repeats=2)
+    assert result.peak_activation_bytes == 2 * 4096
+    assert [n.op_type for n in result.nodes] == ["Relu", "Neg", "Relu"]
+    assert all(len(n.times_ms) == 2 for n in result.nodes)

@@ -10,6 +10,7 @@ Run:    validate the feed, then one tight loop over the steps. Every call uses i
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,15 +92,27 @@ class InferenceSession:
         Returns a list of numpy arrays, one per requested output, as ONNX Runtime does.
         """
         wanted = self._output_slots(output_names)
-        slots = list(self._initial_slots)
         feeds = self._check_feed(input_feed)
+        slots = self._execute(feeds)
+        fed = [a for _, a in feeds]
+        return [self._owned(slots[s], fed) for s in wanted]
+
+    def _execute(self, feeds, observer=None):
+        """Run every step on ``feeds`` [(slot, array)]; returns the final slot list.
+
+        ``observer(step, seconds, slots)``, when given, is called after each step (before its
+        dead values are released): the profiler's hook; the plain path pays one test per step.
+        """
+        slots = list(self._initial_slots)
         for slot, array in feeds:
             slots[slot] = array
         ctx = RunContext(self._threads)
+        clock = time.perf_counter
         for step in self._steps:
             args = [slots[i] if i >= 0 else None for i in step.inputs]
             while args and args[-1] is None:   # trailing omitted inputs are not passed
                 args.pop()
+            start = clock() if observer is not None else 0.0
             try:
                 result = step.run(ctx, *args)
             except CyconvError:
@@ -114,10 +127,11 @@ class InferenceSession:
                 if slot >= 0:
                     # numpy scalars (np.take with a scalar index) become 0-d tensors
                     slots[slot] = value if type(value) is np.ndarray else np.asarray(value)
+            if observer is not None:
+                observer(step, clock() - start, slots)
             for slot in step.free:
                 slots[slot] = None
-        fed = [a for _, a in feeds]
-        return [self._owned(slots[s], fed) for s in wanted]
+        return slots
 
     # ----------------------------------------------------------------- helpers
     @staticmethod

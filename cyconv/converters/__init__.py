@@ -1,1 +1,7 @@
-"""Model converters: ONNX import, and (later) user-facing rewrites such as fc_to_conv."""
+"""Model converters: ONNX import, and user-facing rewrites.
+
+    fc_to_conv(model)        FC layers -> convolutions: the classifier slides over larger images
+"""
+from .fc_to_conv import fc_to_conv
+
+__all__ = ["fc_to_conv"]

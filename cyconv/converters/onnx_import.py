@@ -20,10 +20,12 @@ ONNX_DOMAINS = ("", "ai.onnx")
 def import_model(model) -> Graph:
     """``model`` (path | bytes | ModelProto) -> validated :class:`Graph`."""
     proto, base_dir = load_model(model)
-    return import_proto(proto, base_dir)
+    # A proto we parsed ourselves can give up each tensor's bytes once converted, so the file's
+    # weights are not held twice while the session is built.
+    return import_proto(proto, base_dir, release_tensors=not isinstance(model, onnx.ModelProto))
 
 
-def import_proto(proto: onnx.ModelProto, base_dir=None) -> Graph:
+def import_proto(proto: onnx.ModelProto, base_dir=None, release_tensors=False) -> Graph:
     opsets = {}
     for entry in proto.opset_import:
         domain = "" if entry.domain in ONNX_DOMAINS else entry.domain
@@ -36,6 +38,7 @@ def import_proto(proto: onnx.ModelProto, base_dir=None) -> Graph:
     if proto.graph.sparse_initializer:
         raise ModelError("sparse initializers are not supported")
 
+    inferred = _infer_value_infos(proto)   # before release_tensors empties the weights
     budget = ConstantBudget()
     graph = proto.graph
     constants = {}
@@ -43,6 +46,9 @@ def import_proto(proto: onnx.ModelProto, base_dir=None) -> Graph:
         if not tensor.name:
             raise ModelError("an initializer has no name")
         constants[tensor.name] = tensor_to_array(tensor, base_dir, budget)
+        if release_tensors:
+            tensor.ClearField("raw_data")
+            tensor.ClearField("float_data")
 
     inputs = [_value_info(v) for v in graph.input if v.name not in constants]
     outputs = [_value_info(v) for v in graph.output]
@@ -69,7 +75,6 @@ def import_proto(proto: onnx.ModelProto, base_dir=None) -> Graph:
     # written in the file may be stale (exporters that mark only the inputs dynamic), and the
     # optimizer folds Shape ops from these.
     value_shapes = {}
-    inferred = _infer_value_infos(proto)
     for v in inferred + list(graph.input):
         info = _value_info(v)
         if info.shape is not None:

@@ -7,7 +7,7 @@ import sys
 
 from .errors import CyconvError
 
-COMMANDS = ("run", "demo", "profile")
+COMMANDS = ("run", "demo", "convert", "profile")
 
 
 def main(argv=None) -> int:

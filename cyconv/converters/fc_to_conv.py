@@ -47,6 +47,8 @@ SOFTMAX = {"Softmax", "LogSoftmax", "Hardmax"}
 GLOBAL_POOL = {"GlobalAveragePool": "AveragePool", "GlobalMaxPool": "MaxPool"}
 REDUCE_POOL = {"ReduceMean": "AveragePool", "ReduceMax": "MaxPool"}
 
+# Ops that tie a network to one input size: their presence means there is a head to rewrite.
+HEAD_OPS = {"Flatten", "Reshape", "Gemm", "MatMul", "ReduceMean", "ReduceMax", *GLOBAL_POOL}
 NATIVE_KEY = "cyconv.native_input"   # metadata: "C,H,W" of the crop the net was built for
 
 
@@ -108,6 +110,10 @@ def fc_to_conv(model, input_shape=None) -> onnx.ModelProto:
     proto, _ = load_model(model)
     view = ModelView(proto)
     image = view.image_input()
+    if input_shape is None and not any(n.op_type in HEAD_OPS for n in proto.graph.node):
+        out = onnx.ModelProto()
+        out.CopyFrom(proto)   # already fully convolutional: nothing to rewrite
+        return out
     native = _native_dims(image, input_shape)
     return _Rewrite(proto, view, image, native).run()
 
@@ -122,7 +128,8 @@ def _native_dims(image, input_shape):
     else:
         if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
             raise ModelError(f"input {image.name!r} has symbolic channels/height/width: pass "
-                             "input_shape=(C, H, W), the crop size the network was built for")
+                             "input_shape=(C, H, W) (cyconv convert: --input-shape CxHxW), "
+                             "the crop size the network was built for")
         chw = tuple(d.dim_value for d in dims[1:])
     return (batch, *chw)
 

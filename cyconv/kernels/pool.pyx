@@ -6,19 +6,62 @@ Window ``(oh, ow)`` reads input rows ``ih = oh*sh - ph + i*dh`` (i < kh) and col
 ``iw = ow*sw - pw + j*dw`` (j < kw); taps outside ``[0, H) x [0, W)`` are padding and are
 skipped (max) or add zero (average).
 
-Instead of a loop per output pixel, each output row is built tap by tap: for a fixed ``(i, j)``
-the valid ``ow`` form one interval ``[lo, hi)``, and ``y_row[lo:hi] (op)= x_row[lo*sw+off ::sw]``
-is a contiguous (``sw == 1``) or strided loop the compiler vectorises, with no bounds test
-inside. One parallel task = one output row of one plane; each output element is produced by
-one task in a fixed tap order, so the result does not depend on the thread count.
+The pool is separable (pool_isa.h): per output row, a vertical pass reduces the valid input rows
+into a padded row buffer (contiguous vector loads), then a horizontal pass reduces each window
+along the buffer (unaligned loads for stride 1, an even-lane permute for stride 2: the common
+2x2 s2, 3x3 s2 and 3x3 s1 pools are all vector code; other strides are scalar). The row
+operations come from one table per ISA (AVX-512F, AVX2, generic C), picked once at import
+from the CPU; :func:`set_isa` switches tables (tests run each one).
+
+Parallel tasks are (plane, band of output rows); each output element is computed by one task
+with the same operations whatever the partition, so results do not depend on the thread count.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
+from libc.stdlib cimport malloc, free
 from libc.math cimport INFINITY
 
+cdef extern from "pool_plane.h" nogil:
+    ctypedef struct cy_pool_isa:
+        const char *name
+        float (*gmax)(const float *x, Py_ssize_t n) noexcept nogil
+        double (*gsum)(const float *x, Py_ssize_t n) noexcept nogil
+    const cy_pool_isa *cy_pool_isa_by_name(const char *name)
+    const cy_pool_isa *cy_pool_isa_best()
+    Py_ssize_t cy_pool_tmp_len(Py_ssize_t W, Py_ssize_t OW, int kw, int sw, int dw, int pw)
+    void cy_pool_fill(float *p, Py_ssize_t n, float v)
+    void cy_pool_plane_rows(const cy_pool_isa *isa, const float *x, float *y, Py_ssize_t H,
+                            Py_ssize_t W, Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1,
+                            int kh, int kw, int sh, int sw, int dh, int dw, int ph, int pw,
+                            int is_max, const float *recip_h, const float *recip_w,
+                            float *tmp)
+
 cdef enum:
-    # Tap-visits (output elements x window size) below which one thread is faster than a fork.
-    GRAIN = 32768
-    LANES = 16          # independent accumulators in the global pools: one zmm of float32
+    # Element-visits (outputs x (kh + kw) for the separable pool, inputs for the global pools)
+    # below which one thread is faster than an OpenMP fork (~2-5 us against ~0.1 ns a visit).
+    GRAIN = 65536
+    BANDS_PER_THREAD = 4    # tasks per thread when there are too few planes to share out
+
+cdef const cy_pool_isa *_isa = cy_pool_isa_best()
+
+
+def isa():
+    """Name of the row-operation table in use: ``"avx512f"``, ``"avx2"`` or ``"generic"``."""
+    return _isa.name.decode()
+
+
+def set_isa(str name):
+    """Use the table ``name`` (``"avx512f"``, ``"avx2"``, ``"generic"``); ValueError if this
+    CPU cannot run it. For tests and benchmarks; the default is the widest the CPU supports."""
+    global _isa
+    cdef const cy_pool_isa *got = cy_pool_isa_by_name(name.encode())
+    if got == NULL:
+        raise ValueError(f"pool ISA {name!r} is unknown or not supported by this CPU")
+    _isa = got
+
+
+def available_isas():
+    """The tables this CPU can run, widest first."""
+    return [n for n in ("avx512f", "avx2", "generic") if cy_pool_isa_by_name(n.encode()) != NULL]
 
 
 cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexcept nogil:
@@ -28,52 +71,6 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
     if t > n_threads:
         t = n_threads
     return <int>t if t > 1 else 1
-
-
-cdef void _pool_row(const float* plane, float* yrow, Py_ssize_t H, Py_ssize_t W,
-                    Py_ssize_t OW, Py_ssize_t oh, int kh, int kw, int sh, int sw, int dh,
-                    int dw, int ph, int pw, bint is_max, const float* count_h,
-                    const float* count_w) noexcept nogil:
-    cdef Py_ssize_t ow, lo, hi, ih, off, i, j
-    cdef const float* xrow
-    cdef const float* src
-    cdef float v, ch
-    for ow in range(OW):
-        yrow[ow] = -INFINITY if is_max else 0.0
-    for i in range(kh):
-        ih = oh * sh - ph + i * dh
-        if ih < 0 or ih >= H:
-            continue
-        xrow = plane + ih * W
-        for j in range(kw):
-            off = j * dw - pw                           # iw = ow*sw + off
-            if off > W - 1:
-                break
-            lo = 0 if off >= 0 else (-off + sw - 1) // sw   # first ow with iw >= 0
-            hi = (W - 1 - off) // sw + 1                    # one past last ow with iw < W
-            if hi > OW:
-                hi = OW
-            if sw == 1:
-                src = xrow + off
-                if is_max:
-                    for ow in range(lo, hi):
-                        v = src[ow]
-                        yrow[ow] = v if v > yrow[ow] else yrow[ow]
-                else:
-                    for ow in range(lo, hi):
-                        yrow[ow] += src[ow]
-            else:
-                if is_max:
-                    for ow in range(lo, hi):
-                        v = xrow[ow * sw + off]
-                        yrow[ow] = v if v > yrow[ow] else yrow[ow]
-                else:
-                    for ow in range(lo, hi):
-                        yrow[ow] += xrow[ow * sw + off]
-    if not is_max:
-        ch = count_h[oh]
-        for ow in range(OW):
-            yrow[ow] = yrow[ow] / (ch * count_w[ow])
 
 
 def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh, int sw,
@@ -112,51 +109,42 @@ def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh,
         raise ValueError("pool2d: empty input planes")
     cdef const float* px = &x[0, 0, 0]
     cdef float* py = &y[0, 0, 0]
-    cdef const float* pch = &count_h[0] if not is_max else NULL
-    cdef const float* pcw = &count_w[0] if not is_max else NULL
-    cdef Py_ssize_t tasks = NC * OH
-    cdef int nt = _threads(tasks * OW * kh * kw, tasks, n_threads)
-    cdef Py_ssize_t t
+    cdef int nt = _threads(NC * OH * OW * (kh + kw), NC * OH, n_threads)
+    # Few planes (e.g. one image, few channels): cut planes into bands of rows as well.
+    cdef Py_ssize_t bands = 1
+    if nt > 1 and NC < BANDS_PER_THREAD * nt:
+        bands = min(OH, (BANDS_PER_THREAD * nt + NC - 1) // NC)
+    cdef Py_ssize_t tasks = NC * bands
+    cdef Py_ssize_t tmp_len = cy_pool_tmp_len(W, OW, kw, sw, dw, pw)
+    # Row buffers, one per thread, then (average) the reciprocals of the tap counts.
+    cdef float* tmp = <float*>malloc((nt * tmp_len + OH + OW) * sizeof(float))
+    if tmp == NULL:
+        raise MemoryError()
+    cdef float* pch = tmp + nt * tmp_len
+    cdef float* pcw = pch + OH
+    cdef Py_ssize_t i
+    if not is_max:
+        for i in range(OH):
+            pch[i] = 1.0 / count_h[i]
+        for i in range(OW):
+            pcw[i] = 1.0 / count_w[i]
+    cdef const cy_pool_isa *isa = _isa
+    cdef Py_ssize_t t, p, b
     with nogil:
+        cy_pool_fill(tmp, nt * tmp_len, -INFINITY if is_max else 0.0)
         if nt == 1:
-            for t in range(tasks):
-                _pool_row(px + (t // OH) * H * W, py + t * OW, H, W, OW, t % OH,
-                          kh, kw, sh, sw, dh, dw, ph, pw, is_max, pch, pcw)
+            for p in range(NC):
+                cy_pool_plane_rows(isa, px + p * H * W, py + p * OH * OW, H, W, OW, 0, OH,
+                                   kh, kw, sh, sw, dh, dw, ph, pw, is_max, pch, pcw, tmp)
         else:
             for t in prange(tasks, num_threads=nt, schedule="static"):
-                _pool_row(px + (t // OH) * H * W, py + t * OW, H, W, OW, t % OH,
-                          kh, kw, sh, sw, dh, dw, ph, pw, is_max, pch, pcw)
-
-
-cdef float _global_row(const float* row, Py_ssize_t n, bint is_max) noexcept nogil:
-    """Max or mean of ``row[:n]``: LANES independent accumulators (vectorisable, and each
-    holds only n / LANES terms, which keeps the float32 sum accurate), combined in double."""
-    cdef float acc[LANES]
-    cdef Py_ssize_t b, l, nb = n // LANES
-    cdef double total
-    cdef float m, v
-    for l in range(LANES):
-        acc[l] = -INFINITY if is_max else 0.0
-    if is_max:
-        for b in range(nb):
-            for l in range(LANES):
-                v = row[b * LANES + l]
-                acc[l] = v if v > acc[l] else acc[l]
-        m = -INFINITY
-        for l in range(LANES):
-            m = acc[l] if acc[l] > m else m
-        for b in range(nb * LANES, n):
-            m = row[b] if row[b] > m else m
-        return m
-    for b in range(nb):
-        for l in range(LANES):
-            acc[l] += row[b * LANES + l]
-    total = 0.0
-    for l in range(LANES):
-        total += acc[l]
-    for b in range(nb * LANES, n):
-        total += row[b]
-    return <float>(total / n)
+                p = t // bands
+                b = t % bands
+                cy_pool_plane_rows(isa, px + p * H * W, py + p * OH * OW, H, W, OW,
+                                   b * OH // bands, (b + 1) * OH // bands, kh, kw, sh, sw,
+                                   dh, dw, ph, pw, is_max, pch, pcw,
+                                   tmp + threadid() * tmp_len)
+    free(tmp)
 
 
 def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=1):
@@ -179,11 +167,14 @@ def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=
     cdef const float* px = &x[0, 0]
     cdef float* py = &y[0]
     cdef int nt = _threads(NC * HW, NC, n_threads)
+    cdef const cy_pool_isa *isa = _isa
     cdef Py_ssize_t p
     with nogil:
         if nt == 1:
             for p in range(NC):
-                py[p] = _global_row(px + p * HW, HW, is_max)
+                py[p] = isa.gmax(px + p * HW, HW) if is_max else \
+                    <float>(isa.gsum(px + p * HW, HW) / HW)
         else:
             for p in prange(NC, num_threads=nt, schedule="static"):
-                py[p] = _global_row(px + p * HW, HW, is_max)
+                py[p] = isa.gmax(px + p * HW, HW) if is_max else \
+                    <float>(isa.gsum(px + p * HW, HW) / HW)

@@ -18,6 +18,7 @@ import cyconv.ops  # noqa: F401  (registers the operators)
 from cyconv.engine.registry import call_op
 from cyconv.errors import InputError, ModelError
 from cyconv.ops import pool
+from cyconv.kernels import pool as _kp
 from cyconv.ops.pool import pool_geometry, window_counts
 
 ort = pytest.importorskip("onnxruntime")
@@ -208,6 +209,99 @@ def test_non_contiguous_and_3d_and_dtypes(rng):
     u = rng.integers(0, 255, (1, 2, 6, 6)).astype(np.uint8)
     assert_same(call_op("MaxPool", [u], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, opset=12),
                 pool.max_pool_reference(u, [3, 3], pads=[1, 1, 1, 1]))
+
+
+# ----------------------------------------------------------------------------- every ISA table
+
+ISAS = _kp.available_isas()
+
+
+@pytest.fixture(params=ISAS)
+def pool_isa(request):
+    """Run the test with each row-operation table this CPU supports, then restore the default."""
+    before = _kp.isa()
+    _kp.set_isa(request.param)
+    yield request.param
+    _kp.set_isa(before)
+
+
+def test_isa_choice():
+    assert _kp.isa() == ISAS[0]          # the widest the CPU runs is the default
+    assert "generic" in ISAS
+    with pytest.raises(ValueError, match="not supported"):
+        _kp.set_isa("sse9")
+
+
+# Widths straddling the vector lengths (8, 16, and the 32-float loads of stride 2) so bodies,
+# masked / scalar tails and the row buffer's slack are all exercised.
+WIDE_CASES = [
+    # kernel, strides, dilations, pads, ceil, count_include_pad
+    ((3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 0, 0),   # ResNet stem
+    ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), 1, 0),   # GoogLeNet / SqueezeNet (ceil_mode)
+    ((2, 2), (2, 2), (1, 1), (0, 0, 0, 0), 0, 0),   # VGG
+    ((2, 2), (2, 2), (1, 1), (0, 0, 0, 0), 1, 1),
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 0, 1),   # Inception branch pool
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 0, 0),
+    ((5, 4), (1, 2), (2, 3), (3, 2, 1, 4), 1, 1),   # dilated, odd pads, both vector strides
+    ((3, 3), (3, 3), (1, 1), (1, 1, 1, 1), 1, 0),   # stride 3: scalar horizontal pass
+    ((7, 7), (1, 1), (1, 1), (0, 0, 0, 0), 0, 0),
+    ((1, 3), (2, 1), (1, 2), (0, 2, 0, 2), 0, 1),
+]
+WIDE_SHAPES = [(1, 3, 9, 67), (2, 2, 20, 33), (1, 2, 6, 112), (1, 1, 5, 15)]
+
+
+@pytest.mark.parametrize("kernel,strides,dilations,pads,ceil,cip", WIDE_CASES, ids=str)
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool2d_every_isa_matches_reference(rng, pool_isa, op, kernel, strides, dilations, pads,
+                                            ceil, cip):
+    attrs = {"kernel_shape": kernel, "strides": strides, "dilations": dilations, "pads": pads,
+             "ceil_mode": ceil}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = cip
+    ref = pool.max_pool_reference if op == "MaxPool" else pool.average_pool_reference
+    for shape in WIDE_SHAPES:
+        out, _, _ = pool_geometry(shape[2:], kernel, strides, dilations, pads, "NOTSET", ceil)
+        if min(out) < 1:
+            continue
+        x = rng.standard_normal(shape).astype(np.float32)
+        outs = [call_op(op, [x], attrs, opset=19, n_threads=t) for t in (1, 2, 3)]
+        assert_same(outs[0], ref(x, **attrs), rtol=1e-6, atol=1e-7)
+        for y in outs[1:]:
+            np.testing.assert_array_equal(y, outs[0])
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pools_every_isa(rng, pool_isa, op):
+    ref = (pool.global_average_pool_reference if op == "GlobalAveragePool"
+           else pool.global_max_pool_reference)
+    for shape in [(2, 3, 7, 7), (1, 4, 1, 31), (1, 2, 1, 33), (1, 3, 1, 1), (3, 5, 1, 64)]:
+        x = rng.uniform(-3.0, 1.0, shape).astype(np.float32)
+        outs = [call_op(op, [x], n_threads=t) for t in (1, 2, 3)]
+        assert_same(outs[0], ref(x), rtol=1e-6, atol=1e-7)
+        for y in outs[1:]:
+            np.testing.assert_array_equal(y, outs[0])
+
+
+def test_single_plane_split_into_row_bands(rng, pool_isa):
+    # One plane and 3 threads: the work is cut into bands of output rows, same result.
+    x = rng.standard_normal((1, 1, 300, 301)).astype(np.float32)
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    outs = [call_op("MaxPool", [x], attrs, opset=19, n_threads=t) for t in (1, 2, 3)]
+    assert_same(outs[0], pool.max_pool_reference(x, **attrs), rtol=0)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+
+
+def test_all_padding_rows_and_columns(pool_isa):
+    # Pads as large as the kernel allows: windows whose taps are all padding in one direction
+    # give the identity there (max: -inf, average with count_include_pad: 0).
+    x = np.arange(1 * 1 * 2 * 3, dtype=np.float32).reshape(1, 1, 2, 3) + 1.0
+    attrs = {"kernel_shape": [3, 3], "pads": [2, 2, 2, 2]}
+    for op, ref, extra in [("MaxPool", pool.max_pool_reference, {}),
+                           ("AveragePool", pool.average_pool_reference,
+                            {"count_include_pad": 1})]:
+        got = call_op(op, [x], {**attrs, **extra}, opset=19)
+        assert_same(got, ref(x, **attrs, **extra), rtol=1e-6, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- global pools

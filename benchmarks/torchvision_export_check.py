@@ -1,0 +1,220 @@
+"""torchvision's own architectures through PyTorch's two ONNX exporters, cyconv vs ONNX Runtime.
+
+Every model is a real ``torchvision.models`` (or ``torchvision.models.segmentation``) class built
+with ``weights=None`` in eval mode, with its normalisation layers' statistics and affine
+parameters randomised (so BatchNorm / LayerNorm are not the identity, as in a trained net). Each
+is exported with a dynamic batch dimension
+
+* by the TorchScript exporter (``dynamo=False``, opset 17, ``dynamic_axes={"input": {0: "N"}}``),
+* by the dynamo exporter (``dynamo=True``, PyTorch's default opset),
+
+then run by ONNX Runtime and by cyconv at batch 1 and 2 and compared output by output with the
+accuracy contract ``max |cyconv - ort| <= 1e-3 * max(1, max |ort|)`` (column ``err/tol``: the
+worst ratio, <= 1 passes). Not a test: torch and torchvision are not test dependencies. Usage,
+from a virtualenv with ``torch torchvision onnx onnxruntime onnxscript`` and cyconv importable::
+
+    python benchmarks/torchvision_export_check.py [--only resnet18,vit_b_16] [--exporters dynamo]
+        [--cache /tmp/tv-onnx] [--threads 2] [--group classification|segmentation|all]
+
+``--cache`` keeps the exported files (``<model>.<exporter>.onnx``) and reuses them on the next
+run, which makes re-checking after a fix cheap.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import time
+import traceback
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torchvision.models as tvm
+import torchvision.models.segmentation as tvs
+from torch import nn
+
+import cyconv
+
+# name -> (constructor kwargs beyond weights=None, input side). Sides are the smallest the
+# architecture allows without changing what the exporter writes: nets with an adaptive pool
+# before the head run smaller than their native 224; AlexNet/VGG keep 224 (their 7x7
+# AdaptiveAvgPool only exports when the feature map is a multiple of 7); ViT and MaxViT
+# have a fixed input size that their constructor takes as a parameter.
+CLASSIFICATION = {
+    "resnet18": ({}, 112),
+    "resnet50": ({}, 112),
+    "resnext50_32x4d": ({}, 96),
+    "wide_resnet50_2": ({}, 96),
+    "alexnet": ({}, 224),
+    "vgg11": ({}, 224),
+    "vgg11_bn": ({}, 224),
+    "squeezenet1_0": ({}, 112),
+    "squeezenet1_1": ({}, 112),
+    "densenet121": ({}, 96),
+    "googlenet": ({"aux_logits": False, "init_weights": True}, 96),
+    "inception_v3": ({"aux_logits": False, "init_weights": True}, 160),
+    "mobilenet_v2": ({}, 128),
+    "mobilenet_v3_small": ({}, 128),
+    "mobilenet_v3_large": ({}, 128),
+    "mnasnet0_5": ({}, 128),
+    "mnasnet1_0": ({}, 128),
+    "shufflenet_v2_x0_5": ({}, 128),
+    "shufflenet_v2_x1_0": ({}, 128),
+    "efficientnet_b0": ({}, 128),
+    "efficientnet_b1": ({}, 128),
+    "efficientnet_v2_s": ({}, 128),
+    "regnet_x_400mf": ({}, 128),
+    "regnet_y_400mf": ({}, 128),
+    "regnet_y_800mf": ({}, 128),
+    "convnext_tiny": ({}, 96),
+    "vit_b_16": ({"image_size": 112}, 112),
+    "vit_b_32": ({"image_size": 128}, 128),
+    "swin_t": ({}, 128),
+    "swin_v2_t": ({}, 128),
+    "maxvit_t": ({"input_size": (128, 128)}, 128),
+}
+SEGMENTATION = {
+    "fcn_resnet50": ({"weights_backbone": None}, 96),
+    "deeplabv3_mobilenet_v3_large": ({"weights_backbone": None}, 128),
+    "lraspp_mobilenet_v3_large": ({"weights_backbone": None}, 128),
+}
+
+
+class _Out(nn.Module):
+    """Segmentation nets return ``{"out": ..., "aux": ...}``; export the ``out`` tensor."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)["out"]
+
+
+def build(name):
+    """``(eval-mode module, input side)`` of a torchvision architecture with random weights."""
+    if name in CLASSIFICATION:
+        kwargs, side = CLASSIFICATION[name]
+        model = getattr(tvm, name)(weights=None, **kwargs)
+    else:
+        kwargs, side = SEGMENTATION[name]
+        model = _Out(getattr(tvs, name)(weights=None, **kwargs))
+    _randomise_norms(model, torch.Generator().manual_seed(1))
+    return model.eval(), side
+
+
+def _randomise_norms(model, gen):
+    """Random normalisation statistics and affine parameters (not the identity, as trained)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) \
+                    and getattr(m, "weight", None) is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+
+
+def export(model, side, exporter):
+    """ONNX bytes of ``model`` with a dynamic batch dimension named N."""
+    x = torch.randn(2, 3, side, side)
+    buf = io.BytesIO()
+    # Not under no_grad: there nn.MultiheadAttention takes its fused fast path
+    # (aten::_native_multi_head_attention), which the TorchScript exporter cannot write.
+    if exporter == "dynamo":
+        prog = torch.onnx.export(model, (x,), dynamo=True, verbose=False,
+                                 input_names=["input"], output_names=["output"],
+                                 dynamic_shapes=({0: torch.export.Dim("N", max=1024)},))
+        prog.save(buf)
+    else:
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
+    return buf.getvalue()
+
+
+def exported(name, exporter, cache):
+    """The exported bytes, from ``cache`` when a previous run left them there."""
+    path = os.path.join(cache, f"{name}.{exporter}.onnx") if cache else None
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            return f.read(), 0.0
+    model, side = build(name)
+    t0 = time.perf_counter()
+    blob = export(model, side, exporter)
+    if path:
+        os.makedirs(cache, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(blob)
+    return blob, time.perf_counter() - t0
+
+
+def compare(blob, sess, side, threads):
+    """Worst ``max |cyconv - ort| / tol`` over batch 1 and 2 and every output; run seconds."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    ref = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+    name = ref.get_inputs()[0].name
+    worst, run_s = 0.0, 0.0
+    for batch in (1, 2):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, side, side), np.float32)
+        want = ref.run(None, {name: x})
+        t0 = time.perf_counter()
+        got = sess.run(None, {name: x})
+        run_s += time.perf_counter() - t0
+        for g, w in zip(got, want, strict=True):
+            if g.shape != w.shape:
+                raise AssertionError(f"shape {g.shape} != ort's {w.shape}")
+            tol = 1e-3 * max(1.0, float(np.abs(w).max()))
+            worst = max(worst, float(np.abs(g.astype(np.float64) - w).max()) / tol)
+    return worst, run_s
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated model names")
+    ap.add_argument("--group", default="all", choices=("classification", "segmentation", "all"))
+    ap.add_argument("--exporters", default="torchscript,dynamo")
+    ap.add_argument("--cache", default="", help="folder that keeps the exported models")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    # The exporters' deprecation notes and progress lines drown the table.
+    warnings.filterwarnings("ignore")
+    for logger in ("torch", "torch.onnx", "torch.export", "onnxscript"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    table = {**(CLASSIFICATION if args.group != "segmentation" else {}),
+             **(SEGMENTATION if args.group != "classification" else {})}
+    names = args.only.split(",") if args.only else list(table)
+    print(f"{'model':30s} {'exporter':11s} {'side':>4s} {'load':>4s} {'err/tol':>9s} "
+          f"{'export s':>8s} {'run s':>6s}  verdict", flush=True)
+    failures = 0
+    for name in names:
+        side = {**CLASSIFICATION, **SEGMENTATION}[name][1]
+        for exporter in args.exporters.split(","):
+            torch.manual_seed(0)
+            loaded, worst, export_s, run_s = "-", float("nan"), float("nan"), float("nan")
+            stage = "export"
+            try:
+                blob, export_s = exported(name, exporter, args.cache)
+                stage, loaded = "load", "no"
+                sess = cyconv.InferenceSession(blob, threads=args.threads)
+                stage, loaded = "run", "yes"
+                worst, run_s = compare(blob, sess, side, args.threads)
+                verdict = "ok" if worst <= 1.0 else "FAIL contract"
+            except Exception as exc:  # report and go on to the next model
+                verdict = f"ERROR ({stage}) {type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
+                traceback.print_exc(limit=-2)
+            failures += verdict != "ok"
+            print(f"{name:30s} {exporter:11s} {side:4d} {loaded:>4s} {worst:9.4f} "
+                  f"{export_s:8.1f} {run_s:6.2f}  {verdict}", flush=True)
+    print(f"{failures} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Elementwise math beyond arithmetic: Erf, Gelu, trigonometric and hyperbolic functions,
+Reciprocal, Sign, Round, Mod, IsNaN, IsInf; and Einsum.
+
+Transformers exported from PyTorch need these: exact GELU is written as
+``0.5 * x * (1 + Erf(x / sqrt(2)))`` by the TorchScript exporter and as ``Gelu`` (opset 20) by
+the dynamo exporter; attention written with ``torch.einsum`` becomes ``Einsum``.
+
+Erf, float32 run path (numpy has no erf): evaluated in float64 by two pieces that are each
+accurate to ~1e-7 relative, below float32's half-ulp of the result's scale:
+
+    |x| <  0.5:  2/sqrt(pi) * sum_{n=0..8} (-1)^n x^(2n+1) / (n! (2n+1))   (Maclaurin, tail < 1e-11)
+    |x| >= 0.5:  sign(x) * (1 - erfc(|x|)),  erfc by the Chebyshev-fitted formula of Numerical
+                 Recipes (``erfcc``, relative error < 1.2e-7 for every z >= 0)
+
+The reference is Python's ``math.erf`` applied element by element (correctly rounded double).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..engine.registry import register
+from ..errors import InputError
+
+_SQRT_HALF = math.sqrt(0.5)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+# Maclaurin coefficients of erf(x) / (2/sqrt(pi)) in powers of x^2, lowest first.
+_ERF_SERIES = [(-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(9)]
+# Numerical Recipes erfcc: erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), P lowest first.
+_ERFC_P = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+           -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def _run_error(node, message):
+    return InputError(f"{node.op_type} node {node.name!r}: {message}")
+
+
+def _horner(coefs, t):
+    acc = np.full_like(t, coefs[-1])
+    for c in coefs[-2::-1]:
+        acc *= t
+        acc += c
+    return acc
+
+
+def erf_fast(x):
+    """erf of a float array, computed in float64 by the two pieces of the module docstring."""
+    xd = np.asarray(x, np.float64)
+    z = np.abs(xd)
+    small = xd * _TWO_OVER_SQRT_PI * _horner(_ERF_SERIES, xd * xd)
+    t = 1.0 / (1.0 + 0.5 * z)
+    with np.errstate(under="ignore", over="ignore"):
+        erfc = t * np.exp(_horner(_ERFC_P, t) - z * z)
+    large = np.copysign(1.0 - erfc, xd)
+    y = np.where(z < 0.5, small, large)
+    return np.where(np.isnan(xd), np.nan, y)
+
+
+# ------------------------------------------------------------------------------------------
+# references
+
+_erf_exact = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def erf_reference(x):
+    """Erf elementwise via ``math.erf`` in float64 (integers are computed too: ONNX allows them)."""
+    return _erf_exact(np.asarray(x, np.float64)).astype(x.dtype)
+
+
+def gelu_reference(x, approximate="none"):
+    """``0.5 x (1 + erf(x / sqrt 2))``, or the tanh form ``0.5 x (1 + tanh(sqrt(2/pi)(x +
+    0.044715 x^3)))`` when ``approximate == "tanh"``; in float64."""
+    xd = np.asarray(x, np.float64)
+    if approximate == "tanh":
+        inner = math.sqrt(2.0 / math.pi) * (xd + 0.044715 * xd ** 3)
+        y = 0.5 * xd * (1.0 + np.tanh(inner))
+    else:
+        y = 0.5 * xd * (1.0 + _erf_exact(xd * _SQRT_HALF))
+    return y.astype(x.dtype)
+
+
+def mod_reference(a, b, fmod=0):
+    """``fmod=0``: integer modulo with the divisor's sign (Python ``%``); ``fmod=1``: C fmod,
+    the dividend's sign. A zero integer divisor gives 0 (undefined in ONNX)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.fmod(a, b) if fmod else np.mod(a, b)
+    return np.asarray(y).astype(np.result_type(a, b), copy=False)
+
+
+def einsum_reference(equation, *xs):
+    """``numpy.einsum`` of the ONNX equation (same grammar: ``...``, implicit output)."""
+    return np.asarray(np.einsum(equation.replace(" ", ""), *xs)).astype(xs[0].dtype)
+
+
+# ------------------------------------------------------------------------------------------
+# builders
+
+def _unary(name, fn, kinds, min_opset, reference=None, out_bool=False):
+    """Register a unary op: numpy ``fn`` for dtypes of kinds ``kinds``, dtype kept (or bool)."""
+    def build(node):
+        def run(ctx, x):
+            if x.dtype.kind not in kinds:
+                raise _run_error(node, f"does not accept {x.dtype} input")
+            with np.errstate(all="ignore"):  # domain errors give nan/inf, as C does
+                y = np.asarray(fn(x))
+            return y.astype(np.bool_ if out_bool else x.dtype, copy=False)
+        return run
+    build.__name__ = build.__qualname__ = name
+    register(name, reference=reference or fn, min_opset=min_opset)(build)
+    return build
+
+
+def _float_fn(f):
+    """``f`` evaluated in float64 for float16/32 inputs (accuracy of the cast-back result)."""
+    def g(x):
+        if x.dtype in (np.float16, np.float32):
+            return f(x.astype(np.float64))
+        return f(x)
+    return g
+
+
+# Opset 7 introduced the trigonometric ops; 9 the hyperbolic ones, Sign, Erf and IsNaN.
+Sin = _unary("Sin", _float_fn(np.sin), "f", 7)
+Cos = _unary("Cos", _float_fn(np.cos), "f", 7)
+Tan = _unary("Tan", _float_fn(np.tan), "f", 7)
+Asin = _unary("Asin", _float_fn(np.arcsin), "f", 7)
+Acos = _unary("Acos", _float_fn(np.arccos), "f", 7)
+Atan = _unary("Atan", _float_fn(np.arctan), "f", 7)
+Sinh = _unary("Sinh", _float_fn(np.sinh), "f", 9)
+Cosh = _unary("Cosh", _float_fn(np.cosh), "f", 9)
+Asinh = _unary("Asinh", _float_fn(np.arcsinh), "f", 9)
+Acosh = _unary("Acosh", _float_fn(np.arccosh), "f", 9)
+Atanh = _unary("Atanh", _float_fn(np.arctanh), "f", 9)
+Sign = _unary("Sign", np.sign, "fiu", 9)
+# Round: half to even, numpy's rule and the spec's.
+Round = _unary("Round", np.round, "f", 11)
+Reciprocal = _unary("Reciprocal", lambda x: np.divide(1, x, dtype=x.dtype), "f", 6)
+IsNaN = _unary("IsNaN", np.isnan, "f", 9, out_bool=True)
+
+
+@register("IsInf", reference=lambda x, detect_negative=1, detect_positive=1:
+          (np.isneginf(x) & bool(detect_negative)) | (np.isposinf(x) & bool(detect_positive)),
+          min_opset=10)
+def IsInf(node, *, detect_negative=1, detect_positive=1):
+    neg, pos = bool(detect_negative), bool(detect_positive)
+
+    def run(ctx, x):
+        if x.dtype.kind != "f":
+            raise _run_error(node, f"does not accept {x.dtype} input")
+        return (np.isneginf(x) & neg) | (np.isposinf(x) & pos)
+    return run
+
+
+@register("Erf", reference=erf_reference, min_opset=9)
+def Erf(node):
+    def run(ctx, x):
+        if x.dtype.kind not in "fiu":
+            raise _run_error(node, f"does not accept {x.dtype} input")
+        if x.dtype == np.float64 or x.dtype.kind != "f":
+            return erf_reference(x)
+        return erf_fast(x).astype(x.dtype)
+    return run
+
+
+@register("Gelu", reference=gelu_reference, min_opset=20)
+def Gelu(node, *, approximate="none"):
+    if isinstance(approximate, bytes):
+        approximate = approximate.decode()
+    if approximate not in ("none", "tanh"):
+        raise node.error(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+
+    def run(ctx, x):
+        if x.dtype.kind != "f":
+            raise _run_error(node, f"does not accept {x.dtype} input")
+        if x.dtype == np.float64:
+            return gelu_reference(x, approximate)
+        xd = x.astype(np.float64)
+        if approximate == "tanh":
+            inner = math.sqrt(2.0 / math.pi) * (xd + 0.044715 * xd ** 3)
+            return (0.5 * xd * (1.0 + np.tanh(inner))).astype(x.dtype)
+        return (0.5 * xd * (1.0 + erf_fast(xd * _SQRT_HALF))).astype(x.dtype)
+    return run
+
+
+@register("Mod", reference=mod_reference, min_opset=10)
+def Mod(node, *, fmod=0):
+    if fmod not in (0, 1):
+        raise node.error(f"fmod must be 0 or 1, got {fmod!r}")
+
+    def run(ctx, a, b):
+        if a.dtype != b.dtype:
+            raise _run_error(node, f"inputs have different dtypes {a.dtype} and {b.dtype}")
+        if a.dtype.kind == "f" and not fmod:
+            raise _run_error(node, "floating-point inputs require fmod=1")
+        try:
+            return mod_reference(a, b, fmod)
+        except ValueError:
+            raise _run_error(node, f"cannot broadcast {a.shape} and {b.shape}") from None
+    return run
+
+
+@register("Einsum", reference=einsum_reference, min_opset=12)
+def Einsum(node, *, equation=None):
+    if equation is None:
+        raise node.error("attribute equation is required")
+    if isinstance(equation, bytes):
+        equation = equation.decode()
+    equation = equation.replace(" ", "")
+    lhs = equation.split("->")[0]
+    if equation.count("->") > 1 or len(lhs.split(",")) != node.num_inputs:
+        raise node.error(f"equation {equation!r} does not fit {node.num_inputs} input(s)")
+    if not all(ch.isalpha() or ch in ",.->" for ch in equation):
+        raise node.error(f"equation {equation!r} has characters outside [a-zA-Z,.->]")
+
+    def run(ctx, *xs):
+        if any(x.dtype != xs[0].dtype for x in xs):
+            raise _run_error(node, "inputs must share one dtype")
+        try:
+            # optimize=True: pairwise contractions through BLAS (tensordot/matmul) when possible.
+            y = np.einsum(equation, *xs, optimize=len(xs) > 1)
+        except ValueError as exc:
+            raise _run_error(node, f"{exc} (shapes {[x.shape for x in xs]})") from None
+        return np.asarray(y, order="C").astype(xs[0].dtype, copy=False)
+    return run

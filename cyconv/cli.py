@@ -7,7 +7,7 @@ import sys
 
 from .errors import CyconvError
 
-COMMANDS = ("run", "demo", "convert", "profile")
+COMMANDS = ("run", "demo", "convert", "profile", "bench")
 
 
 def main(argv=None) -> int:

@@ -81,8 +81,9 @@ def gelu_reference(x, approximate="none"):
 
 
 def mod_reference(a, b, fmod=0):
-    """``fmod=0``: integer modulo with the divisor's sign (Python ``%``); ``fmod=1``: C fmod,
-    the dividend's sign. A zero integer divisor gives 0 (undefined in ONNX)."""
+    """``fmod=0``: floored modulo with the divisor's sign (Python ``%``; floats too, as ONNX's
+    newer spec and tests allow); ``fmod=1``: C fmod, the dividend's sign. A zero integer
+    divisor gives 0 (undefined in ONNX)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.fmod(a, b) if fmod else np.mod(a, b)
     return np.asarray(y).astype(np.result_type(a, b), copy=False)
@@ -191,8 +192,6 @@ def Mod(node, *, fmod=0):
     def run(ctx, a, b):
         if a.dtype != b.dtype:
             raise _run_error(node, f"inputs have different dtypes {a.dtype} and {b.dtype}")
-        if a.dtype.kind == "f" and not fmod:
-            raise _run_error(node, "floating-point inputs require fmod=1")
         try:
             return mod_reference(a, b, fmod)
         except ValueError:
@@ -216,10 +215,13 @@ def Einsum(node, *, equation=None):
     def run(ctx, *xs):
         if any(x.dtype != xs[0].dtype for x in xs):
             raise _run_error(node, "inputs must share one dtype")
+        dtype = xs[0].dtype
+        if dtype.name == "bfloat16":   # ml_dtypes' type: numpy's einsum loops lack it
+            xs = [x.astype(np.float32) for x in xs]
         try:
             # optimize=True: pairwise contractions through BLAS (tensordot/matmul) when possible.
             y = np.einsum(equation, *xs, optimize=len(xs) > 1)
         except ValueError as exc:
             raise _run_error(node, f"{exc} (shapes {[x.shape for x in xs]})") from None
-        return np.asarray(y, order="C").astype(xs[0].dtype, copy=False)
+        return np.asarray(y, order="C").astype(dtype, copy=False)
     return run

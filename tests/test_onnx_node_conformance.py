@@ -26,6 +26,10 @@ IN_SCOPE = re.compile(r"^test_(" + "|".join([
     "squeeze", "unsqueeze", "identity", "dropout", "constant", "shape", "gather_[0-9]",
     "gather_negative", "cast_", "range", "expand", "reduce_mean", "pad", "constant_pad",
     "reflect_pad", "edge_pad", "wrap_pad", "resize",
+    "layer_normalization", "instancenorm", "group_normalization", "rms_normalization",
+    "erf", "gelu", "sin", "cos", "tan", "asin", "acos", "atan", "reciprocal", "sign", "round",
+    "mod_", "isnan", "isinf", "einsum",
+    "gather_elements", "gathernd", "scatter_elements", "scatternd",
 ]) + r")")
 
 OUT_OF_SCOPE = re.compile(

@@ -129,26 +129,53 @@ CY_CLONES static void cy_elu_f32(const float *x, float *y, ptrdiff_t n, float al
     }
 }
 
-/* Softmax row: y = exp(x - m); returns sum(y) accumulated in 16 double lanes. */
+/* Softmax row: y = exp(x - m); returns sum(y).
+ * 32 float lanes (two zmm: independent add chains) sum blocks of 256 elements, so each lane adds
+ * at most 8 terms in float (terms in (0, 1]: relative error <= 8 eps); the block sums are folded
+ * into 16 double lanes. Converting to double per element instead made the loop latency-bound
+ * (4x slower at 1000 columns). */
 CY_CLONES static double cy_exp_shift_sum_f32(const float *x, float *y, ptrdiff_t n, float m) {
-    double acc[16] = {0};
-    ptrdiff_t nb = n / 16, i;
-    for (ptrdiff_t b = 0; b < nb; b++) {
+    double dacc[16] = {0};
+    ptrdiff_t i = 0;
+    for (; i + 256 <= n; i += 256) {
+        float acc[32] = {0};
+        for (int b = 0; b < 256; b += 32)
+            for (int l = 0; l < 32; l++) {
+                float e = cy_expf(x[i + b + l] - m);
+                y[i + b + l] = e;
+                acc[l] += e;
+            }
+        for (int l = 0; l < 16; l++)
+            dacc[l] += (double)acc[l] + (double)acc[l + 16];
+    }
+    float acc[16] = {0};
+    for (; i + 16 <= n; i += 16)            /* < 16 vectors left: one float lane set */
         for (int l = 0; l < 16; l++) {
-            float e = cy_expf(x[b * 16 + l] - m);
-            y[b * 16 + l] = e;
+            float e = cy_expf(x[i + l] - m);
+            y[i + l] = e;
             acc[l] += e;
         }
-    }
     double s = 0.0;
     for (int l = 0; l < 16; l++)
-        s += acc[l];
-    for (i = nb * 16; i < n; i++) {
+        s += dacc[l] + (double)acc[l];
+    for (; i < n; i++) {
         float e = cy_expf(x[i] - m);
         y[i] = e;
         s += e;
     }
     return s;
+}
+
+/* y[0:n] *= r (softmax's normalisation, r = 1 / sum: one multiply instead of a division). */
+CY_CLONES static void cy_scale_f32(float *y, ptrdiff_t n, float r) {
+    for (ptrdiff_t i = 0; i < n; i++)
+        y[i] *= r;
+}
+
+/* y = (x - m) - l (LogSoftmax), in that order, as the reference rounds it. */
+CY_CLONES static void cy_sub2_f32(const float *x, float *y, ptrdiff_t n, float m, float l) {
+    for (ptrdiff_t i = 0; i < n; i++)
+        y[i] = (x[i] - m) - l;
 }
 
 /* Softmax columns: y[j] = exp(x[j] - m[j]); s[j] += y[j]. */
@@ -161,21 +188,21 @@ CY_CLONES static void cy_exp_sub_acc_f32(const float *x, const float *m, float *
     }
 }
 
-/* max(x[0:n]) with 16 independent lanes (vectorises; NaN entries are skipped). */
+/* max(x[0:n]) with 32 independent lanes (two zmm: two max chains in flight; NaN skipped). */
 CY_CLONES static float cy_max_f32(const float *x, ptrdiff_t n) {
-    float acc[16];
-    ptrdiff_t nb = n / 16, i;
-    for (int l = 0; l < 16; l++)
+    float acc[32];
+    ptrdiff_t nb = n / 32, i;
+    for (int l = 0; l < 32; l++)
         acc[l] = -__builtin_inff();
     for (ptrdiff_t b = 0; b < nb; b++)
-        for (int l = 0; l < 16; l++) {
-            float v = x[b * 16 + l];
+        for (int l = 0; l < 32; l++) {
+            float v = x[b * 32 + l];
             acc[l] = v > acc[l] ? v : acc[l];
         }
     float m = -__builtin_inff();
-    for (int l = 0; l < 16; l++)
+    for (int l = 0; l < 32; l++)
         m = acc[l] > m ? acc[l] : m;
-    for (i = nb * 16; i < n; i++)
+    for (i = nb * 32; i < n; i++)
         m = x[i] > m ? x[i] : m;
     return m;
 }

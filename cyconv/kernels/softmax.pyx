@@ -6,8 +6,10 @@
 
 Subtracting the max keeps every exp in (0, 1]: no overflow, and s >= 1 so log(s) is finite.
 exp is the vectorised polynomial of elementwise.h (within 2 ulp); the sum is accumulated in
-double, in a fixed order per row: results do not depend on the thread count. ``inner == 1`` (normalising the last axis) walks rows; otherwise blocks of
-``BLOCK`` adjacent columns are normalised together so the loops over columns are contiguous.
+float lanes over blocks of 256 and in double across blocks, in a fixed order per row: results
+do not depend on the thread count. ``inner == 1`` (normalising the last axis) walks rows, each
+in three vectorised passes (max; exp and sum; scale by 1/sum); otherwise blocks of ``BLOCK``
+adjacent columns are normalised together so the loops over columns are contiguous.
 """
 from cython.parallel cimport prange
 from libc.math cimport log, INFINITY
@@ -17,6 +19,8 @@ cdef extern from "elementwise.h" nogil:
     double cy_exp_shift_sum_f32(const float* x, float* y, Py_ssize_t n, float m)
     void cy_exp_sub_acc_f32(const float* x, const float* m, float* y, double* s, Py_ssize_t n)
     float cy_max_f32(const float* x, Py_ssize_t n)
+    void cy_scale_f32(float* y, Py_ssize_t n, float r)
+    void cy_sub2_f32(const float* x, float* y, Py_ssize_t n, float m, float l)
 
 cdef enum:
     BLOCK = 64           # columns per task when inner > 1
@@ -33,17 +37,14 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
 
 
 cdef void _row(const float* x, float* y, Py_ssize_t L, bint as_log) noexcept nogil:
-    cdef Py_ssize_t l
-    cdef float m = cy_max_f32(x, L), sf, lsf
+    """One row: max, exp and sum, then scale (or shift): three vectorised passes (per-ISA
+    clones), the row staying in L1 between them."""
+    cdef float m = cy_max_f32(x, L)
     cdef double s = cy_exp_shift_sum_f32(x, y, L, m)
     if as_log:
-        lsf = <float>log(s)
-        for l in range(L):
-            y[l] = (x[l] - m) - lsf
+        cy_sub2_f32(x, y, L, m, <float>log(s))
     else:
-        sf = <float>s
-        for l in range(L):
-            y[l] = y[l] / sf
+        cy_scale_f32(y, L, <float>(1.0 / s))
 
 
 cdef void _columns(const float* x, float* y, Py_ssize_t L, Py_ssize_t inner, Py_ssize_t j0,

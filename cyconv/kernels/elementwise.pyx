@@ -25,6 +25,15 @@ cdef extern from "elementwise.h" nogil:
     void cy_tanh_f32(const float* x, float* y, Py_ssize_t n)
     void cy_elu_f32(const float* x, float* y, Py_ssize_t n, float alpha, float gamma)
 
+cdef extern from "elementwise_loops.h" nogil:
+    # Cheap loops compiled per ISA (AVX-512 / AVX2 / baseline clones): see elementwise_loops.h.
+    void cy_relu_f32(const float* x, float* y, Py_ssize_t n)
+    void cy_leaky_relu_f32(const float* x, float* y, Py_ssize_t n, float a)
+    void cy_clip_f32(const float* x, float* y, Py_ssize_t n, float lo, float hi)
+    int cy_binary_vv_f32(int op, const float* a, const float* b, float* y, Py_ssize_t n)
+    int cy_binary_vs_f32(int op, const float* a, float s, float* y, Py_ssize_t n,
+                         int scalar_first)
+
 # Unary op codes (kept in sync with cyconv/ops/activation.py through the module constants below).
 cdef enum:
     U_RELU = 0
@@ -81,13 +90,9 @@ cdef void _unary_run(int op, const float* x, float* y, Py_ssize_t n, float a, fl
     cdef Py_ssize_t i
     cdef float v
     if op == U_RELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = 0.0 if v < 0.0 else v          # NaN passes through, as numpy.maximum
+        cy_relu_f32(x, y, n)                      # NaN passes through, as numpy.maximum
     elif op == U_LEAKY_RELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = a * v if v < 0.0 else v
+        cy_leaky_relu_f32(x, y, n, a)
     elif op == U_SIGMOID:
         cy_sigmoid_f32(x, y, n)
     elif op == U_TANH:
@@ -117,10 +122,7 @@ cdef void _unary_run(int op, const float* x, float* y, Py_ssize_t n, float a, fl
             y[i] = x[i] * v
     elif op == U_CLIP:
         # a = lo, b = hi; min(max(x, lo), hi) so lo > hi gives hi everywhere, as the spec says.
-        for i in range(n):
-            v = x[i]
-            v = a if v < a else v
-            y[i] = b if v > b else v
+        cy_clip_f32(x, y, n, a, b)
     elif op == U_SQRT:
         for i in range(n):
             y[i] = sqrtf(x[i])
@@ -170,8 +172,10 @@ def unary(const float[::1] x, float[::1] y, int op, float a=0.0, float b=0.0, in
 # binary
 
 cdef void _vec_vec(int op, const float* a, const float* b, float* y, Py_ssize_t n) noexcept nogil:
-    """y[i] = a[i] (op) b[i]."""
+    """y[i] = a[i] (op) b[i]: the per-ISA C loops, POW here with libm."""
     cdef Py_ssize_t i
+    if cy_binary_vv_f32(op, a, b, y, n):
+        return
     if op == B_ADD:
         for i in range(n):
             y[i] = a[i] + b[i]
@@ -194,9 +198,11 @@ cdef void _vec_vec(int op, const float* a, const float* b, float* y, Py_ssize_t 
 
 cdef void _vec_scalar(int op, const float* a, float s, float* y, Py_ssize_t n,
                       bint scalar_first) noexcept nogil:
-    """y[i] = a[i] (op) s, or s (op) a[i] when ``scalar_first``."""
+    """y[i] = a[i] (op) s, or s (op) a[i] when ``scalar_first``: per-ISA C loops but POW."""
     cdef Py_ssize_t i
     cdef float r
+    if cy_binary_vs_f32(op, a, s, y, n, scalar_first):
+        return
     if op == B_ADD:
         for i in range(n):
             y[i] = a[i] + s

@@ -7,6 +7,12 @@ opset < 9 ``spatial=0`` BatchNormalization), ``P`` the batch, ``Q`` the pixels o
 from cython.parallel cimport prange
 from libc.math cimport powf
 
+cdef extern from "elementwise_loops.h" nogil:
+    # Per-ISA clones (AVX-512 / AVX2 / baseline) of the affine loops: see elementwise_loops.h.
+    void cy_affine_f32(const float* x, float* y, Py_ssize_t n, float s, float b)
+    void cy_affine_vec_f32(const float* x, float* y, Py_ssize_t n, const float* s,
+                           const float* b)
+
 cdef enum:
     GRAIN = 65536        # element-visits below which one thread beats an OpenMP fork
 
@@ -20,17 +26,14 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
     return <int>t if t > 1 else 1
 
 
-cdef void _affine_run(const float* x, float* y, Py_ssize_t n, float s, float b) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = x[i] * s + b
+cdef inline void _affine_run(const float* x, float* y, Py_ssize_t n, float s,
+                             float b) noexcept nogil:
+    cy_affine_f32(x, y, n, s, b)
 
 
-cdef void _affine_vec(const float* x, float* y, Py_ssize_t n, const float* s,
-                      const float* b) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = x[i] * s[i] + b[i]
+cdef inline void _affine_vec(const float* x, float* y, Py_ssize_t n, const float* s,
+                             const float* b) noexcept nogil:
+    cy_affine_vec_f32(x, y, n, s, b)
 
 
 def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] shift,

@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelError
 from .model_io import load_model
-from .model_view import ModelView, attributes, node_label
+from .model_view import ModelView, attributes, node_label, weightless_copy
 
 # Ops that act on each value alone: they commute with flatten and with the FC -> conv rewrite.
 UNARY = {"Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tanh", "HardSigmoid",
@@ -288,24 +288,40 @@ class _Rewrite:
     def fc(self, node, ins, info):
         """Gemm/MatMul(head, W[, b]) -> Conv(map, W as (K, C, kh, kw)[, b])."""
         attrs = attributes(node)
-        weight = self.view.constant(node.input[1])
-        if weight is None or weight.ndim != 2 or attrs.get("transA", 0):
+        wshape, load = self._weight(node.input[1])
+        if wshape is None or len(wshape) != 2 or attrs.get("transA", 0):
             self.problems.append(f"{node_label(node)}: needs a constant 2-D weight and "
                                  "transA=0 to become a convolution")
             return
-        # Gemm: Y = alpha * A @ op(B) + beta * C; MatMul: Y = A @ B. Make W (K, F).
-        w = weight if (node.op_type == "Gemm" and attrs.get("transB", 0)) else weight.T
-        w = w.astype(np.float32, copy=False) * np.float32(attrs.get("alpha", 1.0))
-        k = w.shape[0]
+        # Gemm: Y = alpha * A @ op(B) + beta * C; MatMul: Y = A @ B. Conv weight: W (K, F).
+        trans_b = node.op_type == "Gemm" and attrs.get("transB", 0)
+        alpha = float(attrs.get("alpha", 1.0))
+        k, features = wshape if trans_b else wshape[::-1]
         if isinstance(info, Flat):
-            if w.shape[1] != int(np.prod(info.chw)):
-                self.problems.append(f"{node_label(node)}: weight has {w.shape[1]} inputs, the "
+            if features != int(np.prod(info.chw)):
+                self.problems.append(f"{node_label(node)}: weight has {features} inputs, the "
                                      f"flattened map {info.chw} has {int(np.prod(info.chw))}")
                 return
-            kernel, src = info.to_map(w), self.alias.get(info.src, info.src)   # (K, C, H, W)
+            shape, src = (k, *info.chw), self.alias.get(info.src, info.src)    # (K, C, H, W)
         else:
-            kernel, src = w.reshape(k, w.shape[1], 1, 1), ins[0]
-        inputs = [src, self.add_init(node.output[0] + "_conv_weight", kernel)]
+            shape, src = (k, features, 1, 1), ins[0]
+        name = self.fresh(node.output[0] + "_conv_weight")
+        tensor = self.view.initializers.get(node.input[1])
+        if trans_b and alpha == 1.0 and not getattr(info, "perm", None) and \
+                tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT:
+            # Same bytes, new dims: copy the TensorProto (VGG's 400 MB: no numpy round trip).
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            del copy.dims[:]
+            copy.dims.extend(shape)
+            copy.name = name
+            self.new_inits.append(copy)
+        else:
+            weight = load()
+            w = (weight if trans_b else weight.T).astype(np.float32) * np.float32(alpha)
+            kernel = info.to_map(w) if isinstance(info, Flat) else w.reshape(shape)
+            self.new_inits.append(numpy_helper.from_array(np.ascontiguousarray(kernel), name))
+        inputs = [src, name]
         if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
             bias = self.view.constant(node.input[2])
             if bias is None or bias.size not in (1, k) or \
@@ -317,8 +333,16 @@ class _Rewrite:
             inputs.append(self.add_init(node.output[0] + "_conv_bias", bias))
         self.nodes.append(helper.make_node(
             "Conv", inputs, [node.output[0]], name=node.name or node.output[0],
-            kernel_shape=list(kernel.shape[2:]), strides=[1, 1], pads=[0, 0, 0, 0]))
+            kernel_shape=list(shape[2:]), strides=[1, 1], pads=[0, 0, 0, 0]))
         self.state[node.output[0]] = Vec(2)
+
+    def _weight(self, name):
+        """(shape or None, loader of the array): initializer dims without reading the bytes."""
+        tensor = self.view.initializers.get(name)
+        if tensor is not None and tensor.data_location != onnx.TensorProto.EXTERNAL:
+            return tuple(tensor.dims), lambda: self.view.constant(name)
+        value = self.view.constant(name)
+        return (None if value is None else value.shape), lambda: value
 
     def unary(self, node, ins, info):
         """Per-value op: on a Flat it moves before the flatten, onto the map."""
@@ -470,9 +494,9 @@ class _Rewrite:
         batch = self.image.type.tensor_type.shape.dim[0]
         for o in src.graph.output:
             graph.output.append(self.output_info(o, batch))
-        try:
-            onnx.checker.check_model(out)
-        except onnx.checker.ValidationError as exc:
+        try:   # structure and symbolic shapes; the weights are ours or the caller's
+            onnx.checker.check_model(weightless_copy(out), full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the rewritten model is not valid ONNX: {exc}") from None
         return out
 

@@ -16,8 +16,8 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelError
 
-# Initializers above this size are replaced by typed inputs in the copy shape inference sees.
-_SMALL_BYTES = 4096
+# Initializers above this many elements become typed inputs in the copy shape inference sees.
+_SMALL_ELEMENTS = 1024
 
 
 def attributes(node: onnx.NodeProto) -> dict:
@@ -33,6 +33,33 @@ def attributes(node: onnx.NodeProto) -> dict:
 def node_label(node: onnx.NodeProto) -> str:
     """``Op 'name'`` (or the first output when the node is unnamed), for error messages."""
     return f"{node.op_type} {node.name or node.output[0]!r}"
+
+
+def weightless_copy(model: onnx.ModelProto, replace_inputs=None) -> onnx.ModelProto:
+    """Copy of ``model`` whose large initializers are typed graph inputs (dims, no bytes).
+
+    What shape inference and the checker need, at a fraction of the cost of copying the
+    weights. ``replace_inputs``: name -> ValueInfoProto to declare instead of the input.
+    """
+    replace_inputs = replace_inputs or {}
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    src, dst = model.graph, light.graph
+    dst.name = src.name
+    dst.node.extend(src.node)
+    dst.output.extend(src.output)
+    declared = {i.name for i in src.input}
+    dst.input.extend(replace_inputs.get(v.name, v) for v in src.input)
+    for tensor in src.initializer:
+        # (element count, not ByteSize(): upb computes that by serializing 100s of MB)
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and \
+                int(np.prod(tensor.dims)) <= _SMALL_ELEMENTS:
+            dst.initializer.append(tensor)
+        elif tensor.name not in declared:
+            dst.input.append(helper.make_tensor_value_info(
+                tensor.name, tensor.data_type, list(tensor.dims)))
+    return light
 
 
 class ModelView:
@@ -154,27 +181,11 @@ class ModelView:
     def shapes(self, input_dims) -> dict:
         """Static shapes (tuples of int, None where unknown) with the image input set to
         ``input_dims`` (N may be a str, e.g. the model's own symbolic batch)."""
-        light = onnx.ModelProto(ir_version=self.model.ir_version)
-        light.opset_import.extend(self.model.opset_import)
-        src, dst = self.model.graph, light.graph
-        dst.node.extend(src.node)
-        declared = {i.name for i in src.input}
-        image = self.image_input().name
-        for value in src.input:
-            if value.name != image:
-                dst.input.append(value)
-        dst.input.append(helper.make_tensor_value_info(
-            image, self.image_input().type.tensor_type.elem_type, list(input_dims)))
-        for tensor in src.initializer:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL and \
-                    tensor.ByteSize() <= _SMALL_BYTES:
-                dst.initializer.append(tensor)
-            elif tensor.name not in declared:
-                dst.input.append(helper.make_tensor_value_info(
-                    tensor.name, tensor.data_type, list(tensor.dims)))
-        for out in src.output:   # name and type only: the file's shapes may be stale
-            dst.output.append(helper.make_tensor_value_info(
-                out.name, out.type.tensor_type.elem_type, None))
+        image = self.image_input()
+        light = weightless_copy(self.model, {image.name: helper.make_tensor_value_info(
+            image.name, image.type.tensor_type.elem_type, list(input_dims))})
+        for out in light.graph.output:   # name and type only: the file's shapes may be stale
+            out.type.tensor_type.ClearField("shape")
         try:
             light = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
         except Exception as exc:  # onnx raises several types

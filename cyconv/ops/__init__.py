@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     normalization,
     pad,
     pool,
+    recurrent,
     reduce,
     resize,
     shape,

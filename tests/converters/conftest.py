@@ -11,7 +11,7 @@ class Engines:
 
     @staticmethod
     def cy(model, threads=2):
-        return cyconv.InferenceSession(model.SerializeToString(), threads=threads)
+        return cyconv.InferenceSession(model, threads=threads)   # ModelProto: no copy
 
     @staticmethod
     def ort(model):

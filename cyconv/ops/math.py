@@ -5,14 +5,13 @@ Transformers exported from PyTorch need these: exact GELU is written as
 ``0.5 * x * (1 + Erf(x / sqrt(2)))`` by the TorchScript exporter and as ``Gelu`` (opset 20) by
 the dynamo exporter; attention written with ``torch.einsum`` becomes ``Einsum``.
 
-Erf, float32 run path (numpy has no erf): evaluated in float64 by two pieces that are each
-accurate to ~1e-7 relative, below float32's half-ulp of the result's scale:
-
-    |x| <  0.5:  2/sqrt(pi) * sum_{n=0..8} (-1)^n x^(2n+1) / (n! (2n+1))   (Maclaurin, tail < 1e-11)
-    |x| >= 0.5:  sign(x) * (1 - erfc(|x|)),  erfc by the Chebyshev-fitted formula of Numerical
-                 Recipes (``erfcc``, relative error < 1.2e-7 for every z >= 0)
-
-The reference is Python's ``math.erf`` applied element by element (correctly rounded double).
+Erf, float32 run path (numpy has no erf): the rational approximation of Eigen / XLA's float
+erf, ``erf(x) = x P(x^2) / Q(x^2)`` on ``x`` clamped to [-4, 4] (erf(4) rounds to 1 in float32),
+P of degree 6 and Q of degree 4 in x^2; relative error <= 4.2e-7 (a few ulps) over the whole
+float32 range, tested against Python's ``math.erf``. It runs in blocks of 32K elements so the
+~25 numpy passes of the two Horner schemes stay in cache (ViT-B's [197, 3072] GELU input:
+~6 ms instead of ~70 ms unblocked in float64). The reference is ``math.erf`` element by
+element (correctly rounded double), also the float64 run path.
 """
 from __future__ import annotations
 
@@ -24,37 +23,60 @@ from ..engine.registry import register
 from ..errors import InputError
 
 _SQRT_HALF = math.sqrt(0.5)
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-# Maclaurin coefficients of erf(x) / (2/sqrt(pi)) in powers of x^2, lowest first.
-_ERF_SERIES = [(-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(9)]
-# Numerical Recipes erfcc: erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), P lowest first.
-_ERFC_P = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
-           -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+# Eigen's generic_fast_erf_float: numerator (odd: x * P(x^2)) and denominator Q(x^2)
+# coefficients, lowest power first.
+_ERF_P = tuple(np.float32(c) for c in (
+    -1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04,
+    -5.69250639462346e-05, -2.10102402082508e-06, 2.77068142495902e-08,
+    -2.72614225801306e-10))
+_ERF_Q = tuple(np.float32(c) for c in (
+    -1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03,
+    -2.13374055278905e-04, -1.45660718464996e-05))
+_BLOCK = 32768
 
 
 def _run_error(node, message):
     return InputError(f"{node.op_type} node {node.name!r}: {message}")
 
 
-def _horner(coefs, t):
-    acc = np.full_like(t, coefs[-1])
-    for c in coefs[-2::-1]:
-        acc *= t
-        acc += c
-    return acc
+def _horner_into(out, z, coefs):
+    """``out = sum_k coefs[k] z^k`` in place (float32), highest power first."""
+    np.multiply(z, coefs[-1], out=out)
+    out += coefs[-2]
+    for c in coefs[-3::-1]:
+        out *= z
+        out += c
 
 
-def erf_fast(x):
-    """erf of a float array, computed in float64 by the two pieces of the module docstring."""
-    xd = np.asarray(x, np.float64)
-    z = np.abs(xd)
-    small = xd * _TWO_OVER_SQRT_PI * _horner(_ERF_SERIES, xd * xd)
-    t = 1.0 / (1.0 + 0.5 * z)
-    with np.errstate(under="ignore", over="ignore"):
-        erfc = t * np.exp(_horner(_ERFC_P, t) - z * z)
-    large = np.copysign(1.0 - erfc, xd)
-    y = np.where(z < 0.5, small, large)
-    return np.where(np.isnan(xd), np.nan, y)
+def erf_fast(x, gelu=False):
+    """float32 erf of ``x`` (any float dtype in, float32 out), by blocks of 32K elements.
+
+    ``gelu``: return ``0.5 x (1 + erf(x / sqrt 2))`` instead, fused in the same block pass.
+    NaN propagates; +-inf give +-1 (GELU: inf, and nan for -inf as 0 * -inf).
+    """
+    xf = np.asarray(x, np.float32).reshape(-1)
+    out = np.empty_like(xf)
+    n = xf.size
+    buf = np.empty((3, min(_BLOCK, max(n, 1))), np.float32)
+    for s in range(0, n, _BLOCK):
+        e = min(s + _BLOCK, n)
+        c, z, q = buf[0, :e - s], buf[1, :e - s], buf[2, :e - s]
+        p = out[s:e]
+        if gelu:
+            np.multiply(xf[s:e], np.float32(_SQRT_HALF), out=c)
+            np.clip(c, -4.0, 4.0, out=c)
+        else:
+            np.clip(xf[s:e], -4.0, 4.0, out=c)
+        np.multiply(c, c, out=z)
+        _horner_into(p, z, _ERF_P)
+        p *= c
+        _horner_into(q, z, _ERF_Q)
+        p /= q
+        if gelu:
+            p += 1.0
+            p *= xf[s:e]
+            p *= 0.5
+    return out.reshape(np.shape(x))
 
 
 # ------------------------------------------------------------------------------------------
@@ -160,7 +182,7 @@ def Erf(node):
             raise _run_error(node, f"does not accept {x.dtype} input")
         if x.dtype == np.float64 or x.dtype.kind != "f":
             return erf_reference(x)
-        return erf_fast(x).astype(x.dtype)
+        return erf_fast(x).astype(x.dtype, copy=False)
     return run
 
 
@@ -176,11 +198,11 @@ def Gelu(node, *, approximate="none"):
             raise _run_error(node, f"does not accept {x.dtype} input")
         if x.dtype == np.float64:
             return gelu_reference(x, approximate)
-        xd = x.astype(np.float64)
         if approximate == "tanh":
-            inner = math.sqrt(2.0 / math.pi) * (xd + 0.044715 * xd ** 3)
-            return (0.5 * xd * (1.0 + np.tanh(inner))).astype(x.dtype)
-        return (0.5 * xd * (1.0 + erf_fast(xd * _SQRT_HALF))).astype(x.dtype)
+            xf = x.astype(np.float32)
+            inner = np.float32(math.sqrt(2.0 / math.pi)) * (xf + np.float32(0.044715) * xf ** 3)
+            return (0.5 * xf * (1.0 + np.tanh(inner))).astype(x.dtype, copy=False)
+        return erf_fast(x, gelu=True).astype(x.dtype, copy=False)
     return run
 
 

@@ -20,6 +20,7 @@ and rewrites each node that touches them:
     GlobalAverage/MaxPool, ReduceMean/Max over (H, W)
                                           -> AveragePool/MaxPool, kernel = native (H, W), stride 1
     Relu, PRelu, Dropout, Add-bias, ...   -> same op; per-feature constants reshaped to (K, 1, 1)
+    1x1 Conv on a pooled (N, C, 1, 1) head -> unchanged (it slides with the pooling window)
     Softmax over the features (axis 1)    -> Softmax over channels (axis 1; a Transpose sandwich
                                              below opset 13, whose Softmax flattens from ``axis``)
 
@@ -195,6 +196,10 @@ class _Rewrite:
             self.binary(node, ins)
         elif op in SOFTMAX and isinstance(info, Vec):
             self.softmax(node, ins, info)
+        elif op == "Conv" and isinstance(info, Vec) and info.rank == 4 and \
+                head == [node.input[0]] and self.is_pointwise(node):
+            self.emit(node, ins)    # 1x1 conv on a pooled (N, C, 1, 1) head, e.g. MobileNetV3
+            self.state[node.output[0]] = info
         elif op == "BatchNormalization" and isinstance(info, Vec) and len(head) == 1 and \
                 head[0] == node.input[0]:
             self.emit(node, ins)
@@ -231,6 +236,16 @@ class _Rewrite:
         lead_ok = lead == "batch" or lead == 0 or (isinstance(n, int) and lead == n) or \
             (lead == -1 and last == features)
         return lead_ok and last in (-1, features)
+
+    def is_pointwise(self, node) -> bool:
+        """Conv with a 1x1 kernel, stride 1 and no padding: per-window on any map."""
+        attrs = attributes(node)
+        weight = self.view.initializers.get(node.input[1])
+        kernel = attrs.get("kernel_shape") or (list(weight.dims[2:]) if weight else None)
+        return kernel is not None and all(k == 1 for k in kernel) and \
+            all(s == 1 for s in attrs.get("strides", [1])) and \
+            not any(attrs.get("pads", [0])) and \
+            attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET", b"VALID", "VALID")
 
     def reduces_spatial(self, node) -> bool:
         """ReduceMean/ReduceMax over exactly axes (2, 3) of a rank-4 tensor."""

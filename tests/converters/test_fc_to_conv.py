@@ -167,6 +167,27 @@ def test_dropout_and_relu_between_flatten_and_fc(engines, rng):
     native_then_dense(engines, head_model(head), 3, 8, 11, rng)
 
 
+@pytest.mark.parametrize("opset", [17, 18])
+def test_reduce_mean_head_and_pointwise_conv_after_the_pool(engines, rng, opset):
+    """ReduceMean over (H, W) (axes an attribute below opset 18, an input from 18), then a
+    MobileNetV3-style 1x1 conv on the pooled vector before the classifier."""
+    def head(x, f):
+        c = f // 36
+        axes = {"axes": [2, 3]} if opset < 18 else {}
+        inputs = [x] if opset < 18 else [x, "axes"]
+        return [helper.make_node("ReduceMean", inputs, ["m"], keepdims=1, **axes),
+                helper.make_node("Conv", ["m", "pw"], ["p"], kernel_shape=[1, 1]),
+                helper.make_node("HardSwish", ["p"], ["h"]),
+                helper.make_node("Flatten", ["h"], ["flat"]),
+                helper.make_node("Gemm", ["flat", "w"], ["out"], transB=1)], \
+            [const("axes", np.array([2, 3], np.int64)),
+             const("pw", rng.standard_normal((7, c, 1, 1)).astype(np.float32)),
+             const("w", rng.standard_normal((3, 7)).astype(np.float32))]
+    converted, _ = native_then_dense(engines, head_model(head, opset=opset), 3, 8, 11, rng)
+    pool = next(n for n in converted.graph.node if n.op_type == "AveragePool")
+    assert [list(a.ints) for a in pool.attribute if a.name == "kernel_shape"] == [[6, 6]]
+
+
 def test_unconvertible_head_names_the_node():
     def head(x, f):
         return [helper.make_node("Flatten", [x], ["flat"]),

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     activation,
     arithmetic,
     conv,
+    detection,
     indexing,
     math,
     matmul,

@@ -181,7 +181,7 @@ def test_recurrent_errors(rng):
 # ----------------------------------------------------------------------------- ONNX node tests
 
 RNN_OPS = {"LSTM", "GRU", "RNN"}
-NODE_CASES = onnx_node_cases(r"test_(lstm|gru|rnn)_", RNN_OPS)
+NODE_CASES = onnx_node_cases(r"test_(lstm|gru|rnn|simple_rnn)_", RNN_OPS)
 
 
 def test_node_cases_found():

@@ -1,0 +1,173 @@
+"""Detection post-processing (cyconv/ops/detection.py): TopK, NonZero and NonMaxSuppression
+vs ONNX Runtime on one-node models (ties, both box formats, thresholds), errors, and ONNX's node
+tests.
+
+The ONNX-runtime and node-test helpers are repeated in each tests/ops/test_<family>.py on
+purpose: each family's tests stay runnable on their own, and the helpers are short.
+"""
+import re
+import warnings
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cyconv.ops  # noqa: F401  (registers the operators)
+from cyconv.engine.registry import call_op
+from cyconv.errors import InputError, ModelError
+
+ort = pytest.importorskip("onnxruntime")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def assert_same(got, want, rtol=1e-3, atol=1e-7):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if want.dtype.kind == "f":
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def ort_run(op_type, inputs, attrs, opset, out_dtypes):
+    """Run a one-node model in ONNX Runtime; ``None`` inputs are omitted optional inputs."""
+    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    outs = [f"out{i}" for i in range(len(out_dtypes))]
+    node = helper.make_node(op_type, names, outs, **attrs)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
+         for n, x in zip(names, inputs) if x is not None],
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), None)
+         for n, d in zip(outs, out_dtypes)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {n: x for n, x in zip(names, inputs) if x is not None})
+
+
+def onnx_node_cases(pattern, ops):
+    """ONNX's one-node test cases named like ``pattern`` whose node is one of ``ops``."""
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    return [pytest.param(c, id=c.name) for c in cases
+            if re.match(pattern, c.name) and len(c.model.graph.node) == 1
+            and c.model.graph.node[0].op_type in ops]
+
+
+def run_node_case(case, n_threads=2):
+    graph = case.model.graph
+    node = graph.node[0]
+    opset = next(o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx"))
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def array(v):
+        return numpy_helper.to_array(v) if isinstance(v, TensorProto) else v
+
+    for inputs, expected in case.data_sets:
+        feeds = {i.name: array(v) for i, v in zip(graph.input, inputs)}
+        args = [feeds[n] if n else None for n in node.input]
+        while args and args[-1] is None:
+            args.pop()
+        out = as_tuple(call_op(node.op_type, args, attrs, opset=opset, n_threads=n_threads,
+                               num_outputs=len(node.output)))
+        out = [o for o, name in zip(out, node.output) if name]   # "" = output not wanted
+        assert len(out) == len(expected)
+        for got, want in zip(out, expected):
+            assert_same(got, array(want), 1e-3, 1e-7)
+
+
+# ----------------------------------------------------------------------------- TopK / NonZero
+
+@pytest.mark.parametrize("axis,largest", [(-1, 1), (0, 1), (1, 0), (-1, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_topk_matches_onnxruntime(rng, axis, largest, dtype):
+    x = rng.integers(-5, 5, (4, 9, 6)).astype(dtype)   # many ties: index order matters
+    k = np.array([3], np.int64)
+    attrs = {"axis": axis, "largest": largest}
+    got = call_op("TopK", [x, k], attrs, opset=11, num_outputs=2)
+    want = ort_run("TopK", [x, k], attrs, 11, [dtype, np.int64])
+    for g, w in zip(got, want):
+        assert_same(g, w, rtol=0, atol=0)
+
+
+def test_topk_extremes_and_errors():
+    x = np.array([np.iinfo(np.int64).min, 0, np.iinfo(np.int64).max], np.int64)
+    values, _ = call_op("TopK", [x, np.array([3])], {}, opset=11, num_outputs=2)
+    assert values.tolist() == [x[2], 0, x[0]]
+    with pytest.raises(InputError, match="K = 4"):
+        call_op("TopK", [x, np.array([4])], {}, opset=11, num_outputs=2)
+    with pytest.raises(ModelError, match="largest"):
+        call_op("TopK", [x, np.array([1])], {"largest": 2}, opset=11, num_outputs=2)
+
+
+def test_nonzero_matches_onnxruntime(rng):
+    x = (rng.random((3, 4, 5)) < 0.3).astype(np.float32)
+    got = call_op("NonZero", [x], opset=13)
+    assert_same(got, ort_run("NonZero", [x], {}, 13, [np.int64])[0], rtol=0, atol=0)
+    assert call_op("NonZero", [np.zeros((2, 2), np.int32)], opset=13).shape == (2, 0)
+
+
+# ----------------------------------------------------------------------------- NMS
+
+def random_boxes(rng, b, n, center):
+    xy = rng.uniform(0, 10, (b, n, 2))
+    wh = rng.uniform(0.5, 4, (b, n, 2))
+    if center:
+        return np.concatenate([xy, wh], -1).astype(np.float32)
+    boxes = np.concatenate([xy, xy + wh], -1)
+    flip = rng.random((b, n)) < 0.3        # either corner may come first
+    boxes[flip] = boxes[flip][:, [2, 3, 0, 1]]
+    return boxes.astype(np.float32)
+
+
+@pytest.mark.parametrize("center", [0, 1])
+@pytest.mark.parametrize("max_out,iou,thr", [(5, 0.5, 0.3), (100, 0.3, None), (2, 0.0, 0.0),
+                                             (0, 0.5, None)])
+def test_nms_matches_onnxruntime(rng, center, max_out, iou, thr):
+    boxes = random_boxes(rng, 2, 40, center)
+    scores = rng.random((2, 3, 40)).astype(np.float32)
+    scores[0, 0, :5] = 0.75                   # ties: lower index first
+    ins = [boxes, scores, np.array([max_out], np.int64), np.array([iou], np.float32)]
+    if thr is not None:
+        ins.append(np.array([thr], np.float32))
+    attrs = {"center_point_box": center}
+    got = call_op("NonMaxSuppression", ins, attrs, opset=11)
+    want = ort_run("NonMaxSuppression", ins, attrs, 11, [np.int64])[0]
+    assert_same(got, want, rtol=0, atol=0)
+
+
+def test_nms_by_hand():
+    # Box 1 overlaps box 0 with IoU 0.6 (suppressed at 0.5); box 2 is apart.
+    boxes = np.array([[[0, 0, 1, 1], [0, 0.25, 1, 1.25], [0, 5, 1, 6]]], np.float32)
+    scores = np.array([[[0.9, 0.8, 0.7]]], np.float32)
+    got = call_op("NonMaxSuppression", [boxes, scores, np.array([3]), np.array([0.5])],
+                  opset=11)
+    assert got.tolist() == [[0, 0, 0], [0, 0, 2]]
+    with pytest.raises(ModelError, match="center_point_box"):
+        call_op("NonMaxSuppression", [boxes, scores], {"center_point_box": 2}, opset=11)
+    with pytest.raises(InputError, match="must be"):
+        call_op("NonMaxSuppression", [boxes, scores[:, :, :2]], opset=11)
+
+
+# ----------------------------------------------------------------------------- ONNX node tests
+
+DET_OPS = {"TopK", "NonZero", "NonMaxSuppression"}
+NODE_CASES = onnx_node_cases(r"test_(top_k|nonzero|nonmaxsuppression)", DET_OPS)
+
+
+def test_node_cases_found():
+    assert len(NODE_CASES) >= 10
+
+
+@pytest.mark.parametrize("case", NODE_CASES)
+def test_onnx_node(case):
+    run_node_case(case)

@@ -12,8 +12,9 @@ Conv as GEMM, per (image, group)::
 
 ``w_g`` is packed into micro-kernel panels once, when the plan is built; ``col`` is built in
 bounded chunks of pixels (COL_FLOATS), so the scratch stays in cache whatever the image size.
-A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P. Bias and ReLU run in
-the GEMM epilogue. Depthwise convs (g == C, M = C * multiplier) are a direct kernel instead.
+A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P. Bias, the residual z
+(a skip connection, same shape as y) and the activation run in the GEMM epilogue:
+``y = act(conv(x) + bias + z)`` (com.microsoft FusedConv). Depthwise convs (g == C, M = C * multiplier) are a direct kernel instead.
 
 Transposed conv, per (image, group)::
 
@@ -30,8 +31,9 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
-    CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_operand, gemm_mr, gemm_nr,
-    sgemm_ex, sgemm_pack_a, sgemm_packed_a_size)
+    CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_operand, epilogue_apply, gemm_mr,
+    gemm_nr, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size)
+from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
 cnp.import_array()
 
@@ -283,17 +285,26 @@ cdef class ConvPlan:
     strides, dilations : (int, int)
     group : int
     relu : bool
-        Apply max(0, .) to the output (fused in the GEMM epilogue).
+        Apply max(0, .) to the output (shorthand for ``activation="Relu"``).
+    activation : str, optional
+        A name in ``cyconv.kernels.gemm._gemm.ACTIVATIONS``, applied in the epilogue.
+    act_alpha, act_beta : float
+        Its parameters (LeakyRelu alpha; Clip min, max; HardSigmoid alpha, beta).
+    slopes : float32 (M,) or (1,), optional
+        PRelu slopes per output channel (one value: shared).
     """
-    cdef readonly int C, M, group, Cg, Mg, KH, KW, sh, sw, dh, dw, multiplier
+    cdef readonly int C, M, group, Cg, Mg, KH, KW, sh, sw, dh, dw, multiplier, act
     cdef readonly bint relu, depthwise
+    cdef readonly float act_alpha, act_beta
+    cdef object slopes
     cdef object w_packed    # GEMM path: group panels of sgemm_packed_a_size(Mg, Kg) floats
     cdef object w_direct    # depthwise path: (M, KH*KW) contiguous
     cdef object bias
     cdef int packed_mr
     cdef size_t group_size
 
-    def __init__(self, w, bias, strides, dilations, int group, bint relu=False):
+    def __init__(self, w, bias, strides, dilations, int group, bint relu=False, activation=None,
+                 float act_alpha=0.0, float act_beta=0.0, slopes=None):
         cdef Py_ssize_t g
         w = np.ascontiguousarray(w, dtype=np.float32)
         if w.ndim != 4:
@@ -305,7 +316,20 @@ cdef class ConvPlan:
         self.C, self.Mg = self.Cg * group, self.M // group
         self.sh, self.sw = strides
         self.dh, self.dw = dilations
-        self.relu = relu
+        if activation is None:
+            activation = "Relu" if relu else "Identity"
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        self.act = ACTIVATIONS[activation]
+        self.relu = self.act == CY_ACT_RELU
+        self.act_alpha, self.act_beta = act_alpha, act_beta
+        self.slopes = None
+        if slopes is not None:
+            slopes = np.ascontiguousarray(slopes, np.float32).reshape(-1)
+            if slopes.shape[0] not in (1, self.M):
+                raise ValueError(f"PRelu slopes must have 1 or {self.M} values, got "
+                                 f"{slopes.shape[0]}")
+            self.slopes = np.broadcast_to(slopes, (self.M,)).copy()
         self.bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(self.M)
         self.depthwise = group > 1 and self.Cg == 1
         self.multiplier = self.Mg
@@ -330,8 +354,10 @@ cdef class ConvPlan:
         OW = _floordiv(W + pl + pr - (self.KW - 1) * self.dw - 1, self.sw) + 1
         return OH, OW
 
-    def run(self, x, pads, int n_threads=1):
-        """y = conv(x); x float32 (N, C, H, W); pads (top, left, bottom, right) >= 0.
+    def run(self, x, pads, int n_threads=1, z=None):
+        """y = act(conv(x) + bias + z); x float32 (N, C, H, W); pads (top, left, bottom, right).
+
+        ``z``: optional float32 (N, M, OH, OW), added before the activation.
 
         Returns
         -------
@@ -347,15 +373,29 @@ cdef class ConvPlan:
         cdef Geometry geo = _geometry(self.KH, self.KW, self.sh, self.sw, self.dh, self.dw,
                                       pads)
         y = np.empty((N, self.M, OH, OW), np.float32)
+        if z is not None:
+            if not isinstance(z, np.ndarray) or z.dtype != np.float32 or z.shape != y.shape:
+                raise ValueError(f"Conv: z must be float32 of shape {y.shape}")
+            z = np.ascontiguousarray(z)
         if N == 0 or self.M == 0:
             return y
+        cdef cy_epilogue ep
+        ep.bias_row = <const float*>cnp.PyArray_DATA(self.bias) if self.bias is not None else NULL
+        ep.bias_col = NULL
+        ep.act = self.act
+        ep.act_alpha = self.act_alpha
+        ep.act_beta = self.act_beta
+        ep.slope_row = <const float*>cnp.PyArray_DATA(self.slopes) if self.slopes is not None \
+            else NULL
+        ep.residual = <const float*>cnp.PyArray_DATA(z) if z is not None else NULL
+        ep.ldr = OH * OW
         if self.depthwise:
-            self._run_depthwise(x, y, geo, n_threads)
+            self._run_depthwise(x, y, geo, &ep, n_threads)
         else:
-            self._run_gemm(x, y, geo, n_threads)
+            self._run_gemm(x, y, geo, &ep, n_threads)
         return y
 
-    cdef _run_depthwise(self, x, y, Geometry geo, int n_threads):
+    cdef _run_depthwise(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
         cdef float* yp = <float*>cnp.PyArray_DATA(y)
         cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_direct)
@@ -365,7 +405,11 @@ cdef class ConvPlan:
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
         cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, C = self.C
         cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW, q, m, n
-        cdef bint relu = self.relu
+        # ReLU alone is folded into the plane kernel; anything else (residual, other
+        # activations) runs as an epilogue pass over the plane while it is in L1.
+        cdef bint relu = self.relu and ep0.residual == NULL
+        cdef bint extra = not relu and (ep0.residual != NULL or ep0.act != CY_ACT_NONE)
+        cdef cy_epilogue ep
         cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
         with nogil:
             for q in prange(N * M, num_threads=nt, schedule="static"):
@@ -374,8 +418,18 @@ cdef class ConvPlan:
                 _depthwise_plane(xp + (n * C + m // mult) * H * W, wp + m * KK,
                                  bp[m] if bp != NULL else 0.0, yp + q * OH * OW,
                                  H, W, OH, OW, geo, relu)
+                if extra:
+                    # the plane is OH rows of one channel m: its PRelu slope is a scalar
+                    ep = ep0[0]
+                    ep.bias_row = NULL
+                    ep.slope_row = NULL
+                    if ep0.slope_row != NULL:
+                        ep.act_alpha = ep0.slope_row[m]
+                    ep.residual = ep0.residual + q * OH * OW if ep0.residual != NULL else NULL
+                    ep.ldr = OW
+                    epilogue_apply(<int>OH, <int>OW, yp + q * OH * OW, OW, &ep)
 
-    cdef _run_gemm(self, x, y, Geometry geo, int n_threads):
+    cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
         cdef Py_ssize_t OW = y.shape[3], P = y.shape[2] * y.shape[3]
         cdef int Mg = self.Mg, Cg = self.Cg, Kg = self.Cg * self.KH * self.KW
@@ -395,15 +449,11 @@ cdef class ConvPlan:
         cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
         cdef float* yp = <float*>cnp.PyArray_DATA(y)
         cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_packed)
-        cdef const float* bp = NULL
-        if self.bias is not None:
-            bp = <const float*>cnp.PyArray_DATA(self.bias)
-        cdef int act = CY_ACT_RELU if self.relu else CY_ACT_NONE
+        cdef cy_epilogue ep = ep0[0]
         cdef Py_ssize_t n, g, r, q0, q1, nr = gemm_nr()
         cdef const float* xg
         cdef float* yg
         cdef const float* wg
-        cdef const float* bg
         cdef int err = CY_OK, failed = 0
         with nogil:
             for n in range(N):
@@ -411,12 +461,16 @@ cdef class ConvPlan:
                     xg = xp + (n * self.C + g * Cg) * H * W
                     yg = yp + (n * self.M + g * Mg) * P
                     wg = wp + g * self.group_size
-                    bg = bp + g * Mg if bp != NULL else NULL
+                    # the epilogue's per-channel vectors and residual start at this group
+                    ep.bias_row = ep0.bias_row + g * Mg if ep0.bias_row != NULL else NULL
+                    ep.slope_row = ep0.slope_row + g * Mg if ep0.slope_row != NULL else NULL
+                    ep.residual = ep0.residual + (n * self.M + g * Mg) * P \
+                        if ep0.residual != NULL else NULL
                     if direct:
-                        err = _gemm_columns(xg, yg, wg, bg, act, NULL, 0, 0, P, Mg, Cg, Kg,
+                        err = _gemm_columns(xg, yg, wg, &ep, NULL, 0, 0, P, Mg, Cg, Kg,
                                             H, W, OW, P, geo, True, n_threads)
                     elif nt == 1:
-                        err = _gemm_columns(xg, yg, wg, bg, act, col, chunk, 0, P, Mg, Cg, Kg,
+                        err = _gemm_columns(xg, yg, wg, &ep, col, chunk, 0, P, Mg, Cg, Kg,
                                             H, W, OW, P, geo, False, n_threads)
                     else:
                         # more ranges than threads, dealt dynamically (see gemm.c); the
@@ -427,7 +481,7 @@ cdef class ConvPlan:
                             q1 = (P * (r + 1) // nr_ranges) // nr * nr
                             if r == nr_ranges - 1:
                                 q1 = P
-                            failed += _gemm_columns(xg, yg, wg, bg, act,
+                            failed += _gemm_columns(xg, yg, wg, &ep,
                                                     col + threadid() * Kg * chunk, chunk,
                                                     q0, q1, Mg, Cg, Kg, H, W, OW, P, geo,
                                                     False, 1) != CY_OK
@@ -442,18 +496,15 @@ cdef class ConvPlan:
             raise RuntimeError(f"Conv: GEMM failed ({err})")
 
 
-cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const float* bias, int act,
+cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epilogue* ep0,
                        float* col, int chunk, Py_ssize_t q0, Py_ssize_t q1, int Mg, int Cg,
                        int Kg, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t P,
                        Geometry geo, bint direct, int n_threads) noexcept nogil:
-    # y_g[:, q0:q1] = act(w_g @ col[:, q0:q1] + bias), col built chunk by chunk in `col`
-    # (direct: col is x_g itself, Cg x P). Returns CY_OK or the GEMM's error code.
-    cdef cy_epilogue ep
-    ep.bias_row = bias
-    ep.bias_col = NULL
-    ep.act = act
-    ep.act_alpha = 0
-    ep.act_beta = 0
+    # y_g[:, q0:q1] = act(w_g @ col[:, q0:q1] + bias + z_g[:, q0:q1]), col built chunk by chunk
+    # in `col` (direct: col is x_g itself, Cg x P). ep0: the group's epilogue, residual z_g
+    # with row stride P. Returns CY_OK or the GEMM's error code.
+    cdef cy_epilogue ep = ep0[0]
+    cdef const float* z = ep0.residual
     cdef cy_operand A, B
     A.data = wg
     A.packed = 1
@@ -464,6 +515,7 @@ cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const float*
     if direct:
         B.data = xg + q0
         B.rs = H * W
+        ep.residual = z + q0 if z != NULL else NULL
         return sgemm_ex(Mg, <int>(q1 - q0), Kg, 1.0, A, B, 0, yg + q0, P, &ep, n_threads)
     cdef Py_ssize_t p0 = q0, pc
     cdef int err = CY_OK
@@ -472,6 +524,7 @@ cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const float*
         _im2col(xg, col, Cg, H, W, OW, p0, pc, geo, n_threads)
         B.data = col
         B.rs = pc
+        ep.residual = z + p0 if z != NULL else NULL
         err = sgemm_ex(Mg, <int>pc, Kg, 1.0, A, B, 0, yg + p0, P, &ep, n_threads)
         p0 += pc
     return err

@@ -4,6 +4,8 @@
   ``B' = B.T if transB`` (K x N) and C broadcast unidirectionally to (M, N). The transposes
   are strides for the GEMM, never copies. C of shape (N,) / (1, N) becomes the epilogue's
   column bias, (M, 1) its row bias; any other C is written into Y first and accumulated onto.
+* FusedGemm (com.microsoft): ``activation(Gemm(A, B, C))``, the activation applied in the
+  GEMM epilogue (names and parameters as FusedConv's, see :mod:`cyconv.ops.conv`).
 * MatMul: numpy ``matmul`` semantics: 1-D operands get a dimension prepended (A) or appended
   (B) that is removed from the result; batch dimensions broadcast. A 2-D B shared by every
   batch item folds the batch into M: one GEMM of (batch*M) x K by K x N.
@@ -19,6 +21,8 @@ import numpy as np
 from ..engine.registry import register
 from ..errors import InputError
 from ..kernels.gemm import _gemm
+from .conv import (_ACT_DEFAULTS, FUSED_ACTIVATIONS, _kernel_activation,
+                   fused_activation_reference)
 
 
 # ------------------------------------------------------------------------------------------
@@ -70,6 +74,52 @@ def _gemm_bias(c, beta, M, N):
 @register("Gemm", reference=gemm_reference)
 def Gemm(node, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=None):
     # broadcast: opset < 7 attribute; numpy-style broadcasting of C covers it
+    return _gemm_builder(node, alpha, beta, transA, transB, None)
+
+
+def fused_gemm_reference(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0,
+                         activation="Identity", activation_alpha=None, activation_beta=None,
+                         activation_gamma=None):
+    """com.microsoft FusedGemm: ``activation(alpha * A' @ B' + beta * C)``; the activation's
+    parameters are (activation_alpha, activation_beta) in the order of FusedConv's
+    activation_params (LeakyRelu alpha; Clip min, max; HardSigmoid alpha, beta; PRelu slope).
+    """
+    y = gemm_reference(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
+    act = activation.decode() if isinstance(activation, bytes) else str(activation)
+    return fused_activation_reference(
+        y, act, _fused_gemm_params(act, activation_alpha, activation_beta)).astype(y.dtype)
+
+
+def _fused_gemm_params(act, a, b):
+    params = [] if a is None else [float(a)]
+    if b is not None:
+        if a is None:    # beta alone: alpha at its ONNX default
+            params = [float(_ACT_DEFAULTS.get(act, (0.01,))[0])]
+        params.append(float(b))
+    return tuple(params)
+
+
+@register("FusedGemm", reference=fused_gemm_reference, domain="com.microsoft")
+def FusedGemm(node, *, alpha=1.0, beta=1.0, transA=0, transB=0, activation="Identity",
+              activation_alpha=None, activation_beta=None, activation_gamma=None):
+    # ONNX Runtime's contrib op, emitted by the activation-fusion pass; activation_gamma is
+    # accepted for ORT compatibility and unused by the activations supported here
+    act = activation.decode() if isinstance(activation, bytes) else str(activation)
+    if act not in FUSED_ACTIVATIONS:
+        raise node.error(f"activation {act!r} is not supported; expected one of "
+                         f"{', '.join(FUSED_ACTIVATIONS)}")
+    params = _fused_gemm_params(act, activation_alpha, activation_beta)
+    return _gemm_builder(node, float(alpha), float(beta), transA, transB, (act, params))
+
+
+def _gemm_builder(node, alpha, beta, transA, transB, activation):
+    """Gemm and FusedGemm; ``activation``: None or (name, params), applied in the epilogue."""
+    act_name, act_params = activation if activation is not None else ("Identity", ())
+    kact = _kernel_activation(act_name, act_params)
+    if act_name == "PRelu":     # one slope for the whole matrix (no channel axis in a Gemm)
+        if len(act_params) > 1:
+            raise node.error("FusedGemm: PRelu takes one slope (activation_alpha)")
+        kact = {"activation": "PRelu", "act_alpha": float(kact["slopes"][0]), "act_beta": 0.0}
     alpha, beta = float(alpha), float(beta)
     transA, transB = int(transA), int(transB)
     if transA not in (0, 1) or transB not in (0, 1):
@@ -92,8 +142,10 @@ def Gemm(node, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=None):
         if not (a.dtype == b.dtype == np.float32 and (c is None or c.dtype == np.float32)):
             if c is not None:
                 _gemm_bias(c, 1.0, M, N)          # same shape check as the fast path
-            return gemm_reference(a, b, c, alpha=alpha, beta=beta, transA=transA,
-                                  transB=transB)
+            y = gemm_reference(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
+            if activation is None:
+                return y
+            return fused_activation_reference(y, act_name, act_params).astype(y.dtype)
         bias_row, bias_col, prefill = _gemm_bias(c, beta, M, N)
         out = np.empty((M, N), np.float32)
         if prefill is not None:
@@ -101,7 +153,9 @@ def Gemm(node, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=None):
         bb = b_packed if b_packed is not None else (b.T if transB else b)
         return _gemm.sgemm(a.T if transA else a, bb, out, alpha=alpha,
                            accumulate=prefill is not None, bias_row=bias_row,
-                           bias_col=bias_col, n_threads=ctx.n_threads)
+                           bias_col=bias_col, act=kact["activation"],
+                           act_alpha=kact["act_alpha"], act_beta=kact["act_beta"],
+                           n_threads=ctx.n_threads)
     return run
 
 

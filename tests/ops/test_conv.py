@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 import cyconv.ops  # noqa: F401  (registers the ops)
 from cyconv.engine.registry import call_op
 from cyconv.errors import InputError, ModelError
-from cyconv.ops.conv import conv_reference
+from cyconv.ops.conv import conv_reference, fused_conv_reference
 
 
 def rand(rng, *shape):
@@ -28,9 +28,10 @@ def check(y, want, K):
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5 * max(K, 1) ** 0.5)
 
 
-def run_all_ways(rng, x, w, b, attrs, op="Conv"):
+def run_all_ways(rng, x, w, b, attrs, op="Conv", z=None):
     """Run with constant and run-time weights and 1/2/3 threads; all equal, return one."""
-    inputs = [x, w] + ([b] if b is not None else [])
+    inputs = [x, w] + ([b] if b is not None or z is not None else []) + (
+        [z] if z is not None else [])
     outs = [call_op(op, inputs, attrs, n_threads=t, const_inputs=ci, domain=(
                 "com.microsoft" if op == "FusedConv" else ""))
             for ci in ((1, 2), ()) for t in (1, 2, 3)]
@@ -114,6 +115,79 @@ def test_fused_relu(rng):
     check(yd, np.maximum(ref64(xd, wd, group=4), 0), 9)
 
 
+# FusedConv = act(Conv(X, W, B) + Z): every activation, with and without Z, on each kernel
+# path (im2col GEMM, 1x1 direct GEMM, grouped, depthwise, 1-D)
+FUSED_ACTS = [("Identity", None), ("Relu", None), ("LeakyRelu", [0.15]), ("Clip", [-0.4, 0.9]),
+              ("Sigmoid", None), ("Tanh", None), ("HardSigmoid", [0.25, 0.4]),
+              ("HardSwish", None), ("Swish", None), ("PRelu", [0.3]), ("PRelu", "per-channel")]
+FUSED_SHAPES = [
+    ((2, 6, 9, 8), (8, (3, 3)), {"pads": [1, 1, 1, 1]}),
+    ((2, 16, 5, 7), (12, (1, 1)), {}),
+    ((1, 6, 9, 9), (4, (3, 3)), {"group": 2, "strides": [2, 2]}),
+    ((2, 8, 11, 10), (16, (3, 3)), {"group": 8, "pads": [1, 1, 1, 1]}),
+    ((2, 4, 17), (6, (3,)), {"pads": [1, 1]}),
+]
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["noZ", "Z"])
+@pytest.mark.parametrize("act,params", FUSED_ACTS, ids=[
+    a + ("-ch" if p == "per-channel" else "") for a, p in FUSED_ACTS])
+@pytest.mark.parametrize("xs,wk,attrs", FUSED_SHAPES, ids=[str(i) for i in range(len(FUSED_SHAPES))])
+def test_fused_conv(rng, xs, wk, attrs, act, params, residual):
+    (M, k), group = wk, attrs.get("group", 1)
+    x, w, b = rand(rng, *xs), rand(rng, M, xs[1] // group, *k), rand(rng, M)
+    y0 = ref64(x, w, b, **attrs)
+    z = rand(rng, *y0.shape) if residual else None
+    if params == "per-channel":
+        params = list(rng.uniform(-0.5, 0.5, M))
+    fattrs = dict(attrs, activation=act)
+    if params:
+        fattrs["activation_params"] = params
+    y = run_all_ways(rng, x, w, b, fattrs, op="FusedConv", z=z)
+    want = fused_conv_reference(x.astype(np.float64), w.astype(np.float64),
+                                b.astype(np.float64), None if z is None else z.astype(np.float64),
+                                **fattrs)
+    check(y, want, w[0].size)
+
+
+def test_fused_conv_without_bias_and_float64(rng):
+    x, w, z = rand(rng, 1, 3, 6, 6), rand(rng, 4, 3, 3, 3), rand(rng, 1, 4, 4, 4)
+    attrs = {"activation": "LeakyRelu", "activation_params": [0.2]}
+    y = call_op("FusedConv", [x, w, None, z], attrs, domain="com.microsoft")
+    check(y, fused_conv_reference(x, w, None, z, **attrs), 27)
+    x64, w64, z64 = (v.astype(np.float64) for v in (x, w, z))
+    y64 = call_op("FusedConv", [x64, w64, None, z64], attrs, domain="com.microsoft")
+    assert y64.dtype == np.float64
+    np.testing.assert_allclose(y64, fused_conv_reference(x64, w64, None, z64, **attrs))
+
+
+def test_fused_conv_errors(rng):
+    x, w = rand(rng, 1, 3, 6, 6), rand(rng, 4, 3, 3, 3)
+    with pytest.raises(ModelError, match="activation"):
+        call_op("FusedConv", [x, w], {"activation": "Elu"}, domain="com.microsoft")
+    with pytest.raises(ModelError, match="PRelu"):
+        call_op("FusedConv", [x, w], {"activation": "PRelu", "activation_params": [1, 2]},
+                domain="com.microsoft", const_inputs=(1,))
+    with pytest.raises(InputError, match="Z must have"):
+        call_op("FusedConv", [x, w, None, rand(rng, 1, 4, 3, 3)], {"activation": "Relu"},
+                domain="com.microsoft")
+
+
+@pytest.mark.parametrize("act,params", [("Relu", None), ("LeakyRelu", [0.2]),
+                                        ("Clip", [-1.0, 2.0]), ("Sigmoid", None),
+                                        ("Tanh", None), ("HardSigmoid", [0.3, 0.4])])
+@pytest.mark.parametrize("residual", [False, True], ids=["noZ", "Z"])
+def test_fused_conv_matches_onnxruntime(rng, act, params, residual):
+    x, w, b = rand(rng, 2, 8, 9, 9), rand(rng, 6, 8, 3, 3), rand(rng, 6)
+    inputs = [x, w, b] + ([rand(rng, 2, 6, 9, 9)] if residual else [])
+    attrs = {"activation": act, "pads": [1, 1, 1, 1]}
+    if params:
+        attrs["activation_params"] = params
+    y = call_op("FusedConv", inputs, attrs, n_threads=2, const_inputs=(1, 2),
+                domain="com.microsoft")
+    np.testing.assert_allclose(y, ort_run("FusedConv", inputs, attrs, 4), rtol=1e-4, atol=1e-4)
+
+
 def test_other_dtypes_use_reference(rng):
     x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
     y = call_op("Conv", [x, w], {"pads": [1, 1, 1, 1]})
@@ -181,13 +255,15 @@ def test_bad_inputs_raise_input_error(rng):
 
 def ort_run(op, inputs, attrs, out_rank):
     import onnxruntime as ort
-    names = ["x", "w", "b"][:len(inputs)]
-    node = helper.make_node(op, names, ["y"], **attrs)
+    names = ["x", "w", "b", "z"][:len(inputs)]
+    ms = op.startswith("Fused")
+    node = helper.make_node(op, names, ["y"], domain="com.microsoft" if ms else "", **attrs)
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, v.shape)
                       for n, v in zip(names, inputs)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * out_rank)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)] + (
+        [helper.make_opsetid("com.microsoft", 1)] if ms else []))
     model.ir_version = 8
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, dict(zip(names, inputs)))[0]

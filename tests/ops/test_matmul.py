@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 import cyconv.ops  # noqa: F401
 from cyconv.engine.registry import call_op
 from cyconv.errors import InputError, ModelError
-from cyconv.ops.matmul import gemm_reference, matmul_reference
+from cyconv.ops.matmul import fused_gemm_reference, gemm_reference, matmul_reference
 
 
 def rand(rng, *shape):
@@ -21,8 +21,8 @@ def f64(*xs):
     return [None if x is None else np.asarray(x, np.float64) for x in xs]
 
 
-def all_ways(op, inputs, attrs, consts):
-    outs = [call_op(op, inputs, attrs, n_threads=t, const_inputs=ci)
+def all_ways(op, inputs, attrs, consts, domain=""):
+    outs = [call_op(op, inputs, attrs, n_threads=t, const_inputs=ci, domain=domain)
             for ci in (consts, ()) for t in (1, 2, 3)]
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])
@@ -120,6 +120,67 @@ def test_matmul_errors(rng):
         call_op("MatMul", [rand(rng, 3, 4), rand(rng, 5, 6)], {})
     with pytest.raises(InputError, match="do not broadcast"):
         call_op("MatMul", [rand(rng, 2, 3, 4), rand(rng, 3, 4, 5)], {})
+
+
+# ----------------------------------------------------------------------------- FusedGemm
+
+MS = "com.microsoft"
+FUSED = [("Identity", None, None), ("Relu", None, None), ("LeakyRelu", 0.2, None),
+         ("Clip", -0.5, 0.7), ("Sigmoid", None, None), ("Tanh", None, None),
+         ("HardSigmoid", 0.3, 0.4), ("HardSwish", None, None), ("Swish", None, None),
+         ("PRelu", 0.1, None)]
+
+
+def fused_attrs(act, al, be, **extra):
+    attrs = dict(extra, activation=act)
+    if al is not None:
+        attrs["activation_alpha"] = al
+    if be is not None:
+        attrs["activation_beta"] = be
+    return attrs
+
+
+@pytest.mark.parametrize("c_shape", [None, (23,), (17, 1), (17, 23)], ids=str)
+@pytest.mark.parametrize("act,al,be", FUSED, ids=[f[0] for f in FUSED])
+def test_fused_gemm(rng, act, al, be, c_shape):
+    M, K, N = 17, 300, 23
+    a, b = rand(rng, M, K), rand(rng, N, K) * 0.3
+    inputs = [a, b] + ([] if c_shape is None else [rand(rng, *c_shape)])
+    attrs = fused_attrs(act, al, be, alpha=0.75, beta=-1.5, transB=1)
+    y = all_ways("FusedGemm", inputs, attrs, (1, 2), domain=MS)
+    want = fused_gemm_reference(*f64(*inputs), **attrs)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_gemm_float64_and_errors(rng):
+    a, b, c = rng.standard_normal((3, 4)), rng.standard_normal((4, 5)), rng.standard_normal(5)
+    attrs = fused_attrs("LeakyRelu", 0.3, None)
+    y = call_op("FusedGemm", [a, b, c], attrs, domain=MS)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, fused_gemm_reference(a, b, c, **attrs))
+    with pytest.raises(ModelError, match="activation"):
+        call_op("FusedGemm", [a, b], {"activation": "Elu"}, domain=MS)
+
+
+@pytest.mark.parametrize("act,al,be", [f for f in FUSED if f[0] in (
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid")], ids=str)
+def test_fused_gemm_matches_onnxruntime(rng, act, al, be):
+    import onnxruntime as ort
+    a, b, c = rand(rng, 9, 40), rand(rng, 40, 13) * 0.3, rand(rng, 13)
+    attrs = fused_attrs(act, al, be, alpha=0.5, beta=2.0)
+    names = ["a", "b", "c"]
+    node = helper.make_node("FusedGemm", names, ["y"], domain=MS, **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, v.shape)
+                      for n, v in zip(names, (a, b, c))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(MS, 1)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"a": a, "b": b, "c": c})[0]
+    y = call_op("FusedGemm", [a, b, c], attrs, domain=MS, n_threads=2, const_inputs=(1, 2))
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- ONNX node tests

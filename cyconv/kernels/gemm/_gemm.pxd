@@ -12,6 +12,9 @@ cdef extern from "gemm/gemm.h" nogil:
         int act
         float act_alpha
         float act_beta
+        const float *slope_row
+        const float *residual
+        ptrdiff_t ldr
 
     ctypedef struct cy_operand:
         const float *data
@@ -22,6 +25,14 @@ cdef extern from "gemm/gemm.h" nogil:
     enum:
         CY_ACT_NONE
         CY_ACT_RELU
+        CY_ACT_LEAKY_RELU
+        CY_ACT_CLIP
+        CY_ACT_SIGMOID
+        CY_ACT_TANH
+        CY_ACT_HARD_SIGMOID
+        CY_ACT_HARD_SWISH
+        CY_ACT_SWISH
+        CY_ACT_PRELU
         CY_OK
         CY_ENOMEM
         CY_EINVAL
@@ -30,6 +41,9 @@ cdef extern from "gemm/gemm.h" nogil:
 cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                   int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
                   int n_threads) noexcept nogil
+# C[M,N] = act(C + bias_row + bias_col + residual) on an already computed block.
+cdef void epilogue_apply(int M, int N, float *C, ptrdiff_t ldc,
+                         const cy_epilogue *ep) noexcept nogil
 cdef size_t sgemm_packed_a_size(int M, int K) noexcept nogil
 cdef size_t sgemm_packed_b_size(int K, int N) noexcept nogil
 cdef void sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa,

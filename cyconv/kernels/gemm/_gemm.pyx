@@ -22,10 +22,19 @@ cdef extern from "gemm/gemm.h" nogil:
     int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                     int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
                     int n_threads)
+    void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 
 ACT_NONE = CY_ACT_NONE
 ACT_RELU = CY_ACT_RELU
-_ACTS = {None: CY_ACT_NONE, "none": CY_ACT_NONE, "relu": CY_ACT_RELU}
+# Epilogue activations by their ONNX operator name (definitions in gemm.h); "HardSwish" and
+# "Swish" (x * sigmoid(x)) are cyconv extensions of ONNX Runtime's fused-activation set.
+ACTIVATIONS = {
+    "Identity": CY_ACT_NONE, "Relu": CY_ACT_RELU, "LeakyRelu": CY_ACT_LEAKY_RELU,
+    "Clip": CY_ACT_CLIP, "Sigmoid": CY_ACT_SIGMOID, "Tanh": CY_ACT_TANH,
+    "HardSigmoid": CY_ACT_HARD_SIGMOID, "HardSwish": CY_ACT_HARD_SWISH, "Swish": CY_ACT_SWISH,
+    "PRelu": CY_ACT_PRELU,
+}
+_ACTS = {**ACTIVATIONS, None: CY_ACT_NONE, "none": CY_ACT_NONE, "relu": CY_ACT_RELU}
 
 
 # ---- cdef interface (see _gemm.pxd) -------------------------------------------------------
@@ -34,6 +43,10 @@ cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                   int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
                   int n_threads) noexcept nogil:
     return cy_sgemm_ex(M, N, K, alpha, A, B, accumulate, C, ldc, ep, n_threads)
+
+cdef void epilogue_apply(int M, int N, float *C, ptrdiff_t ldc,
+                         const cy_epilogue *ep) noexcept nogil:
+    cy_epilogue_apply(M, N, C, ldc, ep)
 
 cdef size_t sgemm_packed_a_size(int M, int K) noexcept nogil:
     return cy_sgemm_packed_a_size(M, K)
@@ -162,8 +175,9 @@ cdef object _bias(object v, Py_ssize_t n, str what):
 
 
 def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=None,
-          bias_col=None, act=None, int n_threads=1):
-    """``out = act(alpha * a @ b (+ out if accumulate) + bias_row[:, None] + bias_col)``.
+          bias_col=None, residual=None, act=None, float act_alpha=0.0, float act_beta=0.0,
+          slope_row=None, int n_threads=1):
+    """``out = act(alpha * a @ b (+ out if accumulate) + bias_row[:, None] + bias_col + residual)``.
 
     Parameters
     ----------
@@ -173,7 +187,14 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
     out : float32 C-contiguous array (M, N) or (batch, M, N), optional
         Required when ``accumulate`` is true.
     bias_row : (M,) float32, optional; bias_col : (N,) float32, optional
-    act : None, "none" or "relu"
+    residual : float32 (M, N) or (batch, M, N) with unit column stride, optional
+        Added before the activation (a skip connection).
+    act : None, "none", "relu", or a name in :data:`ACTIVATIONS`
+    act_alpha, act_beta : float
+        Activation parameters (LeakyRelu alpha; Clip min, max; HardSigmoid alpha, beta;
+        PRelu slope when ``slope_row`` is None).
+    slope_row : (M,) float32, optional
+        PRelu slope per row.
     n_threads : int
 
     Returns
@@ -233,12 +254,29 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
         raise ValueError(f"out must be a writable C-contiguous float32 array of shape {shape}")
     br = _bias(bias_row, M, "bias_row")
     bc = _bias(bias_col, N, "bias_col")
+    sr = _bias(slope_row, M, "slope_row")
+    res = None
+    cdef ptrdiff_t sr_batch = 0
     cdef cy_epilogue ep
     ep.bias_row = <const float *>cnp.PyArray_DATA(br) if br is not None else NULL
     ep.bias_col = <const float *>cnp.PyArray_DATA(bc) if bc is not None else NULL
+    ep.slope_row = <const float *>cnp.PyArray_DATA(sr) if sr is not None else NULL
     ep.act = _ACTS[act]
-    ep.act_alpha = 0
-    ep.act_beta = 0
+    ep.act_alpha = act_alpha
+    ep.act_beta = act_beta
+    ep.residual = NULL
+    ep.ldr = 0
+    if residual is not None:
+        res = _as_f32(residual, len(shape), "residual")
+        if tuple(res.shape) != shape:
+            raise ValueError(f"residual must have shape {shape}, got {tuple(res.shape)}")
+        if res.strides[res.ndim - 1] != 4:
+            res = np.ascontiguousarray(res)
+        ep.residual = <const float *>cnp.PyArray_DATA(res)
+        ep.ldr = _elem_stride(res, len(shape) - 2)
+        if batched:
+            sr_batch = _elem_stride(res, 0)
+    cdef const float *r0 = ep.residual
     cdef float *C = <float *>cnp.PyArray_DATA(out)
     so = M * N
     cdef Py_ssize_t i
@@ -249,6 +287,8 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
         for i in range(batch):
             A.data = a0 + i * sa if a0 != NULL else NULL
             B.data = b0 + i * sb if b0 != NULL else NULL
+            if r0 != NULL:
+                ep.residual = r0 + i * sr_batch
             err = sgemm_ex(<int>M, <int>N, <int>K, alpha, A, B, accumulate, C + i * so, N,
                            &ep, n_threads)
             if err != CY_OK:

@@ -9,7 +9,7 @@
  *           for ir in 0..mc step MR     micro-kernel: MR x NR tile of C in registers
  *
  * The first K block overwrites C (unless accumulate), the others add to it, and the last one
- * applies the epilogue (bias, activation) to the tile while it is still in registers.
+ * applies the epilogue (bias, residual, activation) to the tile while it is still in registers.
  *
  * Threads: C is cut into a tm x tn grid of whole MR x NR tiles and each thread runs the nest
  * above on its own part with private packing buffers. Nothing depends on how C is cut, so
@@ -165,6 +165,8 @@ static int gemm_block(const cy_gemm_isa *isa, int m0, int m1, int n0, int n1, in
     t.act_alpha = ep ? ep->act_alpha : 0.0f;
     t.act_beta = ep ? ep->act_beta : 0.0f;
     const float *bias_row = ep ? ep->bias_row : NULL, *bias_col = ep ? ep->bias_col : NULL;
+    const float *slope_row = ep ? ep->slope_row : NULL, *residual = ep ? ep->residual : NULL;
+    t.ldr = ep ? ep->ldr : 0;
 
     for (int jc = n0; jc < n1; jc += NC) {
         const int nc = min_i(NC, n1 - jc);
@@ -202,6 +204,9 @@ static int gemm_block(const cy_gemm_isa *isa, int m0, int m1, int n0, int n1, in
                     const float *b_panel = bp + (jr / NR) * b_stride;
                     for (int ir = 0; ir < mc; ir += MR) {
                         t.bias_row = bias_row ? bias_row + ic + ir : NULL;
+                        t.slope_row = slope_row ? slope_row + ic + ir : NULL;
+                        t.residual = residual ? residual + (ptrdiff_t)(ic + ir) * t.ldr + jc + jr
+                                              : NULL;
                         isa->kernel(kc, ap + (ir / MR) * a_stride, b_panel,
                                     C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
                                     min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
@@ -300,6 +305,11 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     }
 #endif
     return gemm_block(isa, 0, M, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
+}
+
+void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep)
+{
+    if (M > 0 && N > 0 && ep) cy_gemm_isa_get()->epilogue(M, N, C, ldc, ep);
 }
 
 int cy_sgemm(int M, int N, int K, float alpha, const float *A, ptrdiff_t rsa, ptrdiff_t csa,

@@ -20,17 +20,35 @@
 extern "C" {
 #endif
 
-/* Activation applied in the epilogue, on registers, after bias. Ids are stable: later
- * activations (leaky relu, clip, sigmoid, ...) get new ids and use act_alpha/act_beta. */
-enum { CY_ACT_NONE = 0, CY_ACT_RELU = 1 };
+/* Activation applied in the epilogue, on registers, after bias and residual. Ids are stable.
+ * Parameters (act_alpha, act_beta) as in the ONNX operators of the same name:
+ *   LEAKY_RELU   x >= 0 ? x : alpha*x
+ *   CLIP         min(max(x, alpha), beta)
+ *   SIGMOID      1 / (1 + exp(-x))
+ *   TANH         tanh(x)
+ *   HARD_SIGMOID max(0, min(1, alpha*x + beta))
+ *   HARD_SWISH   x * max(0, min(1, x/6 + 1/2))
+ *   SWISH        x * sigmoid(x)
+ *   PRELU        x >= 0 ? x : slope*x, slope = slope_row[i] (per row: a conv's output
+ *                channel) when given, else alpha */
+enum {
+    CY_ACT_NONE = 0, CY_ACT_RELU = 1, CY_ACT_LEAKY_RELU = 2, CY_ACT_CLIP = 3,
+    CY_ACT_SIGMOID = 4, CY_ACT_TANH = 5, CY_ACT_HARD_SIGMOID = 6, CY_ACT_HARD_SWISH = 7,
+    CY_ACT_SWISH = 8, CY_ACT_PRELU = 9
+};
 
-/* What happens to each finished C tile while it is still in registers. */
+/* What happens to each finished C tile while it is still in registers:
+ *   C = act(alpha*A@B (+ C) + bias_row[i] + bias_col[j] + residual[i*ldr + j])
+ * Zero-initialise the struct ({0}) so fields added later default to "off". */
 typedef struct cy_epilogue {
     const float *bias_row;   /* [M]: added to row i (per output channel of a conv), or NULL */
     const float *bias_col;   /* [N]: added to column j (per output feature of Gemm), or NULL */
     int act;                 /* CY_ACT_* */
-    float act_alpha;         /* activation parameters, reserved for leaky/clip */
+    float act_alpha;         /* activation parameters (see above) */
     float act_beta;
+    const float *slope_row;  /* [M]: PRelu slopes per row, or NULL (then act_alpha) */
+    const float *residual;   /* [M, ldr]: added before the activation (a skip connection), or NULL */
+    ptrdiff_t ldr;
 } cy_epilogue;
 
 /* One GEMM operand: either strided (packed == 0: element (r, c) at data[r*rs + c*cs]) or
@@ -63,6 +81,10 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
  * Returns CY_OK, or CY_ENOMEM if a packing buffer could not be allocated. */
 int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                 int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads);
+
+/* The epilogue alone on a computed M x N block: C = act(C + bias_row + bias_col + residual),
+ * for kernels that are not GEMMs (depthwise conv) but fuse the same operations. */
+void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep);
 
 /* Strided convenience form; beta must be 0 (overwrite C) or 1 (accumulate into C). */
 int cy_sgemm(int M, int N, int K, float alpha,

@@ -3,6 +3,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "gemm_isa.h"
+#include "act_avx2.h"
 
 #define MR 6
 #define NR 16
@@ -40,7 +41,8 @@ TARGET INLINE void tile(const int COLS, int kc, const float *a, const float *b, 
     const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
     const __m256 alpha = _mm256_set1_ps(t->alpha), zero = _mm256_setzero_ps();
     const int scale = t->alpha != 1.0f, accumulate = t->accumulate, last = t->last;
-    const int relu = last && t->act == CY_ACT_RELU;
+    const int act = last ? t->act : CY_ACT_NONE;
+    const float *res = last ? t->residual : 0;
     const float *brow = last ? t->bias_row : 0;
     __m256 bcol[2] = {zero, zero};
     if (last && t->bias_col) {
@@ -59,7 +61,11 @@ TARGET INLINE void tile(const int COLS, int kc, const float *a, const float *b, 
             if (last) {
                 if (brow) x = _mm256_add_ps(x, _mm256_set1_ps(brow[i]));
                 x = _mm256_add_ps(x, bcol[v]);
-                if (relu) x = _mm256_max_ps(x, zero);
+                if (res)
+                    x = _mm256_add_ps(x, _mm256_maskload_ps(res + i * t->ldr + 8 * v, m[v]));
+                if (act == CY_ACT_RELU) x = _mm256_max_ps(x, zero);
+                else if (act) x = cy_act256(x, act, t->act_alpha, t->act_beta,
+                                            t->slope_row ? t->slope_row[i] : t->act_alpha);
             }
             _mm256_maskstore_ps(ci + 8 * v, m[v], x);
         }
@@ -73,6 +79,24 @@ TARGET static void kernel_avx2(int kc, const float *a, const float *b, float *c,
     else tile(1, kc, a, b, c, ldc, mr, nr, t);
 }
 
+TARGET static void epilogue_avx2(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep)
+{
+    for (int i = 0; i < M; i++) {
+        float *ci = c + i * ldc;
+        const float *ri = ep->residual ? ep->residual + i * ep->ldr : 0;
+        const __m256 brow = _mm256_set1_ps(ep->bias_row ? ep->bias_row[i] : 0.0f);
+        const float slope = ep->slope_row ? ep->slope_row[i] : ep->act_alpha;
+        for (int j = 0; j < N; j += 8) {
+            const __m256i m = lane_mask(N - j);
+            __m256 x = _mm256_add_ps(_mm256_maskload_ps(ci + j, m), brow);
+            if (ep->bias_col) x = _mm256_add_ps(x, _mm256_maskload_ps(ep->bias_col + j, m));
+            if (ri) x = _mm256_add_ps(x, _mm256_maskload_ps(ri + j, m));
+            x = cy_act256(x, ep->act, ep->act_alpha, ep->act_beta, slope);
+            _mm256_maskstore_ps(ci + j, m, x);
+        }
+    }
+}
+
 /* MC x KC = 144 x 256 floats = 144 KiB of A in L2; KC x NC = 256 x 4080 = 4 MiB of B. */
-const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_avx2};
+const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_avx2, epilogue_avx2};
 #endif

@@ -9,6 +9,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "gemm_isa.h"
+#include "act_avx512.h"
 
 #define MR 12
 #define NR 32
@@ -77,7 +78,8 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
     const __mmask16 m[2] = {lane_mask(nr), lane_mask(nr - 16)};
     const __m512 alpha = _mm512_set1_ps(t->alpha), zero = _mm512_setzero_ps();
     const int scale = t->alpha != 1.0f, accumulate = t->accumulate, last = t->last;
-    const int relu = last && t->act == CY_ACT_RELU;
+    const int act = last ? t->act : CY_ACT_NONE;
+    const float *res = last ? t->residual : 0;
     const float *brow = last ? t->bias_row : 0;
     __m512 bcol[2] = {zero, zero};
     if (last && t->bias_col) {
@@ -96,7 +98,11 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
             if (last) {
                 if (brow) x = _mm512_add_ps(x, _mm512_set1_ps(brow[i]));
                 x = _mm512_add_ps(x, bcol[v]);
-                if (relu) x = _mm512_max_ps(x, zero);
+                if (res)
+                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], res + i * t->ldr + 16 * v));
+                if (act == CY_ACT_RELU) x = _mm512_max_ps(x, zero);
+                else if (act) x = cy_act512(x, act, t->act_alpha, t->act_beta,
+                                            t->slope_row ? t->slope_row[i] : t->act_alpha);
             }
             _mm512_mask_storeu_ps(ci + 16 * v, m[v], x);
         }
@@ -119,6 +125,25 @@ TARGET static void kernel_avx512(int kc, const float *a, const float *b, float *
     }
 }
 
+TARGET static void epilogue_avx512(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep)
+{
+    for (int i = 0; i < M; i++) {
+        float *ci = c + i * ldc;
+        const float *ri = ep->residual ? ep->residual + i * ep->ldr : 0;
+        const __m512 brow = _mm512_set1_ps(ep->bias_row ? ep->bias_row[i] : 0.0f);
+        const float slope = ep->slope_row ? ep->slope_row[i] : ep->act_alpha;
+        for (int j = 0; j < N; j += 16) {
+            const __mmask16 m = lane_mask(N - j);
+            __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, ci + j), brow);
+            if (ep->bias_col) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, ep->bias_col + j));
+            if (ri) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, ri + j));
+            x = cy_act512(x, ep->act, ep->act_alpha, ep->act_beta, slope);
+            _mm512_mask_storeu_ps(ci + j, m, x);
+        }
+    }
+}
+
 /* MC x KC = 240 x 384 floats = 360 KiB of A in L2; KC x NC = 384 x 3072 = 4.5 MiB of B in L3. */
-const cy_gemm_isa cy_gemm_avx512 = {"avx512f", MR, NR, 240, 384, 3072, kernel_avx512};
+const cy_gemm_isa cy_gemm_avx512 = {"avx512f", MR, NR, 240, 384, 3072, kernel_avx512,
+                                     epilogue_avx512};
 #endif

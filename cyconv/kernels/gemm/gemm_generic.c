@@ -26,4 +26,18 @@ static void kernel_generic(int kc, const float *a, const float *b, float *c, ptr
     }
 }
 
-const cy_gemm_isa cy_gemm_generic = {"generic", MR, NR, 128, 256, 2048, kernel_generic};
+static void epilogue_generic(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float v = c[i * ldc + j];
+            if (ep->bias_row) v += ep->bias_row[i];
+            if (ep->bias_col) v += ep->bias_col[j];
+            if (ep->residual) v += ep->residual[i * ep->ldr + j];
+            c[i * ldc + j] = cy_act_scalar(v, ep->act, ep->act_alpha, ep->act_beta,
+                                           ep->slope_row ? ep->slope_row[i] : ep->act_alpha);
+        }
+}
+
+const cy_gemm_isa cy_gemm_generic = {"generic", MR, NR, 128, 256, 2048, kernel_generic,
+                                     epilogue_generic};

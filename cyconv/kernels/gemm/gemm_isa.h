@@ -4,7 +4,7 @@
  *
  *   acc[i][j] = sum_{k < kc} a[k*MR + i] * b[k*NR + j]        i < MR, j < NR
  *   c[i*ldc + j] = alpha*acc (+ c if t->accumulate)            i < mr, j < nr
- *   and if t->last (final K block):  c = act(c + bias_row[i] + bias_col[j])
+ *   and if t->last (final K block):  c = act(c + bias_row[i] + bias_col[j] + residual[i*ldr + j])
  *
  * a: packed A micro-panel [kc][MR]; b: packed B micro-panel [kc][NR]; rows >= mr / columns
  * >= nr of the panels are zero padding and are never stored.
@@ -12,6 +12,7 @@
 #ifndef CYCONV_GEMM_ISA_H
 #define CYCONV_GEMM_ISA_H
 
+#include <math.h>
 #include <stddef.h>
 #include "gemm.h"
 
@@ -21,6 +22,9 @@ typedef struct cy_tile {
     int last;                /* final K block: apply bias and activation */
     const float *bias_row;   /* offset to the tile's first row, or NULL */
     const float *bias_col;   /* offset to the tile's first column, or NULL */
+    const float *slope_row;  /* PRelu slopes, offset to the tile's first row, or NULL */
+    const float *residual;   /* offset to the tile's first element, or NULL */
+    ptrdiff_t ldr;
     int act;
     float act_alpha, act_beta;
 } cy_tile;
@@ -28,11 +32,16 @@ typedef struct cy_tile {
 typedef void (*cy_ukernel)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
                            int mr, int nr, const cy_tile *t);
 
+/* The epilogue on its own, over an M x N block of C already computed (kernels that are not
+ * GEMMs, e.g. depthwise conv, reuse it): C = act(C + bias_row + bias_col + residual). */
+typedef void (*cy_epilogue_fn)(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep);
+
 typedef struct cy_gemm_isa {
     const char *name;
     int mr, nr;              /* register tile */
     int mc, kc, nc;          /* cache blocking: A block MC x KC in L2, B panel KC x NC in L3 */
     cy_ukernel kernel;
+    cy_epilogue_fn epilogue;
 } cy_gemm_isa;
 
 /* Defined in gemm_<isa>.c; the x86 ones exist only when the compiler targets x86. */
@@ -44,13 +53,37 @@ extern const cy_gemm_isa cy_gemm_avx512;
 
 const cy_gemm_isa *cy_gemm_isa_get(void);
 
+/* One activation on a scalar (generic kernel, and the reference the vector versions follow). */
+static inline float cy_act_scalar(float v, int act, float alpha, float beta, float slope)
+{
+    switch (act) {
+    case CY_ACT_RELU: return v > 0.0f ? v : 0.0f;
+    case CY_ACT_LEAKY_RELU: return v >= 0.0f ? v : alpha * v;
+    case CY_ACT_PRELU: return v >= 0.0f ? v : slope * v;
+    case CY_ACT_CLIP: return v < alpha ? alpha : (v > beta ? beta : v);
+    case CY_ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
+    case CY_ACT_TANH: return tanhf(v);
+    case CY_ACT_HARD_SIGMOID: {
+        float h = alpha * v + beta;
+        return h < 0.0f ? 0.0f : (h > 1.0f ? 1.0f : h);
+    }
+    case CY_ACT_HARD_SWISH: {
+        float h = v * (1.0f / 6.0f) + 0.5f;
+        return v * (h < 0.0f ? 0.0f : (h > 1.0f ? 1.0f : h));
+    }
+    case CY_ACT_SWISH: return v / (1.0f + expf(-v));
+    default: return v;
+    }
+}
+
 /* Scalar epilogue shared by kernels for their remainder paths: one value of row i, column j. */
 static inline float cy_epilogue_scalar(float v, int i, int j, const cy_tile *t)
 {
     if (t->bias_row) v += t->bias_row[i];
     if (t->bias_col) v += t->bias_col[j];
-    if (t->act == CY_ACT_RELU) v = v > 0.0f ? v : 0.0f;
-    return v;
+    if (t->residual) v += t->residual[i * t->ldr + j];
+    return cy_act_scalar(v, t->act, t->act_alpha, t->act_beta,
+                         t->slope_row ? t->slope_row[i] : t->act_alpha);
 }
 
 #endif

@@ -34,6 +34,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import torchvision.models as tvm
+import torchvision.models.detection as tvd
 import torchvision.models.segmentation as tvs
 from torch import nn
 
@@ -84,6 +85,45 @@ SEGMENTATION = {
 }
 
 
+# Detection: the full detectors run their post-processing (box decoding, NMS) inside the
+# graph, under an If for the no-box case, on one image; the "backbone" and "head" entries
+# export the convolutional part alone with a dynamic batch.
+DETECTION = {
+    "ssdlite320_mobilenet_v3_large.head": 320,
+    "fasterrcnn_mobilenet_v3_large_320_fpn.backbone": 320,
+    "ssdlite320_mobilenet_v3_large": 320,
+    "fasterrcnn_mobilenet_v3_large_320_fpn": 320,
+}
+SINGLE_IMAGE = {"ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"}
+
+
+class _DetectionPart(nn.Module):
+    """``head(backbone(x))`` (SSD: box regressions and class logits) or the FPN's maps."""
+
+    def __init__(self, net, part):
+        super().__init__()
+        self.net, self.part = net, part
+
+    def forward(self, x):
+        feats = self.net.backbone(x)
+        if self.part == "backbone":
+            return tuple(feats.values())
+        out = self.net.head(list(feats.values()))
+        return out["bbox_regression"], out["cls_logits"]
+
+
+class _Detector(nn.Module):
+    """The whole detector on one image: ``(boxes, scores, labels)``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        det = self.net(list(x))[0]
+        return det["boxes"], det["scores"], det["labels"]
+
+
 class _Out(nn.Module):
     """Segmentation nets return ``{"out": ..., "aux": ...}``; export the ``out`` tensor."""
 
@@ -100,9 +140,14 @@ def build(name):
     if name in CLASSIFICATION:
         kwargs, side = CLASSIFICATION[name]
         model = getattr(tvm, name)(weights=None, **kwargs)
-    else:
+    elif name in SEGMENTATION:
         kwargs, side = SEGMENTATION[name]
         model = _Out(getattr(tvs, name)(weights=None, **kwargs))
+    else:
+        arch, _, part = name.partition(".")
+        side = DETECTION[name]
+        net = getattr(tvd, arch)(weights=None, weights_backbone=None)
+        model = _DetectionPart(net, part) if part else _Detector(net)
     _randomise_norms(model, torch.Generator().manual_seed(1))
     return model.eval(), side
 
@@ -131,19 +176,20 @@ def _randomise_norms(model, gen):
 
 def export(model, side, exporter):
     """ONNX bytes of ``model`` with a dynamic batch dimension named N."""
-    x = torch.randn(2, 3, side, side)
+    single = isinstance(model, _Detector)
+    x = torch.randn(1 if single else 2, 3, side, side)
     buf = io.BytesIO()
     # Not under no_grad: there nn.MultiheadAttention takes its fused fast path
     # (aten::_native_multi_head_attention), which the TorchScript exporter cannot write.
     if exporter == "dynamo":
-        prog = torch.onnx.export(model, (x,), dynamo=True, verbose=False,
-                                 input_names=["input"], output_names=["output"],
-                                 dynamic_shapes=({0: torch.export.Dim("N", max=1024)},))
+        prog = torch.onnx.export(
+            model, (x,), dynamo=True, verbose=False, input_names=["input"],
+            dynamic_shapes=None if single else ({0: torch.export.Dim("N", max=1024)},))
         prog.save(buf)
     else:
         torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
+                          input_names=["input"],
+                          dynamic_axes=None if single else {"input": {0: "N"}})
     return buf.getvalue()
 
 
@@ -193,11 +239,11 @@ def compare(blob, sess, feeds, threads):
     return worst, run_s, scale, rel
 
 
-def _image_feeds(side):
-    """Random images at batch 1 and 2, fed to the model's one input."""
+def _image_feeds(side, batches=(1, 2)):
+    """Random images at each batch size, fed to the model's one input."""
     def feeds(name):
         return [{name: np.random.default_rng(b).standard_normal((b, 3, side, side), np.float32)}
-                for b in (1, 2)]
+                for b in batches]
     return feeds
 
 
@@ -284,7 +330,8 @@ def check_real(paths, threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated model names")
-    ap.add_argument("--group", default="all", choices=("classification", "segmentation", "all"))
+    ap.add_argument("--group", default="all",
+                    choices=("classification", "segmentation", "detection", "all"))
     ap.add_argument("--exporters", default="torchscript,dynamo")
     ap.add_argument("--cache", default="", help="folder that keeps the exported models")
     ap.add_argument("--threads", type=int, default=2)
@@ -297,14 +344,16 @@ def main():
     warnings.filterwarnings("ignore")
     for logger in ("torch", "torch.onnx", "torch.export", "onnxscript"):
         logging.getLogger(logger).setLevel(logging.ERROR)
-    table = {**(CLASSIFICATION if args.group != "segmentation" else {}),
-             **(SEGMENTATION if args.group != "classification" else {})}
+    table = {**(CLASSIFICATION if args.group in ("classification", "all") else {}),
+             **(SEGMENTATION if args.group in ("segmentation", "all") else {}),
+             **(DETECTION if args.group in ("detection", "all") else {})}
     names = args.only.split(",") if args.only else list(table)
     print(f"{'model':30s} {'exporter':11s} {'side':>4s} {'load':>4s} {'max|ort|':>9s} "
           f"{'rel err':>9s} {'err/tol':>9s} {'export s':>8s} {'run s':>6s}  verdict", flush=True)
     failures = 0
     for name in names:
-        side = {**CLASSIFICATION, **SEGMENTATION}[name][1]
+        side = {**CLASSIFICATION, **SEGMENTATION}[name][1] if name not in DETECTION \
+            else DETECTION[name]
         for exporter in args.exporters.split(","):
             torch.manual_seed(0)
             loaded, worst, export_s, run_s = "-", float("nan"), float("nan"), float("nan")
@@ -315,7 +364,9 @@ def main():
                 stage, loaded = "load", "no"
                 sess = cyconv.InferenceSession(blob, threads=args.threads)
                 stage, loaded = "run", "yes"
-                worst, run_s, scale, rel = compare(blob, sess, _image_feeds(side), args.threads)
+                batches = (1,) if name in SINGLE_IMAGE else (1, 2)
+                worst, run_s, scale, rel = compare(blob, sess, _image_feeds(side, batches),
+                                                   args.threads)
                 verdict = "ok" if worst <= 1.0 else "FAIL contract"
             except Exception as exc:  # report and go on to the next model
                 verdict = f"ERROR ({stage}) {type(exc).__name__}: {str(exc).splitlines()[0][:150]}"

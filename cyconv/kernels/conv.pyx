@@ -430,70 +430,99 @@ cdef class ConvPlan:
                     epilogue_apply(<int>OH, <int>OW, yp + q * OH * OW, OW, &ep)
 
     cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
-        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
-        cdef Py_ssize_t OW = y.shape[3], P = y.shape[2] * y.shape[3]
-        cdef int Mg = self.Mg, Cg = self.Cg, Kg = self.Cg * self.KH * self.KW
-        cdef bint direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
-                            and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
-        # Threads take whole column ranges (im2col + GEMM of their own pixels, no barrier)
-        # when there are enough pixels; otherwise each chunk's GEMM splits its rows.
-        cdef int nt = n_threads if (not direct and P >= 4 * gemm_nr() * n_threads) else 1
-        cdef Py_ssize_t nr_ranges = nt * 4 if P >= 16 * gemm_nr() * nt else nt
-        cdef int chunk = 0
+        # One parallel region for the whole op: pieces are (image, group, column range),
+        # dealt dynamically, each thread running im2col + a one-thread GEMM on its own pixels
+        # (no barrier between images or groups). When there are too few pieces to feed
+        # every thread (one image of a 7x7 or 14x14 layer), the items run one after the
+        # other and each GEMM splits its rows across the threads instead.
+        cdef ConvJob job
+        cdef Py_ssize_t N = x.shape[0], P = y.shape[2] * y.shape[3]
+        job.x = <const float*>cnp.PyArray_DATA(x)
+        job.y = <float*>cnp.PyArray_DATA(y)
+        job.w = <const float*>cnp.PyArray_DATA(self.w_packed)
+        job.ep = ep0
+        job.C, job.M, job.H, job.W = self.C, self.M, x.shape[2], x.shape[3]
+        job.OW, job.P = y.shape[3], P
+        job.group, job.Cg, job.Mg = self.group, self.Cg, self.Mg
+        job.Kg = self.Cg * self.KH * self.KW
+        job.group_size = self.group_size
+        job.geo = geo
+        job.direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
+                      and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
+        cdef Py_ssize_t nr = gemm_nr(), items = N * self.group, per = 1, pieces, r, it, k
+        cdef Py_ssize_t q0, q1
+        if n_threads > 1:
+            # about 4 pieces per thread (slack for a core busy with another process), none
+            # narrower than 4 NR panels
+            per = (4 * n_threads + items - 1) // items
+            if per > P // (4 * nr):
+                per = P // (4 * nr)
+            if per < 1:
+                per = 1
+        pieces = items * per
+        cdef int nt = n_threads if pieces >= n_threads and n_threads > 1 else 1
+        job.chunk = 0
         cdef object col_arr = None
         cdef float* col = NULL
-        if not direct:
-            chunk = _chunk(Kg, (P + nr_ranges - 1) // nr_ranges)
-            col_arr = np.empty(max(1, <Py_ssize_t>Kg * chunk * nt), np.float32)
+        if not job.direct:
+            job.chunk = _chunk(job.Kg, (P + per - 1) // per)
+            col_arr = np.empty(max(1, <Py_ssize_t>job.Kg * job.chunk * nt), np.float32)
             col = <float*>cnp.PyArray_DATA(col_arr)
-        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
-        cdef float* yp = <float*>cnp.PyArray_DATA(y)
-        cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_packed)
-        cdef cy_epilogue ep = ep0[0]
-        cdef Py_ssize_t n, g, r, q0, q1, nr = gemm_nr()
-        cdef const float* xg
-        cdef float* yg
-        cdef const float* wg
         cdef int err = CY_OK, failed = 0
         with nogil:
-            for n in range(N):
-                for g in range(self.group):
-                    xg = xp + (n * self.C + g * Cg) * H * W
-                    yg = yp + (n * self.M + g * Mg) * P
-                    wg = wp + g * self.group_size
-                    # the epilogue's per-channel vectors and residual start at this group
-                    ep.bias_row = ep0.bias_row + g * Mg if ep0.bias_row != NULL else NULL
-                    ep.slope_row = ep0.slope_row + g * Mg if ep0.slope_row != NULL else NULL
-                    ep.residual = ep0.residual + (n * self.M + g * Mg) * P \
-                        if ep0.residual != NULL else NULL
-                    if direct:
-                        err = _gemm_columns(xg, yg, wg, &ep, NULL, 0, 0, P, Mg, Cg, Kg,
-                                            H, W, OW, P, geo, True, n_threads)
-                    elif nt == 1:
-                        err = _gemm_columns(xg, yg, wg, &ep, col, chunk, 0, P, Mg, Cg, Kg,
-                                            H, W, OW, P, geo, False, n_threads)
-                    else:
-                        # more ranges than threads, dealt dynamically (see gemm.c); the
-                        # scratch belongs to the thread, not to the range
-                        for r in prange(nr_ranges, num_threads=nt, schedule="dynamic",
-                                        chunksize=1):
-                            q0 = (P * r // nr_ranges) // nr * nr
-                            q1 = (P * (r + 1) // nr_ranges) // nr * nr
-                            if r == nr_ranges - 1:
-                                q1 = P
-                            failed += _gemm_columns(xg, yg, wg, &ep,
-                                                    col + threadid() * Kg * chunk, chunk,
-                                                    q0, q1, Mg, Cg, Kg, H, W, OW, P, geo,
-                                                    False, 1) != CY_OK
-                        err = CY_ENOMEM if failed else CY_OK
+            if nt == 1:
+                for it in range(items):
+                    err = _conv_piece(&job, it // job.group, it % job.group, 0, P, col,
+                                      n_threads)
                     if err != CY_OK:
                         break
-                if err != CY_OK:
-                    break
+            else:
+                # the scratch belongs to the thread, not to the piece
+                for r in prange(pieces, num_threads=nt, schedule="dynamic", chunksize=1):
+                    it = r // per
+                    k = r - it * per
+                    q0 = (P * k // per) // nr * nr
+                    q1 = (P * (k + 1) // per) // nr * nr
+                    if k == per - 1:
+                        q1 = P
+                    failed += _conv_piece(&job, it // job.group, it % job.group, q0, q1,
+                                          col + threadid() * job.Kg * job.chunk, 1) != CY_OK
+                err = CY_ENOMEM if failed else CY_OK
         if err == CY_ENOMEM:
             raise MemoryError("Conv: could not allocate GEMM packing buffers")
         if err != CY_OK:
             raise RuntimeError(f"Conv: GEMM failed ({err})")
+
+
+cdef struct ConvJob:
+    # one Conv call: x (N, C, H, W), y (N, M, OH, OW), packed weights, epilogue, geometry
+    const float* x
+    float* y
+    const float* w
+    const cy_epilogue* ep
+    Py_ssize_t C, M, H, W, OW, P
+    int group, Cg, Mg, Kg, chunk
+    size_t group_size
+    bint direct
+    Geometry geo
+
+
+cdef int _conv_piece(const ConvJob* job, Py_ssize_t n, Py_ssize_t g, Py_ssize_t q0,
+                     Py_ssize_t q1, float* col, int n_threads) noexcept nogil:
+    # y[n, group g, :, q0:q1]; the epilogue's per-channel vectors and residual start at
+    # this (image, group)
+    cdef cy_epilogue ep = job.ep[0]
+    cdef Py_ssize_t Mg = job.Mg, off = (n * job.M + g * Mg) * job.P
+    if ep.bias_row != NULL:
+        ep.bias_row = ep.bias_row + g * Mg
+    if ep.slope_row != NULL:
+        ep.slope_row = ep.slope_row + g * Mg
+    if ep.residual != NULL:
+        ep.residual = ep.residual + off
+    return _gemm_columns(job.x + (n * job.C + g * job.Cg) * job.H * job.W, job.y + off,
+                         job.w + g * job.group_size, &ep, col, job.chunk, q0, q1, job.Mg,
+                         job.Cg, job.Kg, job.H, job.W, job.OW, job.P, job.geo, job.direct,
+                         n_threads)
 
 
 cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epilogue* ep0,

@@ -148,7 +148,12 @@ static int gemm_block(const cy_gemm_isa *isa, int m0, int m1, int n0, int n1, in
                       float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 {
     const int MR = isa->mr, NR = isa->nr;
-    const int MC = isa->mc, KC = isa->kc, NC = isa->nc;
+    /* A single row panel against prepacked B (a fully connected layer on a few images) is
+     * bound by streaming B, which is read exactly once whatever the blocking: take all of K
+     * in one block, so each micro-kernel call runs down one contiguous K x NR panel (the
+     * hardware prefetcher's best case) and C is written once instead of once per KC block. */
+    const int small_m = B->packed && m1 - m0 <= MR && K <= 16384;
+    const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc, NC = isa->nc;
     const int kc_max = K < KC ? K : KC;
     const size_t a_need = A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
     const size_t b_need = B->packed ? 0 : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;

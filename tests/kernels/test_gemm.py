@@ -111,6 +111,19 @@ def test_thread_count_invariance(isa, rng, M, N, K):
     np.testing.assert_array_equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("M", [1, 3, 12, 13])
+def test_few_rows_deep_k(isa, rng, M):
+    # M <= MR takes all of K in one block (fully connected layers): packed or not, any
+    # thread count, the same bits
+    K, N = 5000, 300
+    a, b = rand(rng, M, K), rand(rng, K, N)
+    pb = _gemm.pack_b(b)
+    outs = [_gemm.sgemm(a, bb, n_threads=t) for bb in (b, pb) for t in (1, 2, 3)]
+    check(outs[0], reference(a, b), K)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
 def test_batched_and_broadcast(rng):
     a, b = rand(rng, 4, 9, 13), rand(rng, 13, 11)
     out = _gemm.sgemm(a, b, n_threads=2)

@@ -143,17 +143,25 @@ static float *thread_buffer(size_t n)
 
 static int min_i(int a, int b) { return a < b ? a : b; }
 
-static int gemm_block(const cy_gemm_isa *isa, int m0, int m1, int n0, int n1, int K,
+static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n0, int n1,
+                      int K,
                       float alpha, const cy_operand *A, const cy_operand *B, int accumulate,
                       float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 {
     const int MR = isa->mr, NR = isa->nr;
-    /* A single row panel against prepacked B (a fully connected layer on a few images) is
-     * bound by streaming B, which is read exactly once whatever the blocking: take all of K
-     * in one block, so each micro-kernel call runs down one contiguous K x NR panel (the
-     * hardware prefetcher's best case) and C is written once instead of once per KC block. */
-    const int small_m = B->packed && m1 - m0 <= MR && K <= 16384;
-    const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc, NC = isa->nc;
+    /* A single row panel of A (M <= MR: a fully connected layer on a few images) is bound by
+     * streaming B, each element of which is used once whatever the blocking: take all of K in
+     * one block, so each micro-kernel call runs down one contiguous K x NR panel of a
+     * prepacked B (the hardware prefetcher's best case) and C is written once instead of once
+     * per KC block; NC shrinks to keep a packing buffer of the usual KC x NC. Decided on the
+     * whole M, never on a thread's share, so the sums do not depend on the thread count. */
+    const int small_m = M_total <= MR && K <= 16384;
+    const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc;
+    int NC = isa->nc;
+    if (small_m && K > isa->kc) {
+        NC = (int)((long)isa->kc * isa->nc / K) / NR * NR;
+        if (NC < NR) NC = NR;
+    }
     const int kc_max = K < KC ? K : KC;
     const size_t a_need = A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
     const size_t b_need = B->packed ? 0 : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;
@@ -300,7 +308,7 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
             const int n0 = (int)(in * nt / pn) * isa->nr;
             const int n1 = min_i((int)((in + 1) * nt / pn) * isa->nr, N);
             if (m0 >= m1 || n0 >= n1) continue;
-            int e = gemm_block(isa, m0, m1, n0, n1, K, alpha, &A, &B, accumulate, C, ldc, ep);
+            int e = gemm_block(isa, M, m0, m1, n0, n1, K, alpha, &A, &B, accumulate, C, ldc, ep);
             if (e) {
 #pragma omp atomic write
                 err = e;
@@ -309,7 +317,7 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
         return err;
     }
 #endif
-    return gemm_block(isa, 0, M, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
+    return gemm_block(isa, M, 0, M, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
 }
 
 void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep)

@@ -6,9 +6,10 @@ window mask (``mask[h0:h1, w0:w1] = k`` becomes ScatterND), Swin-v2's relative-p
 
 Shapes (data of rank r, indices of rank q):
 
-* GatherElements(axis):  out[i...] = data[i... with i[axis] := indices[i...]]   (out: indices' shape)
+* GatherElements(axis):  out[i...] = data[i... with i[axis] := indices[i...]]  (indices shape)
 * GatherND(batch_dims b): indices [*B, *M, k] with B = the first b dims of data;
-                         out[*B, *M] = data[*B, *indices[*B, *M, :], ...]       (out: B + M + data[b+k:])
+                         out[*B, *M] = data[*B, *indices[*B, *M, :], ...]
+                         (out shape: B + M + data[b+k:])
 * ScatterElements(axis, reduction): output = copy of data, then for every position i of indices
                          output[i with i[axis] := indices[i]] (op)= updates[i]
 * ScatterND(reduction):  indices [*M, k], updates [*M, *data[k:]];

@@ -30,7 +30,7 @@ IN_SCOPE = re.compile(r"^test_(" + "|".join([
     "erf", "gelu", "sin", "cos", "tan", "asin", "acos", "atan", "reciprocal", "sign", "round",
     "mod_", "isnan", "isinf", "einsum",
     "gather_elements", "gathernd", "scatter_elements", "scatternd",
-    "lstm", "gru", "rnn_", "simple_rnn", "top_k", "nonzero", "nonmaxsuppression",
+    "lstm", "gru", "rnn_", "simple_rnn", "top_k", "nonzero", "nonmaxsuppression", "roialign",
 ]) + r")")
 
 OUT_OF_SCOPE = re.compile(

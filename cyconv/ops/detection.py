@@ -1,4 +1,4 @@
-"""Detection post-processing: TopK, NonZero, NonMaxSuppression.
+"""Detection post-processing: TopK, NonZero, NonMaxSuppression, RoiAlign.
 
 Exported detectors end in these (torchvision's SSD/RetinaNet/Faster R-CNN heads, YOLO exports
 with NMS). They run once per image on small tensors, so numpy is their kernel.
@@ -17,6 +17,17 @@ unless their IoU with a kept box is > iou_threshold, up to max_output_boxes_per_
 absent: none). Boxes are [y1, x1, y2, x2] with either corner first (center_point_box=0) or
 [x_center, y_center, width, height] (1). A pair whose intersection or either area is not
 positive never suppresses (ONNX's reference and ONNX Runtime).
+
+RoiAlign(mode, output_height/width = P_h x P_w, sampling_ratio, spatial_scale,
+coordinate_transformation_mode), X [N, C, H, W], rois [R, 4] (x1, y1, x2, y2), batch_indices [R]:
+Y [R, C, P_h, P_w]. Each output bin averages (or maxes) a g_h x g_w grid of bilinear samples
+(g = sampling_ratio, or ceil(roi size / P) when 0). The sample positions of one ROI are a
+product of a y-grid and an x-grid, so for ``avg`` the bilinear weights factor into
+``A_y [P_h, H]`` and ``A_x [P_w, W]`` and ``Y[r, c] = A_y X[b, c] A_x' / (g_h g_w)``: two small
+matmuls per ROI. ``max`` follows ONNX Runtime (and ONNX's reference): per sample the largest
+of the four *weighted* corner values, then the largest over the samples. A sample outside
+[-1, H] x [-1, W] contributes 0; coordinates below 0 clamp to 0, at or past the last row or
+column to it (Caffe2's RoIAlign, which both implement).
 """
 from __future__ import annotations
 
@@ -107,6 +118,68 @@ def nms_reference(boxes, scores, max_output_boxes_per_class=None, iou_threshold=
     return np.array(rows, np.int64).reshape(-1, 3)
 
 
+def _axis_samples(start, bin_size, pooled, grid, size):
+    """Bilinear taps along one axis for ``pooled`` bins of ``grid`` samples each:
+    ``(low[P, g], high[P, g], w_low[P, g], w_high[P, g])`` (weights 0 outside [-1, size])."""
+    k = np.arange(pooled)[:, None]
+    j = np.arange(grid)[None, :]
+    pos = start + k * bin_size + (j + 0.5) * bin_size / grid           # [P, g]
+    inside = (pos >= -1.0) & (pos <= size)
+    pos = np.maximum(pos, 0.0)
+    low = pos.astype(np.int64)
+    at_end = low >= size - 1
+    low = np.where(at_end, size - 1, low)
+    high = np.where(at_end, size - 1, low + 1)
+    pos = np.where(at_end, low, pos)
+    frac = pos - low
+    return low, high, np.where(inside, 1.0 - frac, 0.0), np.where(inside, frac, 0.0)
+
+
+def roi_align_reference(x, rois, batch_indices, mode="avg", output_height=1, output_width=1,
+                        sampling_ratio=0, spatial_scale=1.0, half_pixel=True):
+    """``Y [R, C, P_h, P_w]`` of RoiAlign (see the module docstring), in float64."""
+    n_roi, channels, height, width = rois.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    ph, pw = output_height, output_width
+    y = np.zeros((n_roi, channels, ph, pw))
+    xd = x.astype(np.float64)
+    offset = 0.5 if half_pixel else 0.0
+    for r in range(n_roi):
+        x1, y1, x2, y2 = (float(v) * spatial_scale - offset for v in rois[r])
+        roi_w, roi_h = x2 - x1, y2 - y1
+        if not half_pixel:
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_h, bin_w = roi_h / ph, roi_w / pw
+        gh = int(sampling_ratio) if sampling_ratio > 0 else int(np.ceil(roi_h / ph))
+        gw = int(sampling_ratio) if sampling_ratio > 0 else int(np.ceil(roi_w / pw))
+        if gh <= 0 or gw <= 0:
+            continue                                   # no samples: the bin stays 0
+        ylo, yhi, wylo, wyhi = _axis_samples(y1, bin_h, ph, gh, height)
+        xlo, xhi, wxlo, wxhi = _axis_samples(x1, bin_w, pw, gw, width)
+        plane = xd[int(batch_indices[r])]                                # [C, H, W]
+        if mode == "avg":
+            ay = np.zeros((ph, height))
+            ax = np.zeros((pw, width))
+            rows = np.repeat(np.arange(ph), gh)
+            cols = np.repeat(np.arange(pw), gw)
+            np.add.at(ay, (rows, ylo.reshape(-1)), wylo.reshape(-1))
+            np.add.at(ay, (rows, yhi.reshape(-1)), wyhi.reshape(-1))
+            np.add.at(ax, (cols, xlo.reshape(-1)), wxlo.reshape(-1))
+            np.add.at(ax, (cols, xhi.reshape(-1)), wxhi.reshape(-1))
+            y[r] = ay @ plane @ ax.T / max(gh * gw, 1)
+        else:
+            # weighted corners [C, P_h, g_h, P_w, g_w], max over corners then samples
+            def corner(yi, wy, xi, wx):
+                v = plane[:, yi.reshape(-1)][:, :, xi.reshape(-1)]
+                v = v.reshape(channels, ph, gh, pw, gw)
+                return v * wy[None, :, :, None, None] * wx[None, None, None, :, :]
+            best = np.maximum(np.maximum(corner(ylo, wylo, xlo, wxlo),
+                                         corner(ylo, wylo, xhi, wxhi)),
+                              np.maximum(corner(yhi, wyhi, xlo, wxlo),
+                                         corner(yhi, wyhi, xhi, wxhi)))
+            y[r] = best.max(axis=(2, 4))
+    return y.astype(x.dtype)
+
+
 # ------------------------------------------------------------------------------------------
 # builders
 
@@ -154,4 +227,41 @@ def NonMaxSuppression(node, *, center_point_box=0):
             raise _run_error(node, f"boxes {boxes.shape} must be [B, N, 4] and scores "
                                    f"{scores.shape} [B, C, N]")
         return nms_reference(boxes, scores, max_out, iou, score_thr, center_point_box)
+    return run
+
+
+@register("RoiAlign", reference=roi_align_reference, min_opset=10)
+def RoiAlign(node, *, mode="avg", output_height=1, output_width=1, sampling_ratio=0,
+             spatial_scale=1.0, coordinate_transformation_mode=None):
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode not in ("avg", "max"):
+        raise node.error(f"mode must be avg or max, got {mode!r}")
+    # Opset 16 added the attribute (default half_pixel); opset 10 behaved as output_half_pixel.
+    ctm = coordinate_transformation_mode
+    if isinstance(ctm, bytes):
+        ctm = ctm.decode()
+    if ctm is None:
+        ctm = "half_pixel" if node.opset >= 16 else "output_half_pixel"
+    if ctm not in ("half_pixel", "output_half_pixel"):
+        raise node.error(f"coordinate_transformation_mode {ctm!r} is not half_pixel or "
+                         f"output_half_pixel")
+    for name, v in (("output_height", output_height), ("output_width", output_width)):
+        if int(v) != v or v < 1:
+            raise node.error(f"{name} must be a positive int, got {v!r}")
+    if int(sampling_ratio) != sampling_ratio or sampling_ratio < 0:
+        raise node.error(f"sampling_ratio must be an int >= 0, got {sampling_ratio!r}")
+    attrs = dict(mode=mode, output_height=int(output_height), output_width=int(output_width),
+                 sampling_ratio=int(sampling_ratio), spatial_scale=float(spatial_scale),
+                 half_pixel=ctm == "half_pixel")
+
+    def run(ctx, x, rois, batch_indices):
+        if x.ndim != 4 or rois.ndim != 2 or rois.shape[1] != 4 \
+                or batch_indices.shape != (rois.shape[0],):
+            raise _run_error(node, f"X {x.shape} must be [N, C, H, W], rois {rois.shape} "
+                                   f"[R, 4] and batch_indices {batch_indices.shape} [R]")
+        if batch_indices.size and not (0 <= batch_indices.min() and
+                                       batch_indices.max() < x.shape[0]):
+            raise _run_error(node, f"batch_indices outside [0, {x.shape[0]})")
+        return roi_align_reference(x, rois, batch_indices, **attrs)
     return run

@@ -1,6 +1,6 @@
-"""Detection post-processing (cyconv/ops/detection.py): TopK, NonZero and NonMaxSuppression
-vs ONNX Runtime on one-node models (ties, both box formats, thresholds), errors, and ONNX's node
-tests.
+"""Detection post-processing (cyconv/ops/detection.py): TopK, NonZero, NonMaxSuppression and
+RoiAlign vs ONNX Runtime on one-node models (ties, both box formats, thresholds, ROIs partly
+outside the map, both pooling modes), errors, and ONNX's node tests.
 
 The ONNX-runtime and node-test helpers are repeated in each tests/ops/test_<family>.py on
 purpose: each family's tests stay runnable on their own, and the helpers are short.
@@ -158,10 +158,42 @@ def test_nms_by_hand():
         call_op("NonMaxSuppression", [boxes, scores[:, :, :2]], opset=11)
 
 
+# ----------------------------------------------------------------------------- RoiAlign
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("ctm", ["half_pixel", "output_half_pixel"])
+@pytest.mark.parametrize("ratio", [0, 2])
+def test_roi_align_matches_onnxruntime(rng, mode, ctm, ratio):
+    x = rng.standard_normal((2, 3, 12, 10)).astype(np.float32)
+    xy = rng.uniform(-4, 20, (6, 2))
+    rois = np.concatenate([xy, xy + rng.uniform(0.5, 12, (6, 2))], 1).astype(np.float32)
+    rois[0] = [3, 3, 3, 3]                       # empty ROI
+    batch = rng.integers(0, 2, 6).astype(np.int64)
+    attrs = {"mode": mode, "output_height": 3, "output_width": 4, "sampling_ratio": ratio,
+             "spatial_scale": 0.5, "coordinate_transformation_mode": ctm}
+    got = call_op("RoiAlign", [x, rois, batch], attrs, opset=16)
+    want = ort_run("RoiAlign", [x, rois, batch], attrs, 16, [np.float32])[0]
+    assert_same(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_roi_align_avg_is_mean_of_bilinear_samples():
+    # One bin of a ramp X[h, w] = w: bilinear samples are exact, so the bin's mean is the
+    # mean sample position (half_pixel: roi x in [0.5, 4.5] -> [0, 4], centres 1 and 3).
+    x = np.tile(np.arange(8, dtype=np.float32), (1, 1, 8, 1))
+    rois = np.array([[0.5, 0.5, 4.5, 4.5]], np.float32)
+    y = call_op("RoiAlign", [x, rois, np.zeros(1, np.int64)],
+                {"sampling_ratio": 2}, opset=16)
+    np.testing.assert_allclose(y.reshape(-1), [2.0], rtol=1e-6)
+    with pytest.raises(ModelError, match="mode"):
+        call_op("RoiAlign", [x, rois, np.zeros(1, np.int64)], {"mode": "sum"}, opset=16)
+    with pytest.raises(InputError, match="batch_indices"):
+        call_op("RoiAlign", [x, rois, np.ones(1, np.int64)], {}, opset=16)
+
+
 # ----------------------------------------------------------------------------- ONNX node tests
 
-DET_OPS = {"TopK", "NonZero", "NonMaxSuppression"}
-NODE_CASES = onnx_node_cases(r"test_(top_k|nonzero|nonmaxsuppression)", DET_OPS)
+DET_OPS = {"TopK", "NonZero", "NonMaxSuppression", "RoiAlign"}
+NODE_CASES = onnx_node_cases(r"test_(top_k|nonzero|nonmaxsuppression|roialign)", DET_OPS)
 
 
 def test_node_cases_found():

@@ -87,6 +87,12 @@ cdef extern from *:
     void cy_dw3x3(float* row, const float* x0, const float* x1, const float* x2,
                   const float* w, float b, Py_ssize_t L, Py_ssize_t R, int sw, int d) nogil
 
+cdef extern from "conv_dw.h" nogil:
+    size_t cy_dw3x3_pad_size(int OH, int OW, int s)
+    int cy_dw3x3_isa()
+    int cy_dw3x3_plane(const float* x, int H, int W, const float* w, float bias, float* y,
+                       int OH, int OW, int s, int pt, int pl, int relu, float* scratch)
+
 cdef enum:
     # Floats of im2col / col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
     COL_FLOATS = 262144
@@ -411,13 +417,25 @@ cdef class ConvPlan:
         cdef bint extra = not relu and (ep0.residual != NULL or ep0.act != CY_ACT_NONE)
         cdef cy_epilogue ep
         cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
+        # 3x3, stride 1 or 2 (MobileNet's): vector kernel on a zero-padded copy of the plane
+        # (conv_dw.h), one scratch plane per thread
+        cdef bint vec3 = (geo.KH == 3 and geo.KW == 3 and geo.dh == 1 and geo.dw == 1
+                          and geo.sh == geo.sw and (geo.sh == 1 or geo.sh == 2)
+                          and cy_dw3x3_isa() > 0)
+        cdef size_t pad_size = cy_dw3x3_pad_size(<int>OH, <int>OW, geo.sh) if vec3 else 0
+        scratch_arr = np.empty(max(1, <Py_ssize_t>pad_size * nt), np.float32)
+        cdef float* scratch = <float*>cnp.PyArray_DATA(scratch_arr)
         with nogil:
             for q in prange(N * M, num_threads=nt, schedule="static"):
                 n = q // M
                 m = q - n * M
-                _depthwise_plane(xp + (n * C + m // mult) * H * W, wp + m * KK,
-                                 bp[m] if bp != NULL else 0.0, yp + q * OH * OW,
-                                 H, W, OH, OW, geo, relu)
+                if not vec3 or not cy_dw3x3_plane(
+                        xp + (n * C + m // mult) * H * W, <int>H, <int>W, wp + m * KK,
+                        bp[m] if bp != NULL else 0.0, yp + q * OH * OW, <int>OH, <int>OW,
+                        geo.sh, geo.pt, geo.pl, relu, scratch + threadid() * pad_size):
+                    _depthwise_plane(xp + (n * C + m // mult) * H * W, wp + m * KK,
+                                     bp[m] if bp != NULL else 0.0, yp + q * OH * OW,
+                                     H, W, OH, OW, geo, relu)
                 if extra:
                     # the plane is OH rows of one channel m: its PRelu slope is a scalar
                     ep = ep0[0]

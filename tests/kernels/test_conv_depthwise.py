@@ -1,0 +1,76 @@
+"""Depthwise conv kernels (cyconv/kernels/conv_dw*.h and the general plane kernel) against the
+float64 numpy reference: 3x3 stride 1/2 over widths around the 8/16/32-lane blocks, every pad
+pattern, channel multipliers, batch, fused ReLU and FusedConv epilogues, thread counts; and
+the AVX2 / generic variants in a subprocess (CYCONV_GEMM_ISA caps the ISA once per process)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cyconv.ops  # noqa: F401
+from cyconv.engine.registry import call_op
+from cyconv.ops.conv import conv_reference
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def check_dw(rng, N, C, H, W, mult, k, s, pads, dil=1, relu=False):
+    x, w, b = rand(rng, N, C, H, W), rand(rng, C * mult, 1, k, k), rand(rng, C * mult)
+    attrs = {"group": C, "strides": [s, s], "pads": list(pads), "dilations": [dil, dil]}
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          **attrs)
+    op, dom = ("FusedConv", "com.microsoft") if relu else ("Conv", "")
+    if relu:
+        attrs["activation"] = "Relu"
+        want = np.maximum(want, 0)
+    outs = [call_op(op, [x, w, b], attrs, n_threads=t, const_inputs=(1, 2), domain=dom)
+            for t in (1, 2, 3)]
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("W", [1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 47, 64, 65])
+@pytest.mark.parametrize("s", [1, 2])
+def test_dw3x3_widths(rng, W, s):
+    check_dw(rng, 1, 3, 5, W, 1, 3, s, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2), (0, 2, 2, 0),
+                                  (3, 3, 3, 3)])
+@pytest.mark.parametrize("s", [1, 2])
+def test_dw3x3_pads(rng, pads, s):
+    check_dw(rng, 2, 4, 9, 12, 1, 3, s, pads)
+
+
+@pytest.mark.parametrize("mult,relu", [(1, True), (2, False), (3, True)])
+def test_dw3x3_multiplier_relu(rng, mult, relu):
+    check_dw(rng, 2, 5, 14, 19, mult, 3, 2, (1, 1, 1, 1), relu=relu)
+    check_dw(rng, 1, 5, 14, 19, mult, 3, 1, (1, 1, 1, 1), relu=relu)
+
+
+@pytest.mark.parametrize("k,s,dil", [(3, 3, 1), (3, 1, 2), (5, 1, 1), (5, 2, 1)])
+def test_dw_other_shapes_fall_back(rng, k, s, dil):
+    check_dw(rng, 1, 4, 13, 17, 1, k, s, (2, 2, 2, 2), dil=dil)
+
+
+def test_mobilenet_sizes(rng):
+    check_dw(rng, 1, 32, 112, 112, 1, 3, 1, (1, 1, 1, 1), relu=True)
+    check_dw(rng, 1, 24, 56, 56, 1, 3, 2, (1, 1, 1, 1))
+    check_dw(rng, 1, 64, 7, 7, 1, 3, 1, (1, 1, 1, 1), relu=True)
+
+
+@pytest.mark.parametrize("cap", ["avx2", "generic"])
+def test_capped_isa_variants(cap):
+    # each variant in a fresh process: the ISA is chosen once, at the first call
+    code = ("import numpy as np, sys; sys.path.insert(0, %r); "
+            "import test_conv_depthwise as t; rng = np.random.default_rng(1); "
+            "[t.check_dw(rng, 1, 3, 6, W, 1, 3, s, (1, 0, 1, 2), relu=True) "
+            "for W in (5, 8, 9, 16, 17, 40) for s in (1, 2)]" % os.path.dirname(__file__))
+    env = dict(os.environ, CYCONV_GEMM_ISA=cap)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]

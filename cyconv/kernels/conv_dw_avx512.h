@@ -4,7 +4,7 @@
  *
  * xp: the input plane already zero-padded (conv_dw.h builds it), row stride ldx, with at
  * least 32 readable floats past the last column any output needs, so every vector load is
- * in bounds and the loop has no edge cases. 16 outputs per zmm; two blocks (32 outputs) in
+ * in bounds and the loop has no edge cases (stride 1 reads up to 31 floats past a block). 16 outputs per zmm; two blocks (32 outputs) in
  * flight per iteration so the nine dependent FMAs of one block overlap with the other's.
  * Stride 2: the even and odd input columns of 32 consecutive floats are pulled apart with
  * vpermt2ps (taps j = 0, 1) and from the pair loaded 2 floats further on (tap j = 2).
@@ -39,9 +39,16 @@ DW5_TARGET DW5_INLINE __m512 dw5_block(const float *r0, const float *r1, const f
     for (int i = 0; i < 3; i++) {
         const float *p = rows[i] + o * s;
         if (s == 1) {
-            acc = _mm512_fmadd_ps(w[3 * i], _mm512_loadu_ps(p), acc);
-            acc = _mm512_fmadd_ps(w[3 * i + 1], _mm512_loadu_ps(p + 1), acc);
-            acc = _mm512_fmadd_ps(w[3 * i + 2], _mm512_loadu_ps(p + 2), acc);
+            /* taps j = 1, 2 shifted out of two loads (valignd) rather than two more
+             * unaligned loads, most of which would split a cache line */
+            const __m512 lo = _mm512_loadu_ps(p), hi = _mm512_loadu_ps(p + 16);
+            const __m512 x1 = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(hi), _mm512_castps_si512(lo), 1));
+            const __m512 x2 = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(hi), _mm512_castps_si512(lo), 2));
+            acc = _mm512_fmadd_ps(w[3 * i], lo, acc);
+            acc = _mm512_fmadd_ps(w[3 * i + 1], x1, acc);
+            acc = _mm512_fmadd_ps(w[3 * i + 2], x2, acc);
         } else {
             acc = _mm512_fmadd_ps(w[3 * i], dw5_even(p), acc);
             acc = _mm512_fmadd_ps(w[3 * i + 1], dw5_odd(p), acc);

@@ -26,13 +26,13 @@ Every output element is summed in a fixed order, so results do not depend on the
 """
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport prange
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_operand, epilogue_apply, gemm_mr,
-    gemm_nr, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size)
+    gemm_nr, parallel_for, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
 cnp.import_array()
@@ -271,6 +271,45 @@ cdef void _depthwise_plane(const float* xp, const float* wq, float b, float* yp,
                     row[ow] = 0
 
 
+# ---- depthwise: one task per output plane --------------------------------------------------
+
+cdef struct DwJob:
+    # one depthwise Conv call: plane q = (n, m) of y reads channel m // mult of image n
+    const float* xp
+    float* yp
+    const float* wp
+    const float* bp
+    Py_ssize_t H, W, OH, OW, M, C, mult, KK
+    Geometry geo
+    bint relu, extra, vec3
+    size_t pad_size
+    float* scratch          # pad_size floats per thread (conv_dw.h's padded plane)
+    const cy_epilogue* ep0
+
+
+cdef void _dw_task(void* ctx, long q, int tid) noexcept nogil:
+    cdef DwJob* j = <DwJob*>ctx
+    cdef Py_ssize_t n = q // j.M, m = q - n * j.M, plane = j.OH * j.OW
+    cdef const float* x = j.xp + (n * j.C + m // j.mult) * j.H * j.W
+    cdef float b = j.bp[m] if j.bp != NULL else 0.0
+    cdef float* y = j.yp + q * plane
+    cdef cy_epilogue ep
+    if not j.vec3 or not cy_dw3x3_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y,
+                                        <int>j.OH, <int>j.OW, j.geo.sh, j.geo.pt, j.geo.pl,
+                                        j.relu, j.scratch + tid * j.pad_size):
+        _depthwise_plane(x, j.wp + m * j.KK, b, y, j.H, j.W, j.OH, j.OW, j.geo, j.relu)
+    if j.extra:
+        # the plane is OH rows of one channel m: its PRelu slope is a scalar
+        ep = j.ep0[0]
+        ep.bias_row = NULL
+        ep.slope_row = NULL
+        if j.ep0.slope_row != NULL:
+            ep.act_alpha = j.ep0.slope_row[m]
+        ep.residual = j.ep0.residual + q * plane if j.ep0.residual != NULL else NULL
+        ep.ldr = j.OW
+        epilogue_apply(<int>j.OH, <int>j.OW, y, j.OW, &ep)
+
+
 # ---- plans ------------------------------------------------------------------------------
 
 cdef _check_x(x, Py_ssize_t C, str what):
@@ -410,12 +449,11 @@ cdef class ConvPlan:
             bp = <const float*>cnp.PyArray_DATA(self.bias)
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
         cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, C = self.C
-        cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW, q, m, n
+        cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW
         # ReLU alone is folded into the plane kernel; anything else (residual, other
         # activations) runs as an epilogue pass over the plane while it is in L1.
         cdef bint relu = self.relu and ep0.residual == NULL
         cdef bint extra = not relu and (ep0.residual != NULL or ep0.act != CY_ACT_NONE)
-        cdef cy_epilogue ep
         cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
         # 3x3, stride 1 or 2 (MobileNet's): vector kernel on a zero-padded copy of the plane
         # (conv_dw.h), one scratch plane per thread
@@ -425,27 +463,14 @@ cdef class ConvPlan:
         cdef size_t pad_size = cy_dw3x3_pad_size(<int>OH, <int>OW, geo.sh) if vec3 else 0
         scratch_arr = np.empty(max(1, <Py_ssize_t>pad_size * nt), np.float32)
         cdef float* scratch = <float*>cnp.PyArray_DATA(scratch_arr)
+        cdef DwJob job
+        job.xp, job.yp, job.wp, job.bp = xp, yp, wp, bp
+        job.H, job.W, job.OH, job.OW, job.M, job.C = H, W, OH, OW, M, C
+        job.mult, job.KK, job.geo = mult, KK, geo
+        job.relu, job.extra, job.vec3 = relu, extra, vec3
+        job.pad_size, job.scratch, job.ep0 = pad_size, scratch, ep0
         with nogil:
-            for q in prange(N * M, num_threads=nt, schedule="static"):
-                n = q // M
-                m = q - n * M
-                if not vec3 or not cy_dw3x3_plane(
-                        xp + (n * C + m // mult) * H * W, <int>H, <int>W, wp + m * KK,
-                        bp[m] if bp != NULL else 0.0, yp + q * OH * OW, <int>OH, <int>OW,
-                        geo.sh, geo.pt, geo.pl, relu, scratch + threadid() * pad_size):
-                    _depthwise_plane(xp + (n * C + m // mult) * H * W, wp + m * KK,
-                                     bp[m] if bp != NULL else 0.0, yp + q * OH * OW,
-                                     H, W, OH, OW, geo, relu)
-                if extra:
-                    # the plane is OH rows of one channel m: its PRelu slope is a scalar
-                    ep = ep0[0]
-                    ep.bias_row = NULL
-                    ep.slope_row = NULL
-                    if ep0.slope_row != NULL:
-                        ep.act_alpha = ep0.slope_row[m]
-                    ep.residual = ep0.residual + q * OH * OW if ep0.residual != NULL else NULL
-                    ep.ldr = OW
-                    epilogue_apply(<int>OH, <int>OW, yp + q * OH * OW, OW, &ep)
+            parallel_for(N * M, nt, _dw_task, &job)
 
     cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         # One parallel region for the whole op: pieces are (image, group, column range),
@@ -467,8 +492,7 @@ cdef class ConvPlan:
         job.geo = geo
         job.direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
                       and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
-        cdef Py_ssize_t nr = gemm_nr(), items = N * self.group, per = 1, pieces, r, it, k
-        cdef Py_ssize_t q0, q1
+        cdef Py_ssize_t nr = gemm_nr(), items = N * self.group, per = 1, pieces, it
         if n_threads > 1:
             # about 4 pieces per thread (slack for a core busy with another process), none
             # narrower than 4 NR panels
@@ -486,7 +510,8 @@ cdef class ConvPlan:
             job.chunk = _chunk(job.Kg, (P + per - 1) // per)
             col_arr = np.empty(max(1, <Py_ssize_t>job.Kg * job.chunk * nt), np.float32)
             col = <float*>cnp.PyArray_DATA(col_arr)
-        cdef int err = CY_OK, failed = 0
+        cdef int err = CY_OK
+        cdef PieceJob pj
         with nogil:
             if nt == 1:
                 for it in range(items):
@@ -496,16 +521,9 @@ cdef class ConvPlan:
                         break
             else:
                 # the scratch belongs to the thread, not to the piece
-                for r in prange(pieces, num_threads=nt, schedule="dynamic", chunksize=1):
-                    it = r // per
-                    k = r - it * per
-                    q0 = (P * k // per) // nr * nr
-                    q1 = (P * (k + 1) // per) // nr * nr
-                    if k == per - 1:
-                        q1 = P
-                    failed += _conv_piece(&job, it // job.group, it % job.group, q0, q1,
-                                          col + threadid() * job.Kg * job.chunk, 1) != CY_OK
-                err = CY_ENOMEM if failed else CY_OK
+                pj.job, pj.per, pj.nr, pj.col, pj.failed = &job, per, nr, col, 0
+                parallel_for(pieces, nt, _conv_task, &pj)
+                err = CY_ENOMEM if pj.failed else CY_OK
         if err == CY_ENOMEM:
             raise MemoryError("Conv: could not allocate GEMM packing buffers")
         if err != CY_OK:
@@ -523,6 +541,25 @@ cdef struct ConvJob:
     size_t group_size
     bint direct
     Geometry geo
+
+
+cdef struct PieceJob:
+    # the pieces of a parallel Conv call: piece r = (item r // per, column range r % per)
+    const ConvJob* job
+    Py_ssize_t per, nr
+    float* col              # Kg * chunk floats of im2col scratch per thread
+    int failed
+
+
+cdef void _conv_task(void* ctx, long r, int tid) noexcept nogil:
+    cdef PieceJob* pj = <PieceJob*>ctx
+    cdef const ConvJob* job = pj.job
+    cdef Py_ssize_t per = pj.per, it = r // per, k = r - it * per, P = job.P
+    cdef Py_ssize_t q0 = (P * k // per) // pj.nr * pj.nr
+    cdef Py_ssize_t q1 = P if k == per - 1 else (P * (k + 1) // per) // pj.nr * pj.nr
+    if _conv_piece(job, it // job.group, it % job.group, q0, q1,
+                   pj.col + <Py_ssize_t>tid * job.Kg * job.chunk, 1) != CY_OK:
+        pj.failed = 1
 
 
 cdef int _conv_piece(const ConvJob* job, Py_ssize_t n, Py_ssize_t g, Py_ssize_t q0,

@@ -37,6 +37,13 @@ cdef extern from "gemm/gemm.h" nogil:
         CY_ENOMEM
         CY_EINVAL
 
+cdef extern from "gemm/pool.h" nogil:
+    ctypedef void (*cy_task_fn)(void *ctx, long piece, int tid) noexcept nogil
+
+# fn(ctx, i, tid) for i < n on up to nt threads (tid < nt); the caller never waits for a
+# thread that has not started (see pool.h). Returns the threads that took part.
+cdef int parallel_for(long n, int nt, cy_task_fn fn, void *ctx) noexcept nogil
+
 # C[M,N] = act(alpha*A@B (+C if accumulate) + bias); see gemm.h. Returns CY_OK or CY_E*.
 cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                   int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,

@@ -39,6 +39,12 @@ _ACTS = {**ACTIVATIONS, None: CY_ACT_NONE, "none": CY_ACT_NONE, "relu": CY_ACT_R
 
 # ---- cdef interface (see _gemm.pxd) -------------------------------------------------------
 
+cdef extern from "gemm/pool.h" nogil:
+    int cy_parallel_for(long n, int nt, cy_task_fn fn, void *ctx)
+
+cdef int parallel_for(long n, int nt, cy_task_fn fn, void *ctx) noexcept nogil:
+    return cy_parallel_for(n, nt, fn, ctx)
+
 cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                   int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
                   int n_threads) noexcept nogil:

@@ -18,11 +18,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include "gemm_isa.h"
 #include "pack.h"
+#include "pool.h"
 
 /* ---- ISA selection, once ------------------------------------------------------------- */
 
@@ -236,7 +234,6 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
 
 /* ---- thread partition ----------------------------------------------------------------- */
 
-#ifdef _OPENMP  /* only parallel calls partition C */
 /* Cost, per unit of K, of one piece of rows x cols of C: its multiply-adds plus what it
  * packs. Packing moves a float per element where the kernel does 32 FMAs per cycle, and
  * every piece packs its own rows of A and columns of B (unless prepacked), so splitting M
@@ -270,7 +267,34 @@ static double partition(int M, int N, const cy_gemm_isa *isa, int n_pieces, int 
     }
     return best;
 }
-#endif
+
+/* One call's work for cy_parallel_for: piece w is cell (w / pn, w % pn) of the pm x pn grid. */
+typedef struct {
+    const cy_gemm_isa *isa;
+    int M, N, K, pm, pn, accumulate;
+    long mt, nt;
+    float alpha;
+    const cy_operand *A, *B;
+    float *C;
+    ptrdiff_t ldc;
+    const cy_epilogue *ep;
+    int err;
+} gemm_job;
+
+static void gemm_piece(void *ctx, long w, int tid)
+{
+    gemm_job *g = (gemm_job *)ctx;
+    (void)tid;
+    const int im = (int)(w / g->pn), in = (int)(w % g->pn);
+    const int m0 = (int)(im * g->mt / g->pm) * g->isa->mr;
+    const int m1 = min_i((int)((im + 1) * g->mt / g->pm) * g->isa->mr, g->M);
+    const int n0 = (int)(in * g->nt / g->pn) * g->isa->nr;
+    const int n1 = min_i((int)((in + 1) * g->nt / g->pn) * g->isa->nr, g->N);
+    if (m0 >= m1 || n0 >= n1) return;
+    int e = gemm_block(g->isa, g->M, m0, m1, n0, n1, g->K, g->alpha, g->A, g->B,
+                       g->accumulate, g->C, g->ldc, g->ep);
+    if (e) g->err = e;          /* any failing piece's code; all failures are the same kind */
+}
 
 int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, int accumulate,
                 float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads)
@@ -283,10 +307,9 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     /* below ~1 MFLOP the fork/join costs more than it saves */
     if ((double)M * N * K < 5e5) nth = 1;
     if (nth > mt * nt) nth = (int)(mt * nt);
-#ifdef _OPENMP
     if (nth > 1) {
         /* More pieces than threads, handed out dynamically: a thread whose core is busy with
-         * another process takes fewer pieces instead of making the whole region wait for it.
+         * another process takes fewer pieces instead of making the whole call wait for it.
          * Worth it while the extra packing costs little (pieces x cost within 10%). Pieces
          * are whole tiles, so the arithmetic of every C element is the same however they
          * are dealt. */
@@ -298,25 +321,11 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
             pm = tm;
             pn = tn;
         }
-        const int np = pm * pn;
-        int err = CY_OK;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
-        for (int w = 0; w < np; w++) {
-            const int im = w / pn, in = w % pn;
-            const int m0 = (int)(im * mt / pm) * isa->mr;
-            const int m1 = min_i((int)((im + 1) * mt / pm) * isa->mr, M);
-            const int n0 = (int)(in * nt / pn) * isa->nr;
-            const int n1 = min_i((int)((in + 1) * nt / pn) * isa->nr, N);
-            if (m0 >= m1 || n0 >= n1) continue;
-            int e = gemm_block(isa, M, m0, m1, n0, n1, K, alpha, &A, &B, accumulate, C, ldc, ep);
-            if (e) {
-#pragma omp atomic write
-                err = e;
-            }
-        }
-        return err;
+        gemm_job g = {isa, M, N, K, pm, pn, accumulate, mt, nt, alpha, &A, &B, C, ldc, ep,
+                      CY_OK};
+        cy_parallel_for((long)pm * pn, nth, gemm_piece, &g);
+        return g.err;
     }
-#endif
     return gemm_block(isa, M, 0, M, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
 }
 

@@ -212,3 +212,15 @@ def test_residual_batched(rng):
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="residual"):
         _gemm.sgemm(a, b, residual=z[:, :, :5])
+
+
+def test_concurrent_callers(rng):
+    # the thread pool serves one call at a time; others (here 4 Python threads at once, and
+    # the pieces of a call) fall back to running on their own thread: same bits everywhere
+    from concurrent.futures import ThreadPoolExecutor
+    a, b = rand(rng, 200, 300), rand(rng, 300, 500)
+    want = _gemm.sgemm(a, b, n_threads=1)
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda t: _gemm.sgemm(a, b, n_threads=2 + t % 2), range(16)))
+    for o in outs:
+        np.testing.assert_array_equal(o, want)

@@ -22,6 +22,8 @@ from ..kernels import elementwise as _ew
 
 # Below this many rows' length a Q == 1 broadcast is a loop of tiny calls; numpy is faster.
 _MIN_ROW = 16
+# Broadcast layouts remembered per node (one per distinct pair of input shapes).
+_MAX_CACHED_SHAPES = 64
 
 
 # ------------------------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def legacy_align(a_ndim, b, broadcast, axis):
     return b.reshape(b.shape + (1,) * trailing)
 
 
-def binary_float32(op, a, b, n_threads):
+def binary_float32(op, a, b, n_threads, plans=None):
     """``a (op) b`` for float32 arrays via the kernels, or None if no fast path applies.
 
     Parameters
@@ -127,6 +129,9 @@ def binary_float32(op, a, b, n_threads):
     a, b : float32 ndarray
         Operands broadcastable to each other.
     n_threads : int
+    plans : dict, optional
+        Per-node cache {(a.shape, b.shape): layout}: the broadcast analysis is done once per
+        pair of shapes, not on every run.
 
     Returns
     -------
@@ -138,25 +143,40 @@ def binary_float32(op, a, b, n_threads):
         y = np.empty(a.shape, np.float32)
         _ew.binary_same(a.reshape(-1), b.reshape(-1), y.reshape(-1), op, n_threads)
         return y
-    out_shape = np.broadcast_shapes(a.shape, b.shape)
-    if out_shape == a.shape:
-        big, small, small_first = a, b, False
-    elif out_shape == b.shape:
-        big, small, small_first = b, a, True
-    else:
+    key = (a.shape, b.shape)
+    layout = plans.get(key, False) if plans is not None else False
+    if layout is False:
+        layout = _broadcast_layout(a.shape, b.shape)
+        if plans is not None:
+            if len(plans) >= _MAX_CACHED_SHAPES:   # many input shapes: don't grow forever
+                plans.clear()
+            plans[key] = layout
+    if layout is None:
         return None
-    plan = broadcast_plan(out_shape, small.shape)
-    if plan is None:
-        return None
-    P, M, Q = plan
-    if Q == 1 and M < _MIN_ROW:
-        return None
+    out_shape, small_first, (P, M, Q) = layout
+    big, small = (b, a) if small_first else (a, b)
     big = np.asarray(big, order="C")
     small = np.asarray(small, order="C")
     y = np.empty(out_shape, np.float32)
     _ew.binary_bcast(big.reshape(-1), small.reshape(-1), y.reshape(-1), op, P, M, Q,
                      small_first, n_threads)
     return y
+
+
+def _broadcast_layout(a_shape, b_shape):
+    """(out_shape, small_first, (P, M, Q)) when one operand broadcasts onto the other's shape
+    along one contiguous run of axes (see :func:`broadcast_plan`), else None."""
+    out_shape = np.broadcast_shapes(a_shape, b_shape)
+    if out_shape == a_shape:
+        small_shape, small_first = b_shape, False
+    elif out_shape == b_shape:
+        small_shape, small_first = a_shape, True
+    else:
+        return None
+    plan = broadcast_plan(out_shape, small_shape)
+    if plan is None or (plan[2] == 1 and plan[1] < _MIN_ROW):
+        return None
+    return out_shape, small_first, plan
 
 
 # ------------------------------------------------------------------------------------------
@@ -173,6 +193,7 @@ def _binary_builder(node, op, reference, broadcast, axis):
     # Constant operands: make them contiguous float32 once, at load.
     consts = [np.asarray(c, order="C") if c is not None and c.dtype == np.float32 else c
               for c in consts]
+    plans = {}
 
     def run(ctx, a, b):
         a = consts[0] if consts[0] is not None else a
@@ -183,7 +204,7 @@ def _binary_builder(node, op, reference, broadcast, axis):
                                  f"broadcast=0 (opset {node.opset})")
             b = legacy_align(a.ndim, b, broadcast, axis)
         if a.dtype == np.float32 and b.dtype == np.float32:
-            y = binary_float32(op, a, b, ctx.n_threads)
+            y = binary_float32(op, a, b, ctx.n_threads, plans)
             if y is not None:
                 return y
         return reference(a, b)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 
+import math
+
 import numpy as np
 
 from ..engine.registry import register
@@ -100,11 +102,11 @@ def broadcast_plan(out_shape, small_shape):
     small = (1,) * (rank - len(small_shape)) + tuple(small_shape)
     spans = [k for k in range(rank) if small[k] != 1]
     if not spans:
-        return 1, 1, int(np.prod(out_shape, dtype=np.int64))
+        return 1, 1, math.prod(out_shape)
     i, j = spans[0], spans[-1]
     if any(small[k] != out_shape[k] for k in range(i, j + 1)):
         return None
-    prod = lambda dims: int(np.prod(dims, dtype=np.int64))  # noqa: E731
+    prod = math.prod
     return prod(out_shape[:i]), prod(out_shape[i:j + 1]), prod(out_shape[j + 1:])
 
 

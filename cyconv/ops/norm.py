@@ -114,7 +114,7 @@ def BatchNormalization(node, *, epsilon=1e-5, momentum=0.9, spatial=1, is_test=0
     def run(ctx, x, scale, bias, mean, var):
         if x.ndim < 2:
             raise InputError(f"BatchNormalization: input of rank {x.ndim}, expects [N, C, ...]")
-        per_channel = x.shape[1] if spatial else int(np.prod(x.shape[1:], dtype=np.int64))
+        per_channel = x.shape[1] if spatial else math.prod(x.shape[1:])
         for name, p in zip(("scale", "B", "mean", "var"), (scale, bias, mean, var)):
             if p.size != per_channel:
                 raise InputError(f"BatchNormalization: {name} has {p.size} values, "
@@ -124,7 +124,7 @@ def BatchNormalization(node, *, epsilon=1e-5, momentum=0.9, spatial=1, is_test=0
         s, t = folded if folded is not None else _affine_params(scale, bias, mean, var, epsilon)
         x = np.asarray(x, order="C")
         y = np.empty(x.shape, np.float32)
-        q = int(np.prod(x.shape[2:], dtype=np.int64)) if spatial else 1
+        q = math.prod(x.shape[2:]) if spatial else 1
         _kn.channel_affine(x.reshape(-1), s, t, y.reshape(-1), x.shape[0], per_channel, q,
                            ctx.n_threads)
         return y

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 
+import math
+
 import numpy as np
 
 from ..engine.registry import register
@@ -153,7 +155,7 @@ def max_pool_reference(x, kernel_shape, strides=None, dilations=None, pads=None,
         found |= mask
     if not with_indices:
         return best
-    plane = int(np.prod(spatial))
+    plane = math.prod(spatial)
     base = np.arange(x.shape[0] * x.shape[1], dtype=np.int64).reshape(x.shape[:2])
     indices = best_pos + (base * plane).reshape(x.shape[:2] + (1,) * nd)
     return best, indices
@@ -265,13 +267,14 @@ def MaxPool(node, *, kernel_shape=None, strides=None, dilations=None, pads=None,
     nd = len(kernel)
     with_indices = node.num_outputs == 2
 
+    geometry = _geometry_cache(kernel, strides, dilations, pads, auto_pad, ceil)
+
     def run(ctx, x):
         _check_rank(x, nd, "MaxPool")
         if with_indices or nd > 2 or x.dtype != np.float32:
             return max_pool_reference(x, kernel, strides, dilations, pads, auto_pad, ceil,
                                       storage_order, with_indices)
-        out, pb, _ = pool_geometry(x.shape[2:], kernel, strides, dilations, pads, auto_pad,
-                                   ceil)
+        out, pb, _ = geometry(x.shape[2:])
         return _run_pool2d(x, out, kernel, strides, dilations, pb, True, None, None,
                            ctx.n_threads)
     return run
@@ -293,23 +296,41 @@ def AveragePool(node, *, kernel_shape=None, strides=None, dilations=None, pads=N
         key = tuple(in_spatial)
         got = counts_cache.get(key)
         if got is None:
+            if len(counts_cache) >= 64:   # many input shapes: don't grow forever
+                counts_cache.clear()
             axes = [window_counts(out[a], in_spatial[a], kernel[a], strides[a], dilations[a],
                                   pb[a], pe[a], include) for a in range(nd)]
             got = (np.ones(1, np.float32), axes[0]) if nd == 1 else tuple(axes)
             counts_cache[key] = got
         return got
 
+    geometry = _geometry_cache(kernel, strides, dilations, pads, auto_pad, ceil)
+
     def run(ctx, x):
         _check_rank(x, nd, "AveragePool")
         if nd > 2 or x.dtype != np.float32:
             return average_pool_reference(x, kernel, strides, dilations, pads, auto_pad, ceil,
                                           include)
-        out, pb, pe = pool_geometry(x.shape[2:], kernel, strides, dilations, pads, auto_pad,
-                                    ceil)
+        out, pb, pe = geometry(x.shape[2:])
         count_h, count_w = counts(x.shape[2:], out, pb, pe)
         return _run_pool2d(x, out, kernel, strides, dilations, pb, False, count_h, count_w,
                            ctx.n_threads)
     return run
+
+
+def _geometry_cache(kernel, strides, dilations, pads, auto_pad, ceil, limit=64):
+    """spatial input shape -> pool_geometry(...), computed once per shape (bounded)."""
+    cache = {}
+
+    def geometry(spatial):
+        got = cache.get(spatial)
+        if got is None:
+            if len(cache) >= limit:
+                cache.clear()
+            got = cache[spatial] = pool_geometry(spatial, kernel, strides, dilations, pads,
+                                                 auto_pad, ceil)
+        return got
+    return geometry
 
 
 def _run_pool2d(x, out, kernel, strides, dilations, pb, is_max, count_h, count_w, n_threads):

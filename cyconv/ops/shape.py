@@ -179,8 +179,22 @@ def Reshape(node, *, allowzero=0, shape=None):
     if node.opset >= 5 and attr_shape is not None:
         raise node.error("'shape' is an input from opset 5, not an attribute")
 
+    if attr_shape is None and node.const(1) is not None:
+        attr_shape = int_list(node, node.const(1), "shape")   # a constant target: parse once
+    resolved = {}   # input shape -> output shape, when the target is constant
+
     def run(ctx, x, shape_in=None):
-        target = attr_shape if attr_shape is not None else int_list(node, shape_in, "shape")
+        if attr_shape is not None:
+            out = resolved.get(x.shape)
+            if out is None:
+                if len(resolved) >= 64:
+                    resolved.clear()
+                try:
+                    out = resolved[x.shape] = reshape_target(x.shape, attr_shape, allowzero)
+                except ValueError as exc:
+                    raise run_error(node, str(exc)) from None
+            return _contiguous(x).reshape(out)
+        target = int_list(node, shape_in, "shape")
         try:
             return reshape_reference(_contiguous(x), target, allowzero)
         except ValueError as exc:

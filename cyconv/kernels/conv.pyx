@@ -96,8 +96,11 @@ cdef extern from "conv_dw.h" nogil:
 cdef enum:
     # Floats of im2col / col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
     COL_FLOATS = 262144
-    # Work (multiply-adds) below which the direct kernels do not fork threads.
-    GRAIN = 65536
+    # Work (multiply-adds, or floats copied) each extra thread must get before the direct
+    # kernels fork: ~50 us of depthwise work. Waking a sleeping worker costs 5-20 us idle and
+    # a scheduler slice when the cores are shared; measured on MobileNet's 960-channel 7x7
+    # depthwise layer (423k MACs): 92 us on 1 thread, 193 us on 2 at load average 2.5.
+    GRAIN = 524288
 
 
 cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -645,6 +648,66 @@ cdef void _col2im_channel(const float* colm, float* yplane, Py_ssize_t H, Py_ssi
                 p += iw1 - iw0
 
 
+cdef struct CtJob:
+    # one ConvTranspose call: x (N, C, H, W), y (N, M, OH, OW) prefilled with the bias
+    const float* xp
+    float* yp
+    const float* wp
+    Py_ssize_t C, M, H, W, OH, OW, P, KK
+    int group, Cg, Mg, Mcol, chunk, n_threads, failed
+    size_t group_size
+    Geometry geo
+    float* col              # Mcol * chunk floats of scratch per thread
+    # the chunk in flight when col2im is split across threads
+    const float* cur_col
+    float* cur_y
+    Py_ssize_t cur_p0, cur_pc
+
+
+cdef void _ct_channel_task(void* ctx, long m, int tid) noexcept nogil:
+    cdef CtJob* j = <CtJob*>ctx
+    _col2im_channel(j.cur_col + m * j.KK * j.cur_pc, j.cur_y + m * j.OH * j.OW, j.H, j.W,
+                    j.OH, j.OW, j.cur_p0, j.cur_pc, j.cur_pc, j.geo)
+
+
+cdef int _ct_item(CtJob* j, Py_ssize_t it, float* col, int n_threads) noexcept nogil:
+    # y[n, group g] += col2im(w_g^T @ x[n, g]), chunk by chunk of input pixels
+    cdef Py_ssize_t n = it // j.group, g = it % j.group, p0 = 0, pc, m
+    cdef float* yg = j.yp + (n * j.M + g * j.Mg) * j.OH * j.OW
+    cdef cy_operand A, B
+    cdef int err = CY_OK, nt
+    A.data = j.wp + g * j.group_size
+    A.packed = 1
+    A.rs = 0
+    A.cs = 0
+    B.packed = 0
+    B.rs = j.P
+    B.cs = 1
+    while p0 < j.P and err == CY_OK:
+        pc = j.chunk if j.P - p0 > j.chunk else j.P - p0
+        B.data = j.xp + (n * j.C + g * j.Cg) * j.P + p0
+        err = sgemm_ex(j.Mcol, <int>pc, j.Cg, 1.0, A, B, 0, col, pc, NULL, n_threads)
+        # a chunk's scatter-add (~COL_FLOATS elements, strided read-modify-writes) costs
+        # about 4 multiply-adds of the direct kernels per element
+        nt = _threads(4.0 * j.Mcol * pc, j.Mg, n_threads)
+        if nt > 1:
+            # each output channel's plane is written by one thread only
+            j.cur_col, j.cur_y, j.cur_p0, j.cur_pc = col, yg, p0, pc
+            parallel_for(j.Mg, nt, _ct_channel_task, j)
+        else:
+            for m in range(j.Mg):
+                _col2im_channel(col + m * j.KK * pc, yg + m * j.OH * j.OW, j.H, j.W, j.OH,
+                                j.OW, p0, pc, pc, j.geo)
+        p0 += pc
+    return err
+
+
+cdef void _ct_item_task(void* ctx, long it, int tid) noexcept nogil:
+    cdef CtJob* j = <CtJob*>ctx
+    if _ct_item(j, it, j.col + <Py_ssize_t>tid * j.Mcol * j.chunk, 1) != CY_OK:
+        j.failed = 1
+
+
 cdef class ConvTransposePlan:
     """A 2-D transposed convolution (NCHW, float32) with W^T packed once per group.
 
@@ -709,43 +772,37 @@ cdef class ConvTransposePlan:
             y[...] = self.bias.reshape(1, self.M, 1, 1)
         if N == 0 or self.M == 0 or P == 0 or OH * OW == 0:
             return y
-        cdef int Mcol = self.Mg * self.KH * self.KW, Cg = self.Cg, Mg = self.Mg
-        cdef int chunk = _chunk(Mcol, P)
-        col_arr = np.empty(max(1, <Py_ssize_t>Mcol * chunk), np.float32)
-        cdef float* col = <float*>cnp.PyArray_DATA(col_arr)
-        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
-        cdef float* yp = <float*>cnp.PyArray_DATA(y)
-        cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_packed)
-        cdef cy_operand A, B
-        A.packed = 1
-        A.rs = 0
-        A.cs = 0
-        B.packed = 0
-        B.rs = P
-        B.cs = 1
-        cdef Py_ssize_t n, g, p0, pc, m, KK = self.KH * self.KW
-        cdef float* yg
-        cdef int err = CY_OK, nt
+        # Items (image, group) in parallel, each with its own col scratch, when there are
+        # enough of them; otherwise one item at a time, its GEMM splitting rows and its
+        # col2im splitting output channels across the threads.
+        cdef CtJob job
+        cdef Py_ssize_t items = N * self.group, it, p0, pc
+        cdef int nt = n_threads if items >= n_threads > 1 else 1
+        job.xp = <const float*>cnp.PyArray_DATA(x)
+        job.yp = <float*>cnp.PyArray_DATA(y)
+        job.wp = <const float*>cnp.PyArray_DATA(self.w_packed)
+        job.C, job.M, job.H, job.W, job.OH, job.OW, job.P = self.C, self.M, H, W, OH, OW, P
+        job.group, job.Cg, job.Mg = self.group, self.Cg, self.Mg
+        job.Mcol = self.Mg * self.KH * self.KW
+        job.KK = self.KH * self.KW
+        job.group_size = self.group_size
+        job.geo = geo
+        job.chunk = _chunk(job.Mcol, P)
+        job.failed = 0
+        col_arr = np.empty(max(1, <Py_ssize_t>job.Mcol * job.chunk * nt), np.float32)
+        job.col = <float*>cnp.PyArray_DATA(col_arr)
+        cdef int err = CY_OK
         with nogil:
-            for n in range(N):
-                for g in range(self.group):
-                    A.data = wp + g * self.group_size
-                    yg = yp + (n * self.M + g * Mg) * OH * OW
-                    p0 = 0
-                    while p0 < P and err == CY_OK:
-                        pc = chunk if P - p0 > chunk else P - p0
-                        B.data = xp + (n * self.C + g * Cg) * P + p0
-                        err = sgemm_ex(Mcol, <int>pc, Cg, 1.0, A, B, 0, col, pc, NULL,
-                                       n_threads)
-                        nt = _threads(<double>Mcol * pc, Mg, n_threads)
-                        for m in prange(Mg, num_threads=nt, schedule="static"):
-                            _col2im_channel(col + m * KK * pc, yg + m * OH * OW, H, W, OH, OW,
-                                            p0, pc, pc, geo)
-                        p0 += pc
+            if nt > 1:
+                job.n_threads = 1
+                parallel_for(items, nt, _ct_item_task, &job)
+                err = CY_ENOMEM if job.failed else CY_OK
+            else:
+                job.n_threads = n_threads
+                for it in range(items):
+                    err = _ct_item(&job, it, job.col, n_threads)
                     if err != CY_OK:
                         break
-                if err != CY_OK:
-                    break
         if err == CY_ENOMEM:
             raise MemoryError("ConvTranspose: could not allocate GEMM packing buffers")
         if err != CY_OK:

@@ -6,84 +6,16 @@ The ONNX-runtime and node-test helpers are repeated in each tests/ops/test_<fami
 purpose: each family's tests stay runnable on their own, and the helpers are short.
 """
 import itertools
-import re
-import warnings
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import cyconv.ops  # noqa: F401  (registers the operators)
 from cyconv.engine.registry import call_op
 from cyconv.errors import InputError, ModelError
 from cyconv.ops import indexing as ix
 
-ort = pytest.importorskip("onnxruntime")
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def as_tuple(out):
-    return out if isinstance(out, tuple) else (out,)
-
-
-def assert_same(got, want, rtol=1e-3, atol=1e-7):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.dtype == want.dtype, (got.dtype, want.dtype)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    if want.dtype.kind == "f":
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
-    else:
-        np.testing.assert_array_equal(got, want)
-
-
-def ort_run(op_type, inputs, attrs, opset, out_dtypes):
-    """Run a one-node model in ONNX Runtime; ``None`` inputs are omitted optional inputs."""
-    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    outs = [f"out{i}" for i in range(len(out_dtypes))]
-    node = helper.make_node(op_type, names, outs, **attrs)
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-         for n, x in zip(names, inputs) if x is not None],
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), None)
-         for n, d in zip(outs, out_dtypes)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 10
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {n: x for n, x in zip(names, inputs) if x is not None})
-
-
-def onnx_node_cases(pattern, ops):
-    """ONNX's one-node test cases named like ``pattern`` whose node is one of ``ops``."""
-    from onnx.backend.test.case.node import collect_testcases
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = collect_testcases()
-    return [pytest.param(c, id=c.name) for c in cases
-            if re.match(pattern, c.name) and len(c.model.graph.node) == 1
-            and c.model.graph.node[0].op_type in ops]
-
-
-def run_node_case(case, n_threads=2):
-    graph = case.model.graph
-    node = graph.node[0]
-    opset = next(o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx"))
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-    def array(v):
-        return numpy_helper.to_array(v) if isinstance(v, TensorProto) else v
-
-    for inputs, expected in case.data_sets:
-        feeds = {i.name: array(v) for i, v in zip(graph.input, inputs)}
-        args = [feeds[n] if n else None for n in node.input]
-        while args and args[-1] is None:
-            args.pop()
-        out = as_tuple(call_op(node.op_type, args, attrs, opset=opset, n_threads=n_threads,
-                               num_outputs=len(node.output)))
-        assert len(out) == len(expected)
-        for got, want in zip(out, expected):
-            assert_same(got, array(want), 1e-3, 1e-7)
+from op_testing import assert_same, ort_run, onnx_node_cases, run_node_case
 
 
 # ----------------------------------------------------------------------------- loops (oracle)
@@ -224,4 +156,4 @@ def test_node_cases_found():
 
 @pytest.mark.parametrize("case", NODE_CASES)
 def test_onnx_node(case):
-    run_node_case(case)
+    run_node_case(case, n_threads=2)

@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     conv,
     detection,
     indexing,
+    logic,
     math,
     matmul,
     norm,

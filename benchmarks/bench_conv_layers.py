@@ -2,9 +2,9 @@
 
 Each layer is a 1-node ONNX model (Conv / ConvTranspose / Gemm with seeded weights) run through
 ``cyconv.InferenceSession`` and ``onnxruntime.InferenceSession`` (default optimisation level,
-so ORT may use its NCHWc kernels), interleaved round-robin, median of many rounds.
+so ORT may use its NCHWc kernels), interleaved round-robin in blocks, median of many calls (see bench_gemm.interleaved).
 
-    python benchmarks/bench_conv_layers.py [--threads 1,2] [--rounds 41] [--filter dw]
+    python benchmarks/bench_conv_layers.py [--threads 1,2] [--rounds 11] [--filter dw]
 
 Columns: median ms of each, ratio cyconv / ORT (< 1: cyconv faster), cyconv GFLOP/s.
 """
@@ -86,7 +86,7 @@ def model(xs, op, ws, attrs, rng):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--rounds", type=int, default=41)
+    ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--filter", default="")
     args = ap.parse_args()
     rng = np.random.default_rng(0)

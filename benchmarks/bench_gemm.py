@@ -10,7 +10,7 @@ cyconv always use the same number of threads.
 Also times the batch-1 fully connected layer (1 x 4096 @ 4096 x 1000, weights prepacked) and
 ONNX Runtime's Gemm on it when onnxruntime is installed.
 
-Timing: candidates interleaved round-robin, median of many rounds (see :func:`interleaved`).
+Timing: candidates interleaved round-robin in blocks, median of many calls (:func:`interleaved`).
 """
 import argparse
 import os
@@ -25,11 +25,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cyconv.kernels.gemm import _gemm  # noqa: E402
 
 
-def interleaved(fns, rounds=31, warmup=3, min_time=0.02):
+def interleaved(fns, rounds=31, warmup=3, min_time=0.02, block=4):
     """Median seconds per call of each callable in ``fns`` (dict name -> fn()).
 
-    Every round calls each candidate (repeated to last >= ``min_time``), order rotated per
-    round, so a burst of load from another process hits all candidates alike.
+    Every round runs each candidate for ``block`` consecutive samples (a sample repeats the
+    call until it lasts >= ``min_time``), order rotated per round, so a burst of load from
+    another process hits all candidates alike. The first sample after switching is dropped:
+    libraries whose idle threads spin after a call (OpenBLAS, ONNX Runtime) would otherwise
+    tax whichever library runs next in the same process, which is not the latency a user of
+    either one sees.
     """
     names = list(fns)
     for _ in range(warmup):
@@ -45,10 +49,12 @@ def interleaved(fns, rounds=31, warmup=3, min_time=0.02):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             f, k = fns[n], reps[n]
-            t = time.perf_counter()
-            for _ in range(k):
-                f()
-            samples[n].append((time.perf_counter() - t) / k)
+            for b in range(block + 1):
+                t = time.perf_counter()
+                for _ in range(k):
+                    f()
+                if b:
+                    samples[n].append((time.perf_counter() - t) / k)
     return {n: float(np.median(s)) for n, s in samples.items()}
 
 
@@ -83,7 +89,7 @@ def ort_gemm_session(w, n_threads):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--rounds", type=int, default=31)
+    ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not args.child:
@@ -107,11 +113,17 @@ def main():
             a = rng.standard_normal((M, K), dtype=np.float32)
             b = rng.standard_normal((K, N), dtype=np.float32)
             out = np.empty((M, N), np.float32)
-            fns = {"cy": lambda: _gemm.sgemm(a, b, out, n_threads=nt),
-                   "np": lambda: np.matmul(a, b, out=out)}
+            cy = {"cy": lambda: _gemm.sgemm(a, b, out, n_threads=nt)}
+            ref = {"np": lambda: np.matmul(a, b, out=out)}
             if nt > 1:
-                fns["cy1"] = lambda: _gemm.sgemm(a, b, out, n_threads=1)
-            t = interleaved(fns, rounds=args.rounds)
+                # OpenBLAS's idle workers spin for ~0.1 s after each call (its thread server's
+                # timeout), which would take a core from whatever runs next: with threads,
+                # time cyconv (1 and nt threads interleaved) before numpy touches its pool
+                cy["cy1"] = lambda: _gemm.sgemm(a, b, out, n_threads=1)
+                t = interleaved(cy, rounds=args.rounds)
+                t.update(interleaved(ref, rounds=args.rounds))
+            else:
+                t = interleaved({**cy, **ref}, rounds=args.rounds)
             gf = 2.0 * M * N * K / 1e9
             extra = f"  (cy x{t['cy1'] / t['cy']:.2f} vs 1T)" if nt > 1 else ""
             print(f"{f'sgemm {M}x{N}x{K}':<34}{nt:>4}{t['cy'] * 1e3:>11.3f}"
@@ -128,7 +140,7 @@ def main():
             sess = ort_gemm_session(w, nt)
             if sess is not None:
                 fns["ort"] = lambda: sess.run(None, {"x": x})
-            t = interleaved(fns, rounds=args.rounds * 3)
+            t = interleaved(fns, rounds=args.rounds * 2)
             gf = 2.0 * M * N * K / 1e9
             r = t.get("ort", float("nan"))
             print(f"{f'FC {M}x{K} @ {K}x{N} (packed)':<34}{nt:>4}{t['cy'] * 1e3:>11.3f}"

@@ -153,7 +153,7 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
      * prepacked B (the hardware prefetcher's best case) and C is written once instead of once
      * per KC block; NC shrinks to keep a packing buffer of the usual KC x NC. Decided on the
      * whole M, never on a thread's share, so the sums do not depend on the thread count. */
-    const int small_m = M_total <= MR && K <= 16384;
+    const int small_m = M_total <= MR;
     const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc;
     int NC = isa->nc;
     if (small_m && K > isa->kc) {

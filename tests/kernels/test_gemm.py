@@ -113,12 +113,14 @@ def test_thread_count_invariance(isa, rng, M, N, K):
 
 @pytest.mark.parametrize("M", [1, 3, 12, 13])
 def test_few_rows_deep_k(isa, rng, M):
-    # M <= MR takes all of K in one block (fully connected layers): packed or not, any
-    # thread count, the same bits
+    # M <= MR takes all of K in one block (fully connected layers; M == 1 a GEMV kernel where
+    # the ISA has one): packed or not, strided or not, any thread count, the same bits
     K, N = 5000, 300
     a, b = rand(rng, M, K), rand(rng, K, N)
-    pb = _gemm.pack_b(b)
-    outs = [_gemm.sgemm(a, bb, n_threads=t) for bb in (b, pb) for t in (1, 2, 3)]
+    pa, pb = _gemm.pack_a(a), _gemm.pack_b(b)
+    a_t = np.asfortranarray(a)
+    outs = [_gemm.sgemm(aa, bb, n_threads=t) for aa in (a, pa, a_t) for bb in (b, pb)
+            for t in (1, 2, 3)]
     check(outs[0], reference(a, b), K)
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])

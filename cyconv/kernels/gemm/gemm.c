@@ -154,6 +154,7 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
      * per KC block; NC shrinks to keep a packing buffer of the usual KC x NC. Decided on the
      * whole M, never on a thread's share, so the sums do not depend on the thread count. */
     const int small_m = M_total <= MR;
+    const int gemv = M_total == 1 && isa->gemv != NULL;
     const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc;
     int NC = isa->nc;
     if (small_m && K > isa->kc) {
@@ -161,7 +162,8 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
         if (NC < NR) NC = NR;
     }
     const int kc_max = K < KC ? K : KC;
-    const size_t a_need = A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
+    const size_t a_need = gemv ? (size_t)kc_max
+        : A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
     const size_t b_need = B->packed ? 0 : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;
     float *abuf = NULL, *bbuf = NULL;
     if (a_need + b_need) {
@@ -201,6 +203,25 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                 const int mc = min_i(MC, m1 - ic);
                 const float *ap;
                 ptrdiff_t a_stride;
+                if (gemv) {
+                    /* one row: x contiguous (the gemv kernel's A operand), gathered from the
+                     * strided matrix or from row 0 of a prepacked MR-row panel */
+                    if (A->packed)
+                        cy_pack_a_block(1, kc, A->data + (size_t)pc * MR, 1, MR, 1, abuf);
+                    else
+                        cy_pack_a_block(1, kc, A->data + ic * A->rs + pc * A->cs, A->rs,
+                                        A->cs, 1, abuf);
+                    for (int jr = 0; jr < nc; jr += NR) {
+                        t.bias_col = bias_col ? bias_col + jc + jr : NULL;
+                        t.bias_row = bias_row ? bias_row + ic : NULL;
+                        t.slope_row = slope_row ? slope_row + ic : NULL;
+                        t.residual = residual ? residual + (ptrdiff_t)ic * t.ldr + jc + jr
+                                              : NULL;
+                        isa->gemv(kc, abuf, bp + (jr / NR) * b_stride,
+                                  C + (ptrdiff_t)ic * ldc + jc + jr, min_i(NR, nc - jr), &t);
+                    }
+                    continue;
+                }
                 if (A->packed) {
                     ap = A->data + (size_t)(ic / MR) * K * MR + (size_t)pc * MR;
                     a_stride = (ptrdiff_t)K * MR;

@@ -125,6 +125,55 @@ TARGET static void kernel_avx512(int kc, const float *a, const float *b, float *
     }
 }
 
+/* M == 1: one row of A against NR-column panels of B. The MR x NR kernel would broadcast A
+ * from a 12-row panel (12x the bytes, from L2) and keep only 4 accumulators; here x is
+ * contiguous and k is unrolled by 4 into 8 independent accumulators, so the loop is bound by
+ * streaming B (2 cache lines per k), not by FMA latency. Sum order depends on kc only. */
+TARGET static void gemv_avx512(int kc, const float *x, const float *b, float *c, int nr,
+                               const cy_tile *t)
+{
+    __m512 s0[4], s1[4];
+    for (int u = 0; u < 4; u++) s0[u] = s1[u] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        _mm_prefetch((const char *)(b + (k + 32) * NR), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + (k + 32) * NR + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + (k + 34) * NR), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + (k + 34) * NR + 16), _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            const __m512 xa = _mm512_set1_ps(x[k + u]);
+            s0[u] = _mm512_fmadd_ps(xa, _mm512_loadu_ps(b + (k + u) * NR), s0[u]);
+            s1[u] = _mm512_fmadd_ps(xa, _mm512_loadu_ps(b + (k + u) * NR + 16), s1[u]);
+        }
+    }
+    for (; k < kc; k++) {
+        const __m512 xa = _mm512_set1_ps(x[k]);
+        s0[0] = _mm512_fmadd_ps(xa, _mm512_loadu_ps(b + k * NR), s0[0]);
+        s1[0] = _mm512_fmadd_ps(xa, _mm512_loadu_ps(b + k * NR + 16), s1[0]);
+    }
+    __m512 acc[2] = {_mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), _mm512_add_ps(s0[2], s0[3])),
+                     _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), _mm512_add_ps(s1[2], s1[3]))};
+    const __mmask16 m[2] = {lane_mask(nr), lane_mask(nr - 16)};
+    const int last = t->last;
+    for (int v = 0; v < 2 && 16 * v < nr; v++) {
+        __m512 y = acc[v];
+        if (t->alpha != 1.0f) y = _mm512_mul_ps(y, _mm512_set1_ps(t->alpha));
+        if (t->accumulate) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], c + 16 * v));
+        if (last) {
+            if (t->bias_row) y = _mm512_add_ps(y, _mm512_set1_ps(t->bias_row[0]));
+            if (t->bias_col)
+                y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], t->bias_col + 16 * v));
+            if (t->residual)
+                y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], t->residual + 16 * v));
+            if (t->act)
+                y = cy_act512(y, t->act, t->act_alpha, t->act_beta,
+                              t->slope_row ? t->slope_row[0] : t->act_alpha);
+        }
+        _mm512_mask_storeu_ps(c + 16 * v, m[v], y);
+    }
+}
+
 TARGET static void epilogue_avx512(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep)
 {
     for (int i = 0; i < M; i++) {
@@ -145,5 +194,5 @@ TARGET static void epilogue_avx512(int M, int N, float *c, ptrdiff_t ldc, const 
 
 /* MC x KC = 240 x 384 floats = 360 KiB of A in L2; KC x NC = 384 x 3072 = 4.5 MiB of B in L3. */
 const cy_gemm_isa cy_gemm_avx512 = {"avx512f", MR, NR, 240, 384, 3072, kernel_avx512,
-                                     epilogue_avx512};
+                                     epilogue_avx512, gemv_avx512};
 #endif

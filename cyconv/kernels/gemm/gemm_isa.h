@@ -36,12 +36,19 @@ typedef void (*cy_ukernel)(int kc, const float *a, const float *b, float *c, ptr
  * GEMMs, e.g. depthwise conv, reuse it): C = act(C + bias_row + bias_col + residual). */
 typedef void (*cy_epilogue_fn)(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep);
 
+/* Optional single-row kernel (M == 1: a fully connected layer on one image), streaming whole
+ * B panels with several accumulators: c[j] = epilogue(alpha * sum_k x[k] * b[k*NR + j]) for
+ * j < nr, x contiguous [kc]; the same role and tile contract as cy_ukernel with mr = 1. */
+typedef void (*cy_gemv_kernel)(int kc, const float *x, const float *b, float *c, int nr,
+                               const cy_tile *t);
+
 typedef struct cy_gemm_isa {
     const char *name;
     int mr, nr;              /* register tile */
     int mc, kc, nc;          /* cache blocking: A block MC x KC in L2, B panel KC x NC in L3 */
     cy_ukernel kernel;
     cy_epilogue_fn epilogue;
+    cy_gemv_kernel gemv;     /* or NULL: M == 1 runs the MR x NR kernel */
 } cy_gemm_isa;
 
 /* Defined in gemm_<isa>.c; the x86 ones exist only when the compiler targets x86. */

@@ -91,7 +91,8 @@ cdef extern from "conv_dw.h" nogil:
     size_t cy_dw3x3_pad_size(int OH, int OW, int s)
     int cy_dw3x3_isa()
     int cy_dw3x3_plane(const float* x, int H, int W, const float* w, float bias, float* y,
-                       int OH, int OW, int s, int pt, int pl, int relu, float* scratch)
+                       int OH, int OW, int s, int pt, int pl, int relu, float* scratch,
+                       int fresh)
 
 cdef enum:
     # Floats of im2col / col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
@@ -287,19 +288,33 @@ cdef struct DwJob:
     bint relu, extra, vec3
     size_t pad_size
     float* scratch          # pad_size floats per thread (conv_dw.h's padded plane)
+    int* fresh              # per thread: its scratch has not been used in this call yet
+    Py_ssize_t per_piece    # planes per piece (small planes are grouped)
+    Py_ssize_t planes
     const cy_epilogue* ep0
 
 
-cdef void _dw_task(void* ctx, long q, int tid) noexcept nogil:
+cdef void _dw_task(void* ctx, long piece, int tid) noexcept nogil:
     cdef DwJob* j = <DwJob*>ctx
+    cdef Py_ssize_t q = piece * j.per_piece, end = q + j.per_piece
+    if end > j.planes:
+        end = j.planes
+    while q < end:
+        _dw_plane(j, q, tid)
+        q += 1
+
+
+cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
     cdef Py_ssize_t n = q // j.M, m = q - n * j.M, plane = j.OH * j.OW
     cdef const float* x = j.xp + (n * j.C + m // j.mult) * j.H * j.W
     cdef float b = j.bp[m] if j.bp != NULL else 0.0
     cdef float* y = j.yp + q * plane
     cdef cy_epilogue ep
-    if not j.vec3 or not cy_dw3x3_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y,
-                                        <int>j.OH, <int>j.OW, j.geo.sh, j.geo.pt, j.geo.pl,
-                                        j.relu, j.scratch + tid * j.pad_size):
+    if j.vec3 and cy_dw3x3_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y, <int>j.OH,
+                                 <int>j.OW, j.geo.sh, j.geo.pt, j.geo.pl, j.relu,
+                                 j.scratch + tid * j.pad_size, j.fresh[tid]):
+        j.fresh[tid] = 0
+    else:
         _depthwise_plane(x, j.wp + m * j.KK, b, y, j.H, j.W, j.OH, j.OW, j.geo, j.relu)
     if j.extra:
         # the plane is OH rows of one channel m: its PRelu slope is a scalar
@@ -472,8 +487,14 @@ cdef class ConvPlan:
         job.mult, job.KK, job.geo = mult, KK, geo
         job.relu, job.extra, job.vec3 = relu, extra, vec3
         job.pad_size, job.scratch, job.ep0 = pad_size, scratch, ep0
+        fresh_arr = np.ones(max(1, nt), np.intc)
+        job.fresh = <int*>cnp.PyArray_DATA(fresh_arr)
+        # pieces of >= ~16k multiply-adds: a 7x7 plane alone is too little to claim
+        job.planes = N * M
+        job.per_piece = 16384 // (OH * OW * KK) if OH * OW * KK < 16384 else 1
+        cdef long pieces = (job.planes + job.per_piece - 1) // job.per_piece
         with nogil:
-            parallel_for(N * M, nt, _dw_task, &job)
+            parallel_for(pieces, nt, _dw_task, &job)
 
     cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         # One parallel region for the whole op: pieces are (image, group, column range),

@@ -52,29 +52,25 @@ static inline int cy_dw3x3_isa(void)
 #endif
 }
 
+/* fresh: the scratch holds something else; otherwise it holds an earlier plane of the same
+ * geometry, whose zero border is still in place and only the interior is copied again. */
 static inline int cy_dw3x3_plane(const float *x, int H, int W, const float *w, float bias,
                                  float *y, int OH, int OW, int s, int pt, int pl, int relu,
-                                 float *scratch)
+                                 float *scratch, int fresh)
 {
     const int isa = cy_dw3x3_isa();
     if (!isa || (s != 1 && s != 2)) return 0;
     const ptrdiff_t ldx = cy_dw3x3_ldx(OW, s);
     const int Hp = (OH - 1) * s + 3;
-    for (int r = 0; r < Hp; r++) {
-        float *d = scratch + r * ldx;
-        const int ih = r - pt;
-        if (ih < 0 || ih >= H) {
-            memset(d, 0, (size_t)ldx * sizeof(float));
-            continue;
-        }
-        /* d[c] = x[ih, c - pl] for 0 <= c - pl < W, else 0 */
-        int lo = pl < ldx ? pl : (int)ldx, n = W;
-        if (lo + n > ldx) n = (int)ldx - lo;
-        memset(d, 0, (size_t)lo * sizeof(float));
-        if (n > 0) memcpy(d + lo, x + (ptrdiff_t)ih * W, (size_t)n * sizeof(float));
-        else n = 0;
-        memset(d + lo + n, 0, (size_t)(ldx - lo - n) * sizeof(float));
-    }
+    if (fresh) memset(scratch, 0, (size_t)Hp * (size_t)ldx * sizeof(float));
+    /* row r = ih + pt, columns [pl, pl + n): x[ih, 0:n] (the rest stays 0) */
+    const int lo = pl < ldx ? pl : (int)ldx;
+    const int n = W < ldx - lo ? W : (int)ldx - lo;
+    const int ih0 = pt > 0 ? 0 : -pt, ih1 = H < Hp - pt ? H : Hp - pt;
+    if (n > 0)
+        for (int ih = ih0; ih < ih1; ih++)
+            memcpy(scratch + (ptrdiff_t)(ih + pt) * ldx + lo, x + (ptrdiff_t)ih * W,
+                   (size_t)n * sizeof(float));
 #if CY_DW_X86
     if (isa == 2) cy_dw3x3_plane_avx512(scratch, ldx, w, bias, y, OH, OW, s, relu);
     else cy_dw3x3_plane_avx2(scratch, ldx, w, bias, y, OH, OW, s, relu);

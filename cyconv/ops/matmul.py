@@ -12,7 +12,7 @@
 
 float32 runs :mod:`cyconv.kernels.gemm._gemm` (B packed once when it is a load-time
 constant); other dtypes use the numpy reference. numpy's BLAS is never called on the fast path:
-its threads must not interleave with the kernels' OpenMP regions.
+its spinning threads must not compete with the kernels' thread pool.
 """
 from __future__ import annotations
 

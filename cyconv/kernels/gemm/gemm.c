@@ -95,7 +95,7 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
 
 /* ---- per-thread packing buffers ------------------------------------------------------- */
 
-/* One buffer per thread, grown to the largest block seen and kept: OpenMP reuses its worker
+/* One buffer per thread, grown to the largest block seen and kept: the pool (pool.c) keeps its worker
  * threads, so steady-state calls never touch the allocator (or fault fresh pages). Its size
  * is bounded by (MC + NC) x KC floats, not by the problem. A thread-specific key with a
  * destructor (rather than a bare _Thread_local pointer) frees it when a thread exits, so

@@ -2,7 +2,8 @@
 
 Each layer is a 1-node ONNX model (Conv / ConvTranspose / Gemm with seeded weights) run through
 ``cyconv.InferenceSession`` and ``onnxruntime.InferenceSession`` (default optimisation level,
-so ORT may use its NCHWc kernels), interleaved round-robin in blocks, median of many calls (see bench_gemm.interleaved).
+so ORT may use its NCHWc kernels), interleaved round-robin in blocks, median of many calls
+(see bench_gemm.interleaved).
 
     python benchmarks/bench_conv_layers.py [--threads 1,2] [--rounds 11] [--filter dw]
 

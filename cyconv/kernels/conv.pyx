@@ -14,7 +14,8 @@ Conv as GEMM, per (image, group)::
 bounded chunks of pixels (COL_FLOATS), so the scratch stays in cache whatever the image size.
 A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P. Bias, the residual z
 (a skip connection, same shape as y) and the activation run in the GEMM epilogue:
-``y = act(conv(x) + bias + z)`` (com.microsoft FusedConv). Depthwise convs (g == C, M = C * multiplier) are a direct kernel instead.
+``y = act(conv(x) + bias + z)`` (com.microsoft FusedConv). Depthwise convs (g == C,
+M = C * multiplier) are a direct kernel instead.
 
 Transposed conv, per (image, group)::
 

@@ -4,7 +4,8 @@
  *
  * xp: the input plane already zero-padded (conv_dw.h builds it), row stride ldx, with at
  * least 32 readable floats past the last column any output needs, so every vector load is
- * in bounds and the loop has no edge cases (stride 1 reads up to 31 floats past a block). 16 outputs per zmm; two blocks (32 outputs) in
+ * in bounds and the loop has no edge cases (stride 1 reads up to 31 floats past a block).
+ * 16 outputs per zmm; two blocks (32 outputs) in
  * flight per iteration so the nine dependent FMAs of one block overlap with the other's.
  * Stride 2: the even and odd input columns of 32 consecutive floats are pulled apart with
  * vpermt2ps (taps j = 0, 1) and from the pair loaded 2 floats further on (tap j = 2).

@@ -132,7 +132,8 @@ FUSED_SHAPES = [
 @pytest.mark.parametrize("residual", [False, True], ids=["noZ", "Z"])
 @pytest.mark.parametrize("act,params", FUSED_ACTS, ids=[
     a + ("-ch" if p == "per-channel" else "") for a, p in FUSED_ACTS])
-@pytest.mark.parametrize("xs,wk,attrs", FUSED_SHAPES, ids=[str(i) for i in range(len(FUSED_SHAPES))])
+@pytest.mark.parametrize("xs,wk,attrs", FUSED_SHAPES,
+                         ids=[str(i) for i in range(len(FUSED_SHAPES))])
 def test_fused_conv(rng, xs, wk, attrs, act, params, residual):
     (M, k), group = wk, attrs.get("group", 1)
     x, w, b = rand(rng, *xs), rand(rng, M, xs[1] // group, *k), rand(rng, M)

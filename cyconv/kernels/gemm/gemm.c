@@ -95,11 +95,11 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
 
 /* ---- per-thread packing buffers ------------------------------------------------------- */
 
-/* One buffer per thread, grown to the largest block seen and kept: the pool (pool.c) keeps its worker
- * threads, so steady-state calls never touch the allocator (or fault fresh pages). Its size
- * is bounded by (MC + NC) x KC floats, not by the problem. A thread-specific key with a
- * destructor (rather than a bare _Thread_local pointer) frees it when a thread exits, so
- * short-lived Python threads calling in do not leak. */
+/* One buffer per thread, grown to the largest block seen and kept: the pool (pool.c) keeps
+ * its worker threads, so steady-state calls never touch the allocator (or fault fresh
+ * pages). Its size is bounded by (MC + NC) x KC floats, not by the problem. A
+ * thread-specific key with a destructor (rather than a bare _Thread_local pointer) frees it
+ * when a thread exits, so short-lived Python threads calling in do not leak. */
 typedef struct { float *p; size_t cap; } thread_buf;
 static pthread_key_t buf_key;
 static pthread_once_t buf_once = PTHREAD_ONCE_INIT;

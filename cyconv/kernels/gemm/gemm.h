@@ -47,7 +47,7 @@ typedef struct cy_epilogue {
     float act_alpha;         /* activation parameters (see above) */
     float act_beta;
     const float *slope_row;  /* [M]: PRelu slopes per row, or NULL (then act_alpha) */
-    const float *residual;   /* [M, ldr]: added before the activation (a skip connection), or NULL */
+    const float *residual;   /* [M, ldr]: added before the activation (skip connection) or NULL */
     ptrdiff_t ldr;
 } cy_epilogue;
 

@@ -340,10 +340,9 @@ def Conv(node, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
 FUSED_ACTIVATIONS = ("Identity", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh",
                      "HardSigmoid", "HardSwish", "Swish", "PRelu")
 FUSED_CONV_ACTIVATIONS = frozenset(FUSED_ACTIVATIONS)
-# FusedConv's kernel takes Z (act(Conv(X, W, B) + Z), tested in tests/ops/test_conv.py), but
-# the residual-fusion pass is held off until it keeps graphs valid: with it on,
-# tests/models/test_zoo.py's resnet18 loses values ('batchnormalization_7', ...).
-FUSED_CONV_RESIDUAL = False
+# FusedConv's kernel takes Z: act(Conv(X, W, B) + Z), tested in tests/ops/test_conv.py; the
+# residual-fusion pass (engine/passes/fuse_conv.py) emits it.
+FUSED_CONV_RESIDUAL = True
 
 # ONNX defaults of each activation's parameters, in activation_params order
 _ACT_DEFAULTS = {"LeakyRelu": (0.01,), "Clip": (-np.inf, np.inf), "HardSigmoid": (0.2, 0.5)}

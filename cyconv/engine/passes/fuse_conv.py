@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..graph import Graph, Node, topological_order
 from ._rewrite import const, consumers, same_shape, sole_consumer
 
 MS = "com.microsoft"
@@ -66,6 +66,10 @@ def fuse_residual_add(graph: Graph) -> Graph:
             graph.fusions.append(f"fused residual Add {add.name!r} into Conv {conv.name!r}")
             uses = consumers(graph)
             break
+    # Z may be produced after the Conv in the old order (a downsample branch): re-sort, so later
+    # passes that walk the node list (dead-node removal) see producers before consumers.
+    available = set(graph.constants) | {v.name for v in graph.inputs}
+    graph.nodes = topological_order(graph.nodes, available)
     graph.opsets.setdefault(MS, 1)
     return graph
 

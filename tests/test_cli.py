@@ -37,9 +37,10 @@ def test_bad_model_is_an_error_message(tmp_path, capsys):
     assert "not a valid ONNX protobuf" in capsys.readouterr().err
 
 
-def test_python_dash_m_entry_point():
+def test_python_dash_m_entry_point(tmp_path):
+    # cwd elsewhere: from the repository root `-m` would find the unbuilt source tree first
     result = subprocess.run([sys.executable, "-m", "cyconv", "--help"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and "demo" in result.stdout
 
 

@@ -38,9 +38,11 @@ def test_bad_model_is_an_error_message(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    # cwd elsewhere: from the repository root `-m` would find the unbuilt source tree first
+    # The cyconv this test imported (installed or built in place), not whatever the cwd holds.
+    import cyconv
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cyconv.__file__)))
     result = subprocess.run([sys.executable, "-m", "cyconv", "--help"],
-                            capture_output=True, text=True, cwd=tmp_path)
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0 and "demo" in result.stdout
 
 

@@ -71,9 +71,10 @@ def test_capped_isa_variants(cap):
             "import test_conv_depthwise as t; rng = np.random.default_rng(1); "
             "[t.check_dw(rng, 1, 3, 6, W, 1, 3, s, (1, 0, 1, 2), relu=True) "
             "for W in (5, 8, 9, 16, 17, 40) for s in (1, 2)]" % os.path.dirname(__file__))
-    env = dict(os.environ, CYCONV_GEMM_ISA=cap)
-    # cwd = this folder: from the repository root, `python -c` would import the unbuilt source
-    # tree's cyconv instead of the installed one.
+    # The cyconv this test imported (installed or built in place), not whatever the cwd holds.
+    import cyconv
+    env = dict(os.environ, CYCONV_GEMM_ISA=cap,
+               PYTHONPATH=os.path.dirname(os.path.dirname(cyconv.__file__)))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.abspath(__file__)))
     assert r.returncode == 0, r.stderr[-3000:]

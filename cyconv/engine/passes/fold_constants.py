@@ -12,7 +12,7 @@ import numpy as np
 
 from ...errors import CyconvError, ModelError
 from ..registry import NodeContext, RunContext, build_with_attrs, lookup
-from ._rewrite import consumers, drop_unused_constants
+from ._rewrite import drop_unused_constants
 
 # Outputs larger than this stay computed at run time (folding them would only hold memory
 # for the session's life, e.g. a ConstantOfShape feeding an Expand).

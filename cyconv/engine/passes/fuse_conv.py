@@ -125,7 +125,7 @@ def _activation_of(graph: Graph, node: Node, uses: dict, x: str):
 _GEMM_ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Clip"}
 
 
-def lookup_fused_gemm(graph) -> bool:
+def fused_gemm_registered() -> bool:
     from ..registry import lookup
     return lookup(MS, "FusedGemm", 1) is not None
 
@@ -134,7 +134,7 @@ def fuse_activation(graph: Graph) -> Graph:
     """Conv/FusedConv/Gemm followed by an activation -> one fused node."""
     graph = graph.copy()
     conv_activations = kernel_support()[0]
-    gemm_ops = lookup_fused_gemm(graph)
+    gemm_ops = fused_gemm_registered()
     changed = True
     while changed:
         changed = False

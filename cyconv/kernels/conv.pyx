@@ -33,7 +33,8 @@ from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_operand, epilogue_apply, gemm_mr,
-    gemm_nr, parallel_for, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size)
+    gemm_nr, parallel_for, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size, winograd_conv3x3,
+    winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
 cnp.import_array()
@@ -339,6 +340,24 @@ cdef _check_x(x, Py_ssize_t C, str what):
     return np.ascontiguousarray(x)
 
 
+def winograd_applies(int KH, int KW, strides, dilations, int group):
+    """Whether Winograd F(4x4, 3x3) computes this conv: 3x3, stride 1, dilation 1, group 1."""
+    return (KH == 3 and KW == 3 and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
+            and group == 1)
+
+
+def winograd_pays(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW):
+    """Whether Winograd is worth its 4x weight memory for this layer and input size.
+
+    Each tile saves 3/4 of the multiplies but costs the transforms (~ C + M values per tile)
+    and rereads the 36 transformed weight planes once per chunk of tiles; with fewer than
+    16 tiles in a call (one 7x7 image: 4) or few channels (C = 3 first layers: GEMM depth 3)
+    im2col + GEMM is faster. Measured in benchmarks/bench_conv_layers.py.
+    """
+    cdef Py_ssize_t tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
+    return C >= 16 and M >= 16 and tiles >= 16
+
+
 cdef class ConvPlan:
     """A 2-D convolution (NCHW, float32) with its weights packed once.
 
@@ -356,6 +375,10 @@ cdef class ConvPlan:
         Its parameters (LeakyRelu alpha; Clip min, max; HardSigmoid alpha, beta).
     slopes : float32 (M,) or (1,), optional
         PRelu slopes per output channel (one value: shared).
+    winograd : bool
+        Use Winograd F(4x4, 3x3) (gemm/winograd.h) instead of im2col + GEMM. Only for 3x3,
+        stride 1, dilation 1, one group (ValueError otherwise); the caller decides when it
+        pays (``winograd_pays``), since the transformed weights take 4x the memory.
     """
     cdef readonly int C, M, group, Cg, Mg, KH, KW, sh, sw, dh, dw, multiplier, act
     cdef readonly bint relu, depthwise
@@ -363,12 +386,14 @@ cdef class ConvPlan:
     cdef object slopes
     cdef object w_packed    # GEMM path: group panels of sgemm_packed_a_size(Mg, Kg) floats
     cdef object w_direct    # depthwise path: (M, KH*KW) contiguous
+    cdef object w_winograd  # Winograd path: 36 packed (M x C) panels of U = G g G^T
+    cdef readonly bint winograd
     cdef object bias
     cdef int packed_mr
     cdef size_t group_size
 
     def __init__(self, w, bias, strides, dilations, int group, bint relu=False, activation=None,
-                 float act_alpha=0.0, float act_beta=0.0, slopes=None):
+                 float act_alpha=0.0, float act_beta=0.0, slopes=None, bint winograd=False):
         cdef Py_ssize_t g
         w = np.ascontiguousarray(w, dtype=np.float32)
         if w.ndim != 4:
@@ -402,6 +427,18 @@ cdef class ConvPlan:
         cdef const float* src
         if self.depthwise:
             self.w_direct = w.reshape(self.M, self.KH * self.KW)
+            return
+        self.winograd = winograd
+        if winograd:
+            if not winograd_applies(self.KH, self.KW, strides, dilations, group):
+                raise ValueError("Winograd needs a 3x3 kernel, stride 1, dilation 1, group 1")
+            self.w_winograd = np.empty(max(1, winograd_weights_size(self.M, self.C)),
+                                       np.float32)
+            dst = self.w_winograd
+            if winograd_pack_weights(self.M, self.C, <const float*>cnp.PyArray_DATA(w),
+                                     &dst[0]) != CY_OK:
+                raise MemoryError("Conv: could not transform the Winograd weights")
+            self.packed_mr = gemm_mr()
             return
         self.group_size = sgemm_packed_a_size(self.Mg, Kg)
         self.w_packed = np.empty(max(1, self.group_size * group), np.float32)
@@ -455,9 +492,25 @@ cdef class ConvPlan:
         ep.ldr = OH * OW
         if self.depthwise:
             self._run_depthwise(x, y, geo, &ep, n_threads)
+        elif self.winograd:
+            self._run_winograd(x, y, geo, &ep, n_threads)
         else:
             self._run_gemm(x, y, geo, &ep, n_threads)
         return y
+
+    cdef _run_winograd(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
+        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
+        cdef const float* up = <const float*>cnp.PyArray_DATA(self.w_winograd)
+        cdef float* yp = <float*>cnp.PyArray_DATA(y)
+        cdef int N = x.shape[0], H = x.shape[2], W = x.shape[3], OH = y.shape[2], OW = y.shape[3]
+        cdef int err
+        with nogil:
+            err = winograd_conv3x3(N, self.C, H, W, self.M, OH, OW, geo.pt, geo.pl, xp, up, yp,
+                                   ep0, n_threads)
+        if err == CY_ENOMEM:
+            raise MemoryError("Conv: could not allocate Winograd buffers")
+        if err != CY_OK:
+            raise RuntimeError(f"Conv: Winograd failed ({err})")
 
     cdef _run_depthwise(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         cdef const float* xp = <const float*>cnp.PyArray_DATA(x)

@@ -23,6 +23,7 @@ once when W is a load-time constant); other dtypes and ranks use the numpy refer
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 
@@ -275,16 +276,18 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
                          f"{len(act_params)}")
     kernel_act = _kernel_activation(act_name, act_params)
 
-    def make_plan(w, b):
+    def make_plan(w, b, winograd=False):
         w4 = w if w.ndim == 4 else w[:, :, None, :]
         st, dl, _ = _defaults(w.ndim - 2, strides, dilations, pads)
         if w.ndim == 3:
             st, dl = (1,) + st, (1,) + dl
-        return _kc.ConvPlan(w4, b, st, dl, group, **kernel_act)
+        return _kc.ConvPlan(w4, b, st, dl, group, winograd=winograd, **kernel_act)
 
     fast = W is not None and W.dtype == np.float32 and W.ndim in (3, 4) and W.shape[0] > 0 \
         and (B is None or B.dtype == np.float32)
-    plan = make_plan(W, B) if fast and (B is not None or node.num_inputs < 3) else None
+    plan = None
+    if fast and (B is not None or node.num_inputs < 3):
+        plan = make_plan(W, B, _use_winograd(node, W, strides, dilations, pads, auto_pad, group))
 
     def run(ctx, x, w, b=None, z=None):
         n = w.ndim - 2
@@ -322,6 +325,30 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
         y = p.run(x2, pads4, ctx.n_threads, z2)
         return y if n == 2 else y[:, :, 0, :]
     return run
+
+
+def winograd_enabled() -> bool:
+    """Winograd convolution is on unless the environment sets ``CYCONV_WINOGRAD=0``."""
+    return os.environ.get("CYCONV_WINOGRAD", "1").strip() != "0"
+
+
+def _use_winograd(node, W, strides, dilations, pads, auto_pad, group) -> bool:
+    """Run this Conv with Winograd F(4x4, 3x3)? Only where it computes the same conv (3x3,
+    stride 1, dilation 1, one group) and pays for its 4x weight memory at the input size the
+    model declares (kernels/conv.pyx ``winograd_pays``); a dynamic input shape keeps im2col +
+    GEMM, which is fast at every size; a symbolic batch counts as one image (the latency
+    case). Either algorithm accepts any input size at run time."""
+    if not winograd_enabled() or W.ndim != 4:
+        return False
+    st, dl, pd = _defaults(2, strides, dilations, pads)
+    if not _kc.winograd_applies(W.shape[2], W.shape[3], st, dl, group):
+        return False
+    shape = node.input_shapes[0] if node.input_shapes else None
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        return False
+    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
+    out, _, _ = conv_geometry(shape[2:], W.shape[2:], st, dl, pd, auto_pad)
+    return bool(_kc.winograd_pays(W.shape[1], W.shape[0], batch, out[0], out[1]))
 
 
 @register("Conv", reference=conv_reference)
@@ -473,7 +500,9 @@ def ConvTranspose(node, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sh
 
     fast = W is not None and W.dtype == np.float32 and W.ndim in (3, 4) \
         and (B is None or B.dtype == np.float32)
-    plan = make_plan(W, B) if fast and (B is not None or node.num_inputs < 3) else None
+    plan = None
+    if fast and (B is not None or node.num_inputs < 3):
+        plan = make_plan(W, B)
 
     def run(ctx, x, w, b=None):
         n = w.ndim - 2

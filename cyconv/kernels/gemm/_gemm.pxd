@@ -57,6 +57,12 @@ cdef void sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t cs
                  float *dst) noexcept nogil
 cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
                  float *dst) noexcept nogil
+# Winograd F(4x4, 3x3) conv (winograd.h): packed weights' size, packing, and the conv.
+cdef size_t winograd_weights_size(int M, int C) noexcept nogil
+cdef int winograd_pack_weights(int M, int C, const float *w, float *dst) noexcept nogil
+cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
+                          const float *x, const float *u, float *y, const cy_epilogue *ep,
+                          int n_threads) noexcept nogil
 cdef int gemm_mr() noexcept nogil
 cdef int gemm_nr() noexcept nogil
 

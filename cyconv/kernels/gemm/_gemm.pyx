@@ -24,6 +24,13 @@ cdef extern from "gemm/gemm.h" nogil:
                     int n_threads)
     void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 
+cdef extern from "gemm/winograd.h" nogil:
+    size_t cy_winograd_weights_size(int M, int C)
+    int cy_winograd_pack_weights(int M, int C, const float *w, float *dst)
+    int cy_winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
+                            const float *x, const float *u, float *y, const cy_epilogue *ep,
+                            int n_threads)
+
 ACT_NONE = CY_ACT_NONE
 ACT_RELU = CY_ACT_RELU
 # Epilogue activations by their ONNX operator name (definitions in gemm.h); "HardSwish" and
@@ -67,6 +74,17 @@ cdef void sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t cs
 cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
                  float *dst) noexcept nogil:
     cy_sgemm_pack_b(K, N, B, rsb, csb, dst)
+
+cdef size_t winograd_weights_size(int M, int C) noexcept nogil:
+    return cy_winograd_weights_size(M, C)
+
+cdef int winograd_pack_weights(int M, int C, const float *w, float *dst) noexcept nogil:
+    return cy_winograd_pack_weights(M, C, w, dst)
+
+cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
+                          const float *x, const float *u, float *y, const cy_epilogue *ep,
+                          int n_threads) noexcept nogil:
+    return cy_winograd_conv3x3(N, C, H, W, M, OH, OW, pt, pl, x, u, y, ep, n_threads)
 
 cdef int gemm_mr() noexcept nogil:
     return cy_gemm_mr()

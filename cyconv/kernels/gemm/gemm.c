@@ -15,12 +15,12 @@
  * above on its own part with private packing buffers. Nothing depends on how C is cut, so
  * results are bitwise identical for any thread count.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gemm_isa.h"
 #include "pack.h"
 #include "pool.h"
+#include "scratch.h"
 
 /* ---- ISA selection, once ------------------------------------------------------------- */
 
@@ -93,50 +93,6 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
     cy_pack_b_block(K, N, B, rsb, csb, cy_gemm_nr(), dst);
 }
 
-/* ---- per-thread packing buffers ------------------------------------------------------- */
-
-/* One buffer per thread, grown to the largest block seen and kept: the pool (pool.c) keeps
- * its worker threads, so steady-state calls never touch the allocator (or fault fresh
- * pages). Its size is bounded by (MC + NC) x KC floats, not by the problem. A
- * thread-specific key with a destructor (rather than a bare _Thread_local pointer) frees it
- * when a thread exits, so short-lived Python threads calling in do not leak. */
-typedef struct { float *p; size_t cap; } thread_buf;
-static pthread_key_t buf_key;
-static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
-static int buf_key_ok;
-
-static void buf_free(void *v)
-{
-    thread_buf *b = (thread_buf *)v;
-    free(b->p);
-    free(b);
-}
-
-static void buf_init(void) { buf_key_ok = pthread_key_create(&buf_key, buf_free) == 0; }
-
-static float *thread_buffer(size_t n)
-{
-    pthread_once(&buf_once, buf_init);
-    if (!buf_key_ok) return NULL;
-    thread_buf *b = (thread_buf *)pthread_getspecific(buf_key);
-    if (!b) {
-        b = (thread_buf *)calloc(1, sizeof *b);
-        if (!b || pthread_setspecific(buf_key, b) != 0) {
-            free(b);
-            return NULL;
-        }
-    }
-    if (n <= b->cap) return b->p;
-    free(b->p);
-    b->p = NULL;
-    b->cap = 0;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, round_up(n * sizeof(float), 64)) != 0) return NULL;
-    b->p = (float *)p;
-    b->cap = n;
-    return b->p;
-}
-
 /* ---- one thread's share --------------------------------------------------------------- */
 
 static int min_i(int a, int b) { return a < b ? a : b; }
@@ -167,7 +123,7 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
     const size_t b_need = B->packed ? 0 : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;
     float *abuf = NULL, *bbuf = NULL;
     if (a_need + b_need) {
-        abuf = thread_buffer(a_need + b_need);
+        abuf = cy_thread_scratch(CY_SCRATCH_GEMM, a_need + b_need);
         if (!abuf) return CY_ENOMEM;
         bbuf = abuf + a_need;
     }

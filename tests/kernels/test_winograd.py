@@ -1,0 +1,161 @@
+"""Winograd F(4x4, 3x3) convolution (cyconv/kernels/gemm/winograd.c) against the float64 numpy
+reference: image sizes around the 4x4 tiles and the GEMM's 16/32-tile panels, every pad
+pattern, batches whose tiles span images, channel counts around the register tile, fused
+bias / residual / activations, thread counts (bitwise equal); when the builder picks it; and
+the AVX2 / generic variants in a subprocess (the ISA is chosen once per process).
+
+Accuracy contract (ARCHITECTURE.md section 3): max |winograd - exact| <= 1e-4 x max |exact|.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cyconv.ops  # noqa: F401
+from cyconv.engine.registry import NodeContext
+from cyconv.kernels import conv as kc
+from cyconv.ops.conv import _use_winograd, conv_reference, fused_activation_reference
+
+TOL = 1e-4
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def check_winograd(rng, N, C, H, W, M, pads, act=None, params=(), residual=False, bias=True,
+                   threads=(1, 2, 3)):
+    x = rand(rng, N, C, H, W)
+    w = (rand(rng, M, C, 3, 3) / np.sqrt(9 * C)).astype(np.float32)
+    b = rand(rng, M) if bias else None
+    kwargs = {}
+    if act is not None:
+        kwargs = dict(activation=act)
+        if act in ("LeakyRelu", "HardSigmoid", "Clip"):
+            kwargs.update(act_alpha=params[0])
+        if act in ("HardSigmoid", "Clip"):
+            kwargs.update(act_beta=params[1])
+    plan = kc.ConvPlan(w, b, (1, 1), (1, 1), 1, winograd=True, **kwargs)
+    assert plan.winograd
+    pt, pl, pb, pr = pads
+    exact = conv_reference(x.astype(np.float64), w.astype(np.float64),
+                           None if b is None else b.astype(np.float64),
+                           pads=[pt, pl, pb, pr])
+    z = None
+    if residual:
+        z = rand(rng, *exact.shape)
+        exact = exact + z
+    if act is not None:
+        exact = fused_activation_reference(exact, act, params)
+    outs = [plan.run(x, pads, t, z) for t in threads]
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    y = outs[0]
+    assert y.shape == exact.shape and y.dtype == np.float32
+    err = np.abs(y - exact).max()
+    assert err <= TOL * max(np.abs(exact).max(), 1e-30), (err, np.abs(exact).max())
+
+
+@pytest.mark.parametrize("H,W", [(1, 1), (2, 5), (4, 4), (5, 7), (6, 6), (7, 7), (8, 9),
+                                 (13, 17), (14, 14), (28, 28), (9, 70)])
+def test_image_sizes(rng, H, W):
+    check_winograd(rng, 1, 5, H, W, 6, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2), (0, 2, 2, 0),
+                                  (3, 1, 0, 3), (2, 2, 2, 2)])
+def test_pads(rng, pads):
+    check_winograd(rng, 2, 4, 11, 10, 3, pads)
+
+
+@pytest.mark.parametrize("N", [2, 3, 5])
+def test_batches_span_chunks(rng, N):
+    # 9x9 outputs = 9 tiles per image: panels and chunks start mid-image
+    check_winograd(rng, N, 16, 9, 9, 20, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("C,M", [(1, 1), (3, 13), (12, 24), (33, 17), (64, 64)])
+def test_channels(rng, C, M):
+    check_winograd(rng, 1, C, 12, 12, M, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("act,params", [("Relu", ()), ("LeakyRelu", (0.1,)),
+                                        ("Clip", (-0.5, 0.5)), ("Sigmoid", ()),
+                                        ("HardSigmoid", (0.2, 0.5)), ("Tanh", ())])
+@pytest.mark.parametrize("residual", [False, True])
+def test_fused_epilogue(rng, act, params, residual):
+    check_winograd(rng, 2, 8, 10, 13, 9, (1, 1, 1, 1), act=act, params=params,
+                   residual=residual)
+
+
+def test_no_bias_and_large_layer(rng):
+    check_winograd(rng, 1, 8, 6, 6, 4, (1, 1, 1, 1), bias=False)
+    # ResNet's 14x14 stage: one chunk, phases split across threads
+    check_winograd(rng, 1, 256, 14, 14, 256, (1, 1, 1, 1), act="Relu", params=(),
+                   residual=True, threads=(1, 2))
+
+
+def test_many_chunks(rng):
+    # 56x56: 196 tiles per image, whole chunks per thread
+    check_winograd(rng, 2, 32, 56, 56, 48, (1, 1, 1, 1), threads=(1, 2))
+
+
+def test_rejects_other_convs(rng):
+    w = rand(rng, 4, 4, 3, 3)
+    for strides, dilations, group in [((2, 2), (1, 1), 1), ((1, 1), (2, 2), 1),
+                                      ((1, 1), (1, 1), 2)]:
+        wg = w[:, : 4 // group]
+        with pytest.raises(ValueError, match="Winograd"):
+            kc.ConvPlan(wg, None, strides, dilations, group, winograd=True)
+    with pytest.raises(ValueError, match="Winograd"):
+        kc.ConvPlan(rand(rng, 4, 4, 5, 5), None, (1, 1), (1, 1), 1, winograd=True)
+
+
+def node_with_shape(shape):
+    return NodeContext(op_type="Conv", name="c", opset=17, num_inputs=2,
+                       input_shapes=(shape, None))
+
+
+@pytest.mark.parametrize("shape,strides,group,want", [
+    ((1, 64, 56, 56), None, 1, True),
+    (("N", 64, 56, 56), None, 1, True),        # symbolic batch: decided for one image
+    ((1, 512, 7, 7), None, 1, False),          # 4 tiles: im2col + GEMM is faster
+    ((8, 512, 7, 7), None, 1, True),
+    ((1, 3, 224, 224), None, 1, False),        # GEMM depth 3
+    ((1, 64, "H", "W"), None, 1, False),       # unknown size: the GEMM path fits any
+    ((1, 64, 56, 56), [2, 2], 1, False),
+    ((1, 64, 56, 56), None, 2, False),
+])
+def test_builder_decision(rng, shape, strides, group, want):
+    W = rand(rng, 64 if shape[1] != 3 else 64, shape[1] // group, 3, 3)
+    got = _use_winograd(node_with_shape(shape), W, strides, None, [1, 1, 1, 1], "NOTSET",
+                        group)
+    assert got is want
+
+
+def test_environment_switch(rng, monkeypatch):
+    W = rand(rng, 64, 64, 3, 3)
+    node = node_with_shape((1, 64, 56, 56))
+    monkeypatch.setenv("CYCONV_WINOGRAD", "0")
+    assert _use_winograd(node, W, None, None, [1, 1, 1, 1], "NOTSET", 1) is False
+    monkeypatch.setenv("CYCONV_WINOGRAD", "1")
+    assert _use_winograd(node, W, None, None, [1, 1, 1, 1], "NOTSET", 1) is True
+
+
+@pytest.mark.parametrize("cap", ["avx2", "generic"])
+def test_capped_isa_variants(cap):
+    # each variant in a fresh process: the ISA is chosen once, at the first call
+    code = ("import numpy as np, sys; sys.path.insert(0, %r); "
+            "import test_winograd as t; rng = np.random.default_rng(1); "
+            "[t.check_winograd(rng, n, c, h, w, m, (1, 1, 1, 1), act='Relu', residual=True) "
+            "for n, c, h, w, m in ((1, 5, 7, 9, 6), (2, 20, 14, 14, 18), (1, 9, 30, 17, 4))]"
+            % os.path.dirname(__file__))
+    # The cyconv this test imported (installed or built in place), not whatever the cwd holds.
+    import cyconv
+    env = dict(os.environ, CYCONV_GEMM_ISA=cap,
+               PYTHONPATH=os.path.dirname(os.path.dirname(cyconv.__file__)))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert r.returncode == 0, r.stderr[-3000:]

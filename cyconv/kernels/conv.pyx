@@ -10,9 +10,10 @@ Conv as GEMM, per (image, group)::
 
     y[n, g] (Mg x P) = w_g (Mg x Kg) @ col (Kg x P),    col[(c, kh, kw), p] = x[n, g*Cg + c, ih, iw]
 
-``w_g`` is packed into micro-kernel panels once, when the plan is built; ``col`` is built in
-bounded chunks of pixels (COL_FLOATS), so the scratch stays in cache whatever the image size.
-A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P. Bias, the residual z
+``w_g`` is packed into micro-kernel panels once, when the plan is built; ``col`` is never
+stored: the GEMM packs each block of it straight from the image into its B panels
+(gemm/im2col.h). A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P.
+3x3 stride-1 convs may run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead (gemm/winograd.h). Bias, the residual z
 (a skip connection, same shape as y) and the activation run in the GEMM epilogue:
 ``y = act(conv(x) + bias + z)`` (com.microsoft FusedConv). Depthwise convs (g == C,
 M = C * multiplier) are a direct kernel instead.
@@ -32,8 +33,8 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
-    CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_operand, epilogue_apply, gemm_mr,
-    gemm_nr, parallel_for, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size, winograd_conv3x3,
+    CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
+    epilogue_apply, gemm_mr, gemm_nr, im2col_packer, parallel_for, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size, winograd_conv3x3,
     winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
@@ -97,7 +98,7 @@ cdef extern from "conv_dw.h" nogil:
                        int fresh)
 
 cdef enum:
-    # Floats of im2col / col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
+    # Floats of col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
     COL_FLOATS = 262144
     # Work (multiply-adds, or floats copied) each extra thread must get before the direct
     # kernels fork: ~50 us of depthwise work. Waking a sleeping worker costs 5-20 us idle and
@@ -159,63 +160,6 @@ cdef Geometry _geometry(int KH, int KW, int sh, int sw, int dh, int dw, pads):
     geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw = KH, KW, sh, sw, dh, dw
     geo.pt, geo.pl, geo.pb, geo.pr = pads
     return geo
-
-
-# ---- im2col ---------------------------------------------------------------------------
-
-cdef void _im2col_row(const float* xc, float* dst, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW,
-                      Py_ssize_t p0, Py_ssize_t pc, int kh, int kw, int sh, int sw, int dh,
-                      int dw, int pt, int pl) noexcept nogil:
-    # dst[p - p0] = x_c[oh*sh - pt + kh*dh, ow*sw - pl + kw*dw] for p = oh*OW + ow in [p0, p0+pc)
-    cdef Py_ssize_t p = p0, end = p0 + pc, oh, ow0, ow1, ih, lo, hi, ow
-    cdef Py_ssize_t off = kw * dw - pl
-    cdef const float* xr
-    cdef float* d
-    _valid_range(off, sw, W, OW, &lo, &hi)
-    while p < end:
-        oh = p // OW
-        ow0 = p - oh * OW
-        ow1 = OW if end - (p - ow0) >= OW else end - (p - ow0)
-        d = dst + (p - p0) - ow0                       # d[ow] is the slot of (oh, ow)
-        ih = oh * sh - pt + kh * dh
-        if ih < 0 or ih >= H:
-            memset(d + ow0, 0, (ow1 - ow0) * sizeof(float))
-        else:
-            xr = xc + ih * W + off
-            for ow in range(ow0, lo if lo < ow1 else ow1):
-                d[ow] = 0
-            if sw == 1:
-                for ow in range(lo if lo > ow0 else ow0, hi if hi < ow1 else ow1):
-                    d[ow] = xr[ow]
-            else:
-                for ow in range(lo if lo > ow0 else ow0, hi if hi < ow1 else ow1):
-                    d[ow] = xr[ow * sw]
-            for ow in range(hi if hi > ow0 else ow0, ow1):
-                d[ow] = 0
-        p += ow1 - ow0
-
-
-cdef void _im2col(const float* xg, float* col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
-                  Py_ssize_t OW, Py_ssize_t p0, Py_ssize_t pc, Geometry geo,
-                  int n_threads) noexcept nogil:
-    # col[r, 0:pc] for r = (c, kh, kw): one parallel task per row
-    cdef Py_ssize_t KK = geo.KH * geo.KW, r, c, k
-    cdef int nt = _threads(<double>Cg * KK * pc, Cg * KK, n_threads)
-    cdef int KH = geo.KH, KW = geo.KW, sh = geo.sh, sw = geo.sw, dh = geo.dh, dw = geo.dw
-    cdef int pt = geo.pt, pl = geo.pl
-    if nt == 1:
-        # no nested parallel region when called from a thread of an outer one
-        for r in range(Cg * KK):
-            c = r // KK
-            k = r - c * KK
-            _im2col_row(xg + c * H * W, col + r * pc, H, W, OW, p0, pc,
-                        <int>(k // KW), <int>(k % KW), sh, sw, dh, dw, pt, pl)
-        return
-    for r in prange(Cg * KK, num_threads=nt, schedule="static"):
-        c = r // KK
-        k = r - c * KK
-        _im2col_row(xg + c * H * W, col + r * pc, H, W, OW, p0, pc,
-                    <int>(k // KW), <int>(k % KW), sh, sw, dh, dw, pt, pl)
 
 
 # ---- depthwise --------------------------------------------------------------------------
@@ -346,16 +290,23 @@ def winograd_applies(int KH, int KW, strides, dilations, int group):
             and group == 1)
 
 
-def winograd_pays(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW):
-    """Whether Winograd is worth its 4x weight memory for this layer and input size.
+def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW):
+    """The Winograd output tile worth using for this layer and input size: 4, 2 or 0 (none).
 
-    Each tile saves 3/4 of the multiplies but costs the transforms (~ C + M values per tile)
-    and rereads the 36 transformed weight planes once per chunk of tiles; with fewer than
-    16 tiles in a call (one 7x7 image: 4) or few channels (C = 3 first layers: GEMM depth 3)
-    im2col + GEMM is faster. Measured in benchmarks/bench_conv_layers.py.
+    F(4x4, 3x3) saves 3/4 of the multiplies for 4x the weight memory, F(2x2, 3x3) 5/9 for
+    1.8x. Both cost the transforms (~ C + M values per tile) and reread the transformed
+    weight planes once per chunk of tiles, and the GEMMs run tiles in 16-lane panels: a call
+    needs >= 16 tiles to fill them. One 7x7 image has 4 tiles of 4x4 but 16 of 2x2; few
+    channels (C = 3 first layers: GEMM depth 3) favour im2col + GEMM. Measured in
+    benchmarks/bench_conv_layers.py.
     """
-    cdef Py_ssize_t tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
-    return C >= 16 and M >= 16 and tiles >= 16
+    if C < 16 or M < 16:
+        return 0
+    if N * ((OH + 3) // 4) * ((OW + 3) // 4) >= 16:
+        return 4
+    if N * ((OH + 1) // 2) * ((OW + 1) // 2) >= 16:
+        return 2
+    return 0
 
 
 cdef class ConvPlan:
@@ -375,10 +326,11 @@ cdef class ConvPlan:
         Its parameters (LeakyRelu alpha; Clip min, max; HardSigmoid alpha, beta).
     slopes : float32 (M,) or (1,), optional
         PRelu slopes per output channel (one value: shared).
-    winograd : bool
-        Use Winograd F(4x4, 3x3) (gemm/winograd.h) instead of im2col + GEMM. Only for 3x3,
-        stride 1, dilation 1, one group (ValueError otherwise); the caller decides when it
-        pays (``winograd_pays``), since the transformed weights take 4x the memory.
+    winograd : int
+        0: im2col + GEMM; 4 or 2: Winograd F(4x4, 3x3) or F(2x2, 3x3) (gemm/winograd.h).
+        Only for 3x3, stride 1, dilation 1, one group (ValueError otherwise); the caller
+        decides when it pays (``winograd_tile``): the transformed weights take 4x (1.8x)
+        the memory.
     """
     cdef readonly int C, M, group, Cg, Mg, KH, KW, sh, sw, dh, dw, multiplier, act
     cdef readonly bint relu, depthwise
@@ -387,13 +339,13 @@ cdef class ConvPlan:
     cdef object w_packed    # GEMM path: group panels of sgemm_packed_a_size(Mg, Kg) floats
     cdef object w_direct    # depthwise path: (M, KH*KW) contiguous
     cdef object w_winograd  # Winograd path: 36 packed (M x C) panels of U = G g G^T
-    cdef readonly bint winograd
+    cdef readonly int winograd   # output tile of the Winograd path, 0 when im2col + GEMM
     cdef object bias
     cdef int packed_mr
     cdef size_t group_size
 
     def __init__(self, w, bias, strides, dilations, int group, bint relu=False, activation=None,
-                 float act_alpha=0.0, float act_beta=0.0, slopes=None, bint winograd=False):
+                 float act_alpha=0.0, float act_beta=0.0, slopes=None, int winograd=0):
         cdef Py_ssize_t g
         w = np.ascontiguousarray(w, dtype=np.float32)
         if w.ndim != 4:
@@ -430,13 +382,15 @@ cdef class ConvPlan:
             return
         self.winograd = winograd
         if winograd:
+            if winograd not in (2, 4):
+                raise ValueError(f"Winograd output tile must be 2 or 4, got {winograd}")
             if not winograd_applies(self.KH, self.KW, strides, dilations, group):
                 raise ValueError("Winograd needs a 3x3 kernel, stride 1, dilation 1, group 1")
-            self.w_winograd = np.empty(max(1, winograd_weights_size(self.M, self.C)),
-                                       np.float32)
+            self.w_winograd = np.empty(
+                max(1, winograd_weights_size(self.M, self.C, winograd)), np.float32)
             dst = self.w_winograd
-            if winograd_pack_weights(self.M, self.C, <const float*>cnp.PyArray_DATA(w),
-                                     &dst[0]) != CY_OK:
+            if winograd_pack_weights(self.M, self.C, winograd,
+                                     <const float*>cnp.PyArray_DATA(w), &dst[0]) != CY_OK:
                 raise MemoryError("Conv: could not transform the Winograd weights")
             self.packed_mr = gemm_mr()
             return
@@ -505,8 +459,8 @@ cdef class ConvPlan:
         cdef int N = x.shape[0], H = x.shape[2], W = x.shape[3], OH = y.shape[2], OW = y.shape[3]
         cdef int err
         with nogil:
-            err = winograd_conv3x3(N, self.C, H, W, self.M, OH, OW, geo.pt, geo.pl, xp, up, yp,
-                                   ep0, n_threads)
+            err = winograd_conv3x3(N, self.C, H, W, self.M, OH, OW, geo.pt, geo.pl,
+                                   self.winograd, xp, up, yp, ep0, n_threads)
         if err == CY_ENOMEM:
             raise MemoryError("Conv: could not allocate Winograd buffers")
         if err != CY_OK:
@@ -552,8 +506,8 @@ cdef class ConvPlan:
 
     cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         # One parallel region for the whole op: pieces are (image, group, column range),
-        # dealt dynamically, each thread running im2col + a one-thread GEMM on its own pixels
-        # (no barrier between images or groups). When there are too few pieces to feed
+        # dealt dynamically, each thread running a one-thread GEMM that packs its own pixels'
+        # im2col panels (no barrier between images or groups). When there are too few pieces to feed
         # every thread (one image of a 7x7 or 14x14 layer), the items run one after the
         # other and each GEMM splits its rows across the threads instead.
         cdef ConvJob job
@@ -581,25 +535,16 @@ cdef class ConvPlan:
                 per = 1
         pieces = items * per
         cdef int nt = n_threads if pieces >= n_threads and n_threads > 1 else 1
-        job.chunk = 0
-        cdef object col_arr = None
-        cdef float* col = NULL
-        if not job.direct:
-            job.chunk = _chunk(job.Kg, (P + per - 1) // per)
-            col_arr = np.empty(max(1, <Py_ssize_t>job.Kg * job.chunk * nt), np.float32)
-            col = <float*>cnp.PyArray_DATA(col_arr)
         cdef int err = CY_OK
         cdef PieceJob pj
         with nogil:
             if nt == 1:
                 for it in range(items):
-                    err = _conv_piece(&job, it // job.group, it % job.group, 0, P, col,
-                                      n_threads)
+                    err = _conv_piece(&job, it // job.group, it % job.group, 0, P, n_threads)
                     if err != CY_OK:
                         break
             else:
-                # the scratch belongs to the thread, not to the piece
-                pj.job, pj.per, pj.nr, pj.col, pj.failed = &job, per, nr, col, 0
+                pj.job, pj.per, pj.nr, pj.failed = &job, per, nr, 0
                 parallel_for(pieces, nt, _conv_task, &pj)
                 err = CY_ENOMEM if pj.failed else CY_OK
         if err == CY_ENOMEM:
@@ -615,7 +560,7 @@ cdef struct ConvJob:
     const float* w
     const cy_epilogue* ep
     Py_ssize_t C, M, H, W, OW, P
-    int group, Cg, Mg, Kg, chunk
+    int group, Cg, Mg, Kg
     size_t group_size
     bint direct
     Geometry geo
@@ -625,7 +570,6 @@ cdef struct PieceJob:
     # the pieces of a parallel Conv call: piece r = (item r // per, column range r % per)
     const ConvJob* job
     Py_ssize_t per, nr
-    float* col              # Kg * chunk floats of im2col scratch per thread
     int failed
 
 
@@ -635,13 +579,12 @@ cdef void _conv_task(void* ctx, long r, int tid) noexcept nogil:
     cdef Py_ssize_t per = pj.per, it = r // per, k = r - it * per, P = job.P
     cdef Py_ssize_t q0 = (P * k // per) // pj.nr * pj.nr
     cdef Py_ssize_t q1 = P if k == per - 1 else (P * (k + 1) // per) // pj.nr * pj.nr
-    if _conv_piece(job, it // job.group, it % job.group, q0, q1,
-                   pj.col + <Py_ssize_t>tid * job.Kg * job.chunk, 1) != CY_OK:
+    if _conv_piece(job, it // job.group, it % job.group, q0, q1, 1) != CY_OK:
         pj.failed = 1
 
 
 cdef int _conv_piece(const ConvJob* job, Py_ssize_t n, Py_ssize_t g, Py_ssize_t q0,
-                     Py_ssize_t q1, float* col, int n_threads) noexcept nogil:
+                     Py_ssize_t q1, int n_threads) noexcept nogil:
     # y[n, group g, :, q0:q1]; the epilogue's per-channel vectors and residual start at
     # this (image, group)
     cdef cy_epilogue ep = job.ep[0]
@@ -653,43 +596,46 @@ cdef int _conv_piece(const ConvJob* job, Py_ssize_t n, Py_ssize_t g, Py_ssize_t 
     if ep.residual != NULL:
         ep.residual = ep.residual + off
     return _gemm_columns(job.x + (n * job.C + g * job.Cg) * job.H * job.W, job.y + off,
-                         job.w + g * job.group_size, &ep, col, job.chunk, q0, q1, job.Mg,
-                         job.Cg, job.Kg, job.H, job.W, job.OW, job.P, job.geo, job.direct,
-                         n_threads)
+                         job.w + g * job.group_size, &ep, q0, q1, job.Mg, job.Kg, job.H,
+                         job.W, job.OW, job.P, job.geo, job.direct, n_threads)
 
 
 cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epilogue* ep0,
-                       float* col, int chunk, Py_ssize_t q0, Py_ssize_t q1, int Mg, int Cg,
-                       int Kg, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t P,
-                       Geometry geo, bint direct, int n_threads) noexcept nogil:
-    # y_g[:, q0:q1] = act(w_g @ col[:, q0:q1] + bias + z_g[:, q0:q1]), col built chunk by chunk
-    # in `col` (direct: col is x_g itself, Cg x P). ep0: the group's epilogue, residual z_g
-    # with row stride P. Returns CY_OK or the GEMM's error code.
+                       Py_ssize_t q0, Py_ssize_t q1, int Mg, int Kg, Py_ssize_t H, Py_ssize_t W,
+                       Py_ssize_t OW, Py_ssize_t P, Geometry geo, bint direct,
+                       int n_threads) noexcept nogil:
+    # y_g[:, q0:q1] = act(w_g @ col[:, q0:q1] + bias + z_g[:, q0:q1]) where col is x_g itself
+    # (direct: Cg x P) or its im2col matrix, which the GEMM packs straight from the image
+    # panel by panel (gemm/im2col.h) and is never stored. ep0: the group's epilogue,
+    # residual z_g with row stride P. Returns CY_OK or the GEMM's error code.
     cdef cy_epilogue ep = ep0[0]
-    cdef const float* z = ep0.residual
     cdef cy_operand A, B
+    cdef cy_im2col im
     A.data = wg
     A.packed = 1
     A.rs = 0
     A.cs = 0
+    A.pack_b = NULL
+    A.pack_ctx = NULL
     B.packed = 0
     B.cs = 1
+    B.pack_b = NULL
+    B.pack_ctx = NULL
+    if ep0.residual != NULL:
+        ep.residual = ep0.residual + q0
     if direct:
         B.data = xg + q0
         B.rs = H * W
-        ep.residual = z + q0 if z != NULL else NULL
-        return sgemm_ex(Mg, <int>(q1 - q0), Kg, 1.0, A, B, 0, yg + q0, P, &ep, n_threads)
-    cdef Py_ssize_t p0 = q0, pc
-    cdef int err = CY_OK
-    while p0 < q1 and err == CY_OK:
-        pc = chunk if q1 - p0 > chunk else q1 - p0
-        _im2col(xg, col, Cg, H, W, OW, p0, pc, geo, n_threads)
-        B.data = col
-        B.rs = pc
-        ep.residual = z + p0 if z != NULL else NULL
-        err = sgemm_ex(Mg, <int>pc, Kg, 1.0, A, B, 0, yg + p0, P, &ep, n_threads)
-        p0 += pc
-    return err
+    else:
+        im.x = xg
+        im.H, im.W, im.OW, im.p0 = <int>H, <int>W, <int>OW, <int>q0
+        im.KH, im.KW, im.sh, im.sw = geo.KH, geo.KW, geo.sh, geo.sw
+        im.dh, im.dw, im.pt, im.pl = geo.dh, geo.dw, geo.pt, geo.pl
+        B.data = NULL
+        B.rs = 0
+        B.pack_b = im2col_packer()
+        B.pack_ctx = &im
+    return sgemm_ex(Mg, <int>(q1 - q0), Kg, 1.0, A, B, 0, yg + q0, P, &ep, n_threads)
 
 
 # ---- transposed conv ---------------------------------------------------------------------
@@ -755,7 +701,11 @@ cdef int _ct_item(CtJob* j, Py_ssize_t it, float* col, int n_threads) noexcept n
     A.packed = 1
     A.rs = 0
     A.cs = 0
+    A.pack_b = NULL
+    A.pack_ctx = NULL
     B.packed = 0
+    B.pack_b = NULL
+    B.pack_ctx = NULL
     B.rs = j.P
     B.cs = 1
     while p0 < j.P and err == CY_OK:

@@ -276,7 +276,7 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
                          f"{len(act_params)}")
     kernel_act = _kernel_activation(act_name, act_params)
 
-    def make_plan(w, b, winograd=False):
+    def make_plan(w, b, winograd=0):
         w4 = w if w.ndim == 4 else w[:, :, None, :]
         st, dl, _ = _defaults(w.ndim - 2, strides, dilations, pads)
         if w.ndim == 3:
@@ -332,23 +332,24 @@ def winograd_enabled() -> bool:
     return os.environ.get("CYCONV_WINOGRAD", "1").strip() != "0"
 
 
-def _use_winograd(node, W, strides, dilations, pads, auto_pad, group) -> bool:
-    """Run this Conv with Winograd F(4x4, 3x3)? Only where it computes the same conv (3x3,
-    stride 1, dilation 1, one group) and pays for its 4x weight memory at the input size the
-    model declares (kernels/conv.pyx ``winograd_pays``); a dynamic input shape keeps im2col +
+def _use_winograd(node, W, strides, dilations, pads, auto_pad, group) -> int:
+    """The Winograd output tile for this Conv (4: F(4x4, 3x3), 2: F(2x2, 3x3)) or 0 (im2col
+    + GEMM). Only where it computes the same conv (3x3, stride 1, dilation 1, one group) and
+    pays for its weight memory at the input size the model declares (kernels/conv.pyx
+    ``winograd_tile``); a dynamic input shape keeps im2col +
     GEMM, which is fast at every size; a symbolic batch counts as one image (the latency
     case). Either algorithm accepts any input size at run time."""
     if not winograd_enabled() or W.ndim != 4:
-        return False
+        return 0
     st, dl, pd = _defaults(2, strides, dilations, pads)
     if not _kc.winograd_applies(W.shape[2], W.shape[3], st, dl, group):
-        return False
+        return 0
     shape = node.input_shapes[0] if node.input_shapes else None
     if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
-        return False
+        return 0
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
     out, _, _ = conv_geometry(shape[2:], W.shape[2:], st, dl, pd, auto_pad)
-    return bool(_kc.winograd_pays(W.shape[1], W.shape[0], batch, out[0], out[1]))
+    return int(_kc.winograd_tile(W.shape[1], W.shape[0], batch, out[0], out[1]))
 
 
 @register("Conv", reference=conv_reference)

@@ -1,5 +1,5 @@
-"""Winograd F(4x4, 3x3) convolution (cyconv/kernels/gemm/winograd.c) against the float64 numpy
-reference: image sizes around the 4x4 tiles and the GEMM's 16/32-tile panels, every pad
+"""Winograd F(4x4, 3x3) and F(2x2, 3x3) convolution (cyconv/kernels/gemm/winograd.c) against
+the float64 numpy reference, both tile sizes everywhere: image sizes around the 4x4 tiles and the GEMM's 16/32-tile panels, every pad
 pattern, batches whose tiles span images, channel counts around the register tile, fused
 bias / residual / activations, thread counts (bitwise equal); when the builder picks it; and
 the AVX2 / generic variants in a subprocess (the ISA is chosen once per process).
@@ -25,8 +25,13 @@ def rand(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
+@pytest.fixture(params=[4, 2], ids=["F4x4", "F2x2"])
+def tile(request):
+    return request.param
+
+
 def check_winograd(rng, N, C, H, W, M, pads, act=None, params=(), residual=False, bias=True,
-                   threads=(1, 2, 3)):
+                   threads=(1, 2, 3), tile=4):
     x = rand(rng, N, C, H, W)
     w = (rand(rng, M, C, 3, 3) / np.sqrt(9 * C)).astype(np.float32)
     b = rand(rng, M) if bias else None
@@ -37,8 +42,8 @@ def check_winograd(rng, N, C, H, W, M, pads, act=None, params=(), residual=False
             kwargs.update(act_alpha=params[0])
         if act in ("HardSigmoid", "Clip"):
             kwargs.update(act_beta=params[1])
-    plan = kc.ConvPlan(w, b, (1, 1), (1, 1), 1, winograd=True, **kwargs)
-    assert plan.winograd
+    plan = kc.ConvPlan(w, b, (1, 1), (1, 1), 1, winograd=tile, **kwargs)
+    assert plan.winograd == tile
     pt, pl, pb, pr = pads
     exact = conv_reference(x.astype(np.float64), w.astype(np.float64),
                            None if b is None else b.astype(np.float64),
@@ -60,46 +65,48 @@ def check_winograd(rng, N, C, H, W, M, pads, act=None, params=(), residual=False
 
 @pytest.mark.parametrize("H,W", [(1, 1), (2, 5), (4, 4), (5, 7), (6, 6), (7, 7), (8, 9),
                                  (13, 17), (14, 14), (28, 28), (9, 70)])
-def test_image_sizes(rng, H, W):
-    check_winograd(rng, 1, 5, H, W, 6, (1, 1, 1, 1))
+def test_image_sizes(rng, H, W, tile):
+    check_winograd(rng, 1, 5, H, W, 6, (1, 1, 1, 1), tile=tile)
 
 
 @pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2), (0, 2, 2, 0),
                                   (3, 1, 0, 3), (2, 2, 2, 2)])
-def test_pads(rng, pads):
-    check_winograd(rng, 2, 4, 11, 10, 3, pads)
+def test_pads(rng, pads, tile):
+    check_winograd(rng, 2, 4, 11, 10, 3, pads, tile=tile)
 
 
 @pytest.mark.parametrize("N", [2, 3, 5])
-def test_batches_span_chunks(rng, N):
-    # 9x9 outputs = 9 tiles per image: panels and chunks start mid-image
-    check_winograd(rng, N, 16, 9, 9, 20, (1, 1, 1, 1))
+def test_batches_span_chunks(rng, N, tile):
+    # 9x9 outputs = 9 (25) tiles per image: panels and chunks start mid-image
+    check_winograd(rng, N, 16, 9, 9, 20, (1, 1, 1, 1), tile=tile)
 
 
 @pytest.mark.parametrize("C,M", [(1, 1), (3, 13), (12, 24), (33, 17), (64, 64)])
-def test_channels(rng, C, M):
-    check_winograd(rng, 1, C, 12, 12, M, (1, 1, 1, 1))
+def test_channels(rng, C, M, tile):
+    check_winograd(rng, 1, C, 12, 12, M, (1, 1, 1, 1), tile=tile)
 
 
 @pytest.mark.parametrize("act,params", [("Relu", ()), ("LeakyRelu", (0.1,)),
                                         ("Clip", (-0.5, 0.5)), ("Sigmoid", ()),
                                         ("HardSigmoid", (0.2, 0.5)), ("Tanh", ())])
 @pytest.mark.parametrize("residual", [False, True])
-def test_fused_epilogue(rng, act, params, residual):
+def test_fused_epilogue(rng, act, params, residual, tile):
     check_winograd(rng, 2, 8, 10, 13, 9, (1, 1, 1, 1), act=act, params=params,
-                   residual=residual)
+                   residual=residual, tile=tile)
 
 
-def test_no_bias_and_large_layer(rng):
-    check_winograd(rng, 1, 8, 6, 6, 4, (1, 1, 1, 1), bias=False)
-    # ResNet's 14x14 stage: one chunk, phases split across threads
+def test_no_bias_and_large_layer(rng, tile):
+    check_winograd(rng, 1, 8, 6, 6, 4, (1, 1, 1, 1), bias=False, tile=tile)
+    # ResNet's 14x14 and 7x7 stages: one chunk, phases split across threads
     check_winograd(rng, 1, 256, 14, 14, 256, (1, 1, 1, 1), act="Relu", params=(),
-                   residual=True, threads=(1, 2))
+                   residual=True, threads=(1, 2), tile=tile)
+    check_winograd(rng, 1, 512, 7, 7, 512, (1, 1, 1, 1), act="Relu", params=(),
+                   residual=True, threads=(1, 2), tile=tile)
 
 
-def test_many_chunks(rng):
-    # 56x56: 196 tiles per image, whole chunks per thread
-    check_winograd(rng, 2, 32, 56, 56, 48, (1, 1, 1, 1), threads=(1, 2))
+def test_many_chunks(rng, tile):
+    # 56x56: 196 (784) tiles per image, whole chunks per thread
+    check_winograd(rng, 2, 32, 56, 56, 48, (1, 1, 1, 1), threads=(1, 2), tile=tile)
 
 
 def test_rejects_other_convs(rng):
@@ -108,9 +115,11 @@ def test_rejects_other_convs(rng):
                                       ((1, 1), (1, 1), 2)]:
         wg = w[:, : 4 // group]
         with pytest.raises(ValueError, match="Winograd"):
-            kc.ConvPlan(wg, None, strides, dilations, group, winograd=True)
+            kc.ConvPlan(wg, None, strides, dilations, group, winograd=4)
     with pytest.raises(ValueError, match="Winograd"):
-        kc.ConvPlan(rand(rng, 4, 4, 5, 5), None, (1, 1), (1, 1), 1, winograd=True)
+        kc.ConvPlan(rand(rng, 4, 4, 5, 5), None, (1, 1), (1, 1), 1, winograd=2)
+    with pytest.raises(ValueError, match="tile must be 2 or 4"):
+        kc.ConvPlan(w, None, (1, 1), (1, 1), 1, winograd=3)
 
 
 def node_with_shape(shape):
@@ -119,29 +128,30 @@ def node_with_shape(shape):
 
 
 @pytest.mark.parametrize("shape,strides,group,want", [
-    ((1, 64, 56, 56), None, 1, True),
-    (("N", 64, 56, 56), None, 1, True),        # symbolic batch: decided for one image
-    ((1, 512, 7, 7), None, 1, False),          # 4 tiles: im2col + GEMM is faster
-    ((8, 512, 7, 7), None, 1, True),
-    ((1, 3, 224, 224), None, 1, False),        # GEMM depth 3
-    ((1, 64, "H", "W"), None, 1, False),       # unknown size: the GEMM path fits any
-    ((1, 64, 56, 56), [2, 2], 1, False),
-    ((1, 64, 56, 56), None, 2, False),
+    ((1, 64, 56, 56), None, 1, 4),
+    (("N", 64, 56, 56), None, 1, 4),           # symbolic batch: decided for one image
+    ((1, 512, 7, 7), None, 1, 2),              # 4 tiles of 4x4 but 16 of 2x2
+    ((8, 512, 7, 7), None, 1, 4),
+    ((1, 64, 3, 3), None, 1, 0),               # 4 tiles of 2x2: too few for a GEMM panel
+    ((1, 3, 224, 224), None, 1, 0),            # GEMM depth 3
+    ((1, 64, "H", "W"), None, 1, 0),           # unknown size: the GEMM path fits any
+    ((1, 64, 56, 56), [2, 2], 1, 0),
+    ((1, 64, 56, 56), None, 2, 0),
 ])
 def test_builder_decision(rng, shape, strides, group, want):
     W = rand(rng, 64 if shape[1] != 3 else 64, shape[1] // group, 3, 3)
     got = _use_winograd(node_with_shape(shape), W, strides, None, [1, 1, 1, 1], "NOTSET",
                         group)
-    assert got is want
+    assert got == want and type(got) is int
 
 
 def test_environment_switch(rng, monkeypatch):
     W = rand(rng, 64, 64, 3, 3)
     node = node_with_shape((1, 64, 56, 56))
     monkeypatch.setenv("CYCONV_WINOGRAD", "0")
-    assert _use_winograd(node, W, None, None, [1, 1, 1, 1], "NOTSET", 1) is False
+    assert _use_winograd(node, W, None, None, [1, 1, 1, 1], "NOTSET", 1) == 0
     monkeypatch.setenv("CYCONV_WINOGRAD", "1")
-    assert _use_winograd(node, W, None, None, [1, 1, 1, 1], "NOTSET", 1) is True
+    assert _use_winograd(node, W, None, None, [1, 1, 1, 1], "NOTSET", 1) == 4
 
 
 @pytest.mark.parametrize("cap", ["avx2", "generic"])
@@ -149,8 +159,9 @@ def test_capped_isa_variants(cap):
     # each variant in a fresh process: the ISA is chosen once, at the first call
     code = ("import numpy as np, sys; sys.path.insert(0, %r); "
             "import test_winograd as t; rng = np.random.default_rng(1); "
-            "[t.check_winograd(rng, n, c, h, w, m, (1, 1, 1, 1), act='Relu', residual=True) "
-            "for n, c, h, w, m in ((1, 5, 7, 9, 6), (2, 20, 14, 14, 18), (1, 9, 30, 17, 4))]"
+            "[t.check_winograd(rng, n, c, h, w, m, (1, 1, 1, 1), act='Relu', residual=True, "
+            "tile=f) for n, c, h, w, m in ((1, 5, 7, 9, 6), (2, 20, 14, 14, 18), "
+            "(1, 9, 30, 17, 4)) for f in (4, 2)]"
             % os.path.dirname(__file__))
     # The cyconv this test imported (installed or built in place), not whatever the cwd holds.
     import cyconv

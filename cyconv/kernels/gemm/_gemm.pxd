@@ -16,11 +16,17 @@ cdef extern from "gemm/gemm.h" nogil:
         const float *residual
         ptrdiff_t ldr
 
+    ctypedef void (*cy_pack_b_fn)(const void *ctx, int k0, int kc, int j0, int nc, int NR,
+                                  float *dst) noexcept nogil
+
+    # set every field: pack_b = NULL unless B is packed on the fly
     ctypedef struct cy_operand:
         const float *data
         ptrdiff_t rs
         ptrdiff_t cs
         int packed
+        cy_pack_b_fn pack_b
+        const void *pack_ctx
 
     enum:
         CY_ACT_NONE
@@ -36,6 +42,13 @@ cdef extern from "gemm/gemm.h" nogil:
         CY_OK
         CY_ENOMEM
         CY_EINVAL
+
+cdef extern from "gemm/im2col.h" nogil:
+    # a conv's im2col matrix as a B operand packed straight from the image (im2col.h)
+    ctypedef struct cy_im2col:
+        const float *x
+        int H, W, OW, p0
+        int KH, KW, sh, sw, dh, dw, pt, pl
 
 cdef extern from "gemm/pool.h" nogil:
     ctypedef void (*cy_task_fn)(void *ctx, long piece, int tid) noexcept nogil
@@ -57,12 +70,14 @@ cdef void sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t cs
                  float *dst) noexcept nogil
 cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
                  float *dst) noexcept nogil
-# Winograd F(4x4, 3x3) conv (winograd.h): packed weights' size, packing, and the conv.
-cdef size_t winograd_weights_size(int M, int C) noexcept nogil
-cdef int winograd_pack_weights(int M, int C, const float *w, float *dst) noexcept nogil
+# Winograd F(m x m, 3x3) conv, m = 2 or 4 (winograd.h): packed weights' size, packing, and the conv.
+cdef size_t winograd_weights_size(int M, int C, int m) noexcept nogil
+cdef int winograd_pack_weights(int M, int C, int m, const float *w, float *dst) noexcept nogil
 cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
-                          const float *x, const float *u, float *y, const cy_epilogue *ep,
-                          int n_threads) noexcept nogil
+                          int m, const float *x, const float *u, float *y,
+                          const cy_epilogue *ep, int n_threads) noexcept nogil
+# The pack_b of an operand whose pack_ctx is a cy_im2col.
+cdef cy_pack_b_fn im2col_packer() noexcept nogil
 cdef int gemm_mr() noexcept nogil
 cdef int gemm_nr() noexcept nogil
 

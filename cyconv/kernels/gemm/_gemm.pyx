@@ -24,12 +24,15 @@ cdef extern from "gemm/gemm.h" nogil:
                     int n_threads)
     void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 
+cdef extern from "gemm/im2col.h" nogil:
+    void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst)
+
 cdef extern from "gemm/winograd.h" nogil:
-    size_t cy_winograd_weights_size(int M, int C)
-    int cy_winograd_pack_weights(int M, int C, const float *w, float *dst)
+    size_t cy_winograd_weights_size(int M, int C, int m)
+    int cy_winograd_pack_weights(int M, int C, int m, const float *w, float *dst)
     int cy_winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
-                            const float *x, const float *u, float *y, const cy_epilogue *ep,
-                            int n_threads)
+                            int m, const float *x, const float *u, float *y,
+                            const cy_epilogue *ep, int n_threads)
 
 ACT_NONE = CY_ACT_NONE
 ACT_RELU = CY_ACT_RELU
@@ -75,16 +78,19 @@ cdef void sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t cs
                  float *dst) noexcept nogil:
     cy_sgemm_pack_b(K, N, B, rsb, csb, dst)
 
-cdef size_t winograd_weights_size(int M, int C) noexcept nogil:
-    return cy_winograd_weights_size(M, C)
+cdef size_t winograd_weights_size(int M, int C, int m) noexcept nogil:
+    return cy_winograd_weights_size(M, C, m)
 
-cdef int winograd_pack_weights(int M, int C, const float *w, float *dst) noexcept nogil:
-    return cy_winograd_pack_weights(M, C, w, dst)
+cdef int winograd_pack_weights(int M, int C, int m, const float *w, float *dst) noexcept nogil:
+    return cy_winograd_pack_weights(M, C, m, w, dst)
 
 cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
-                          const float *x, const float *u, float *y, const cy_epilogue *ep,
-                          int n_threads) noexcept nogil:
-    return cy_winograd_conv3x3(N, C, H, W, M, OH, OW, pt, pl, x, u, y, ep, n_threads)
+                          int m, const float *x, const float *u, float *y,
+                          const cy_epilogue *ep, int n_threads) noexcept nogil:
+    return cy_winograd_conv3x3(N, C, H, W, M, OH, OW, pt, pl, m, x, u, y, ep, n_threads)
+
+cdef cy_pack_b_fn im2col_packer() noexcept nogil:
+    return <cy_pack_b_fn>cy_im2col_pack_b
 
 cdef int gemm_mr() noexcept nogil:
     return cy_gemm_mr()
@@ -150,6 +156,8 @@ cdef class Packed:
         op.rs = 0
         op.cs = 0
         op.packed = 1
+        op.pack_b = NULL
+        op.pack_ctx = NULL
         return op
 
     @property
@@ -246,6 +254,8 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
         A.rs = _elem_stride(xa, xa.ndim - 2)
         A.cs = _elem_stride(xa, xa.ndim - 1)
         A.packed = 0
+        A.pack_b = NULL
+        A.pack_ctx = NULL
     if isinstance(b, Packed):
         if (<Packed>b).side != "b":
             raise ValueError("b is a packed left operand; use pack_b")
@@ -263,6 +273,8 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
         B.rs = _elem_stride(xb, xb.ndim - 2)
         B.cs = _elem_stride(xb, xb.ndim - 1)
         B.packed = 0
+        B.pack_b = NULL
+        B.pack_ctx = NULL
     if Kb != K:
         raise ValueError(f"inner dimensions differ: a is ({M}, {K}), b is ({Kb}, {N})")
     batched = (xa is not None and xa.ndim == 3) or (xb is not None and xb.ndim == 3)

@@ -147,6 +147,10 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
             if (B->packed) {
                 bp = B->data + (size_t)(jc / NR) * K * NR + (size_t)pc * NR;
                 b_stride = (ptrdiff_t)K * NR;
+            } else if (B->pack_b) {
+                B->pack_b(B->pack_ctx, pc, kc, jc, nc, NR, bbuf);
+                bp = bbuf;
+                b_stride = (ptrdiff_t)kc * NR;
             } else {
                 cy_pack_b_block(kc, nc, B->data + pc * B->rs + jc * B->cs, B->rs, B->cs, NR, bbuf);
                 bp = bbuf;

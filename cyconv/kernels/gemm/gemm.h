@@ -51,12 +51,22 @@ typedef struct cy_epilogue {
     ptrdiff_t ldr;
 } cy_epilogue;
 
-/* One GEMM operand: either strided (packed == 0: element (r, c) at data[r*rs + c*cs]) or
- * prepacked panels from cy_sgemm_pack_a / cy_sgemm_pack_b (packed == 1, rs/cs unused). */
+/* Packs rows [k0, k0+kc) x columns [j0, j0+nc) of a B operand that exists only implicitly
+ * (a convolution's im2col matrix, see im2col.h) into NR-wide panels, the layout of
+ * cy_sgemm_pack_b: dst[(j / NR)*kc*NR + (k - k0)*NR + j % NR], zero past column nc. */
+typedef void (*cy_pack_b_fn)(const void *ctx, int k0, int kc, int j0, int nc, int NR,
+                             float *dst);
+
+/* One GEMM operand: either strided (packed == 0: element (r, c) at data[r*rs + c*cs]),
+ * prepacked panels from cy_sgemm_pack_a / cy_sgemm_pack_b (packed == 1, rs/cs unused), or,
+ * for B only, packed on the fly by pack_b(pack_ctx, ...) (pack_b != NULL; data unused).
+ * Zero-initialise unused fields. */
 typedef struct cy_operand {
     const float *data;
     ptrdiff_t rs, cs;
     int packed;
+    cy_pack_b_fn pack_b;
+    const void *pack_ctx;
 } cy_operand;
 
 /* Error codes */

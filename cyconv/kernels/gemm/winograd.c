@@ -1,8 +1,9 @@
-/* Winograd F(4x4, 3x3) convolution (contract and math in winograd.h).
+/* Winograd F(m x m, 3x3) convolution, m = 4 or 2 (contract and math in winograd.h).
  *
- * Shapes: x (N, C, H, W), y (N, M, OH, OW). Tiles are the 4x4 output blocks, numbered over
- * (n, ty, tx) row-major: TH = ceil(OH/4), TW = ceil(OW/4), T = N*TH*TW. Tile (ty, tx) reads
- * the 6x6 input patch at rows 4ty - pt .. +5, columns 4tx - pl .. +5.
+ * Shapes: x (N, C, H, W), y (N, M, OH, OW). Tiles are the m x m output blocks, numbered over
+ * (n, ty, tx) row-major: TH = ceil(OH/m), TW = ceil(OW/m), T = N*TH*TW. Tile (ty, tx) reads
+ * the a x a input patch (a = m + 2) at rows m*ty - pt .., columns m*tx - pl ..; the a*a
+ * positions xi of the transform (nxi: 36 or 16) each give one GEMM.
  *
  * Work goes chunk by chunk (nt tiles at a time, a multiple of the GEMM's NR) through three
  * phases that share two buffers:
@@ -37,13 +38,13 @@
 #define CLONES
 #endif
 
-#define NXI 36          /* positions of the 6x6 transform */
+#define NXI_MAX 36      /* positions of the 6x6 transform of F(4x4, 3x3); F(2x2): 16 */
 #define NR_MAX 32       /* widest GEMM panel of any micro-kernel (gemm_avx512.c) */
 #define L2_FLOATS 262144    /* 1 MiB: V + R of one chunk */
 
 /* ---- weights: U = G g G^T ------------------------------------------------------------- */
 
-static const double G[6][3] = {
+static const double G4[6][3] = {
     {1.0 / 4, 0, 0},
     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
@@ -52,20 +53,34 @@ static const double G[6][3] = {
     {0, 0, 1},
 };
 
-size_t cy_winograd_weights_size(int M, int C)
+static const double G2[4][3] = {
+    {1, 0, 0},
+    {0.5, 0.5, 0.5},
+    {0.5, -0.5, 0.5},
+    {0, 0, 1},
+};
+
+/* transform side a = m + 2 and positions a*a, or 0 for an unsupported tile */
+static int side_of(int m) { return m == 4 ? 6 : m == 2 ? 4 : 0; }
+
+size_t cy_winograd_weights_size(int M, int C, int m)
 {
-    return NXI * cy_sgemm_packed_a_size(M, C);
+    const int a = side_of(m);
+    return (size_t)a * a * cy_sgemm_packed_a_size(M, C);
 }
 
-int cy_winograd_pack_weights(int M, int C, const float *w, float *dst)
+int cy_winograd_pack_weights(int M, int C, int m, const float *w, float *dst)
 {
+    const int side = side_of(m), nxi = side * side;
+    if (!side) return CY_EINVAL;
+    const double(*G)[3] = m == 4 ? G4 : G2;
     const size_t one = cy_sgemm_packed_a_size(M, C);
     /* one xi at a time: U_xi (M x C), then packed; the 9 products per value are cheap next
      * to holding all 36 planes (36x the weights) in a temporary */
     float *u = (float *)malloc(sizeof(float) * ((size_t)M * C > 0 ? (size_t)M * C : 1));
     if (!u) return CY_ENOMEM;
-    for (int xi = 0; xi < NXI; xi++) {
-        const int i = xi / 6, k = xi % 6;
+    for (int xi = 0; xi < nxi; xi++) {
+        const int i = xi / side, k = xi % side;
         for (size_t mc = 0; mc < (size_t)M * C; mc++) {
             const float *g = w + mc * 9;
             double s = 0;
@@ -82,7 +97,9 @@ int cy_winograd_pack_weights(int M, int C, const float *w, float *dst)
 /* ---- one call ------------------------------------------------------------------------- */
 
 typedef struct {
-    int N, C, H, W, M, OH, OW, pt, pl, TH, TW, nr;
+    int N, C, H, W, M, OH, OW, pt, pl;
+    int m, side, nxi;       /* output tile m x m, input patch side x side, side^2 GEMMs */
+    int TH, TW, nr;
     const float *x, *u;
     float *y;
     const cy_epilogue *ep;
@@ -92,7 +109,7 @@ typedef struct {
 typedef struct {
     long t0;                /* first tile */
     int nt, ntp;            /* tiles, and tiles rounded up to NR (the panels' width) */
-    float *v, *r;           /* V: NXI x C x ntp, R: NXI x M x ntp */
+    float *v, *r;           /* V: nxi x C x ntp, R: nxi x M x ntp */
 } chunk_t;
 
 static int imin(int a, int b) { return a < b ? a : b; }
@@ -103,8 +120,8 @@ static void tile_pos(const conv_t *cv, long t, int *n, int *oh, int *ow)
     const long per_image = (long)cv->TH * cv->TW;
     const long q = t % per_image;
     *n = (int)(t / per_image);
-    *oh = 4 * (int)(q / cv->TW);
-    *ow = 4 * (int)(q % cv->TW);
+    *oh = cv->m * (int)(q / cv->TW);
+    *ow = cv->m * (int)(q % cv->TW);
 }
 
 /* A panel's tiles come in runs along one tile row: run_start gives the first tile's
@@ -114,13 +131,13 @@ typedef struct { int n, oh, ow, len; } run_t;
 static void run_first(const conv_t *cv, long t0, int cnt, run_t *r)
 {
     tile_pos(cv, t0, &r->n, &r->oh, &r->ow);
-    r->len = imin(cnt, cv->TW - r->ow / 4);
+    r->len = imin(cnt, cv->TW - r->ow / cv->m);
 }
 
 static void run_next(const conv_t *cv, int left, run_t *r)
 {
     r->ow = 0;
-    r->oh += 4;
+    r->oh += cv->m;
     if (r->oh >= cv->OH) {
         r->oh = 0;
         r->n++;
@@ -128,51 +145,59 @@ static void run_next(const conv_t *cv, int left, run_t *r)
     r->len = imin(left, cv->TW);
 }
 
-/* d[r*6 + s][j0 + q] = patch (r, s) of tile q of the run, zero outside the image */
+/* d[r*A + s][j0 + q] = patch (r, s) of tile q of the run, zero outside the image; A is the
+ * patch side and S = A - 2 the step between tiles (compile-time constants once inlined) */
 static inline void gather_run(const conv_t *cv, const float *xc, const run_t *run, int j0,
-                              float d[NXI][NR_MAX])
+                              float d[NXI_MAX][NR_MAX], const int A, const int S)
 {
     const int H = cv->H, W = cv->W, ih0 = run->oh - cv->pt, iw0 = run->ow - cv->pl;
     /* tiles q in [q_lo, q_hi) read columns inside the image */
-    int q_lo = iw0 >= 0 ? 0 : (-iw0 + 3) / 4;
-    int q_hi = W - 6 - iw0 >= 0 ? (W - 6 - iw0) / 4 + 1 : 0;
-    if (ih0 < 0 || ih0 + 6 > H) q_hi = 0;
+    int q_lo = iw0 >= 0 ? 0 : (-iw0 + S - 1) / S;
+    int q_hi = W - A - iw0 >= 0 ? (W - A - iw0) / S + 1 : 0;
+    if (ih0 < 0 || ih0 + A > H) q_hi = 0;
     if (q_lo > run->len) q_lo = run->len;
     if (q_hi > run->len) q_hi = run->len;
     if (q_hi < q_lo) q_hi = q_lo;
-    for (int r = 0; r < 6 && q_lo < q_hi; r++)
-        for (int s = 0; s < 6; s++) {
+    for (int r = 0; r < A && q_lo < q_hi; r++)
+        for (int s = 0; s < A; s++) {
             const float *src = xc + (size_t)(ih0 + r) * W + iw0 + s;
-            float *dst = d[r * 6 + s] + j0;
-            for (int q = q_lo; q < q_hi; q++) dst[q] = src[4 * q];
+            float *dst = d[r * A + s] + j0;
+            for (int q = q_lo; q < q_hi; q++) dst[q] = src[S * q];
         }
     for (int q = 0; q < run->len; q++) {
         if (q == q_lo) q = q_hi;
         if (q >= run->len) break;
-        for (int r = 0; r < 6; r++) {
+        for (int r = 0; r < A; r++) {
             const int ih = ih0 + r;
-            for (int s = 0; s < 6; s++) {
-                const int iw = iw0 + 4 * q + s;
-                d[r * 6 + s][j0 + q] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
+            for (int s = 0; s < A; s++) {
+                const int iw = iw0 + S * q + s;
+                d[r * A + s][j0 + q] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
                                            ? xc[(size_t)ih * W + iw] : 0.0f;
             }
         }
     }
 }
 
-/* V for channel c and the tiles jj < cnt of one panel (cnt <= nr; the rest of the panel's
- * nr columns are zero). vdst: the panel's row c of xi = 0; xi planes are xi_stride apart. */
-CLONES static void input_panel(const conv_t *cv, int c, long t0, int cnt, float *vdst,
-                               size_t xi_stride)
+/* Gathers the patches of a panel's cnt tiles of channel c into d (zero past cnt). */
+static inline void gather_panel(const conv_t *cv, int c, long t0, int cnt,
+                                float d[NXI_MAX][NR_MAX], const int A, const int S)
 {
-    float d[NXI][NR_MAX], t[NXI][NR_MAX];
-    const int nr = cv->nr;
     run_t run;
     run_first(cv, t0, cnt, &run);
     for (int jj = 0; jj < cnt; jj += run.len, run_next(cv, cnt - jj, &run))
-        gather_run(cv, cv->x + ((size_t)run.n * cv->C + c) * cv->H * cv->W, &run, jj, d);
-    for (int xi = 0; xi < NXI; xi++)
+        gather_run(cv, cv->x + ((size_t)run.n * cv->C + c) * cv->H * cv->W, &run, jj, d, A, S);
+    for (int xi = 0; xi < A * A; xi++)
         for (int jj = cnt; jj < NR_MAX; jj++) d[xi][jj] = 0.0f;
+}
+
+/* V for channel c and the tiles jj < cnt of one panel (cnt <= nr; the rest of the panel's
+ * nr columns are zero). vdst: the panel's row c of xi = 0; xi planes are xi_stride apart. */
+CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, float *vdst,
+                                size_t xi_stride)
+{
+    float d[NXI_MAX][NR_MAX], t[NXI_MAX][NR_MAX];
+    const int nr = cv->nr;
+    gather_panel(cv, c, t0, cnt, d, 6, 4);
 
     /* Both passes run over all NR_MAX lanes, a compile-time count the compiler vectorises
      * fully, into local arrays; only the panel's nr columns are copied out. */
@@ -200,53 +225,100 @@ CLONES static void input_panel(const conv_t *cv, int c, long t0, int cnt, float 
             d[i * 6 + 4][jj] = 2.0f * (e1 - e3) - e2 + e4;
             d[i * 6 + 5][jj] = 4.0f * e1 - 5.0f * e3 + e5;
         }
-    for (int xi = 0; xi < NXI; xi++)
+    for (int xi = 0; xi < 36; xi++)
+        memcpy(vdst + (size_t)xi * xi_stride, d[xi], (size_t)nr * sizeof(float));
+}
+
+/* F(2x2, 3x3): V = B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
+CLONES static void input_panel2(const conv_t *cv, int c, long t0, int cnt, float *vdst,
+                                size_t xi_stride)
+{
+    float d[NXI_MAX][NR_MAX], t[16][NR_MAX];
+    const int nr = cv->nr;
+    gather_panel(cv, c, t0, cnt, d, 4, 2);
+    for (int s = 0; s < 4; s++)
+        for (int jj = 0; jj < NR_MAX; jj++) {
+            const float d0 = d[s][jj], d1 = d[4 + s][jj], d2 = d[8 + s][jj], d3 = d[12 + s][jj];
+            t[s][jj] = d0 - d2;
+            t[4 + s][jj] = d1 + d2;
+            t[8 + s][jj] = d2 - d1;
+            t[12 + s][jj] = d1 - d3;
+        }
+    for (int i = 0; i < 4; i++)
+        for (int jj = 0; jj < NR_MAX; jj++) {
+            const float e0 = t[i * 4][jj], e1 = t[i * 4 + 1][jj], e2 = t[i * 4 + 2][jj],
+                        e3 = t[i * 4 + 3][jj];
+            d[i * 4][jj] = e0 - e2;
+            d[i * 4 + 1][jj] = e1 + e2;
+            d[i * 4 + 2][jj] = e2 - e1;
+            d[i * 4 + 3][jj] = e1 - e3;
+        }
+    for (int xi = 0; xi < 16; xi++)
         memcpy(vdst + (size_t)xi * xi_stride, d[xi], (size_t)nr * sizeof(float));
 }
 
 /* y = o + bias (+ z) for the run's tiles at rows/columns inside the output; the activation
- * follows (apply_act) over the finished row segments. */
+ * follows (finish_run) over the finished row segments. T: the tile side (constant once
+ * inlined), o[i*T + k][jj]: output (i, k) of tile jj. */
 static inline void scatter_run(const conv_t *cv, int m, const run_t *run, int j0,
-                               float o[16][NR_MAX], float bias)
+                               float o[16][NR_MAX], float bias, const int T)
 {
     const int OH = cv->OH, OW = cv->OW;
     const size_t plane = ((size_t)run->n * cv->M + m) * OH * OW;
     float *y = cv->y + plane;
     const float *z = cv->ep && cv->ep->residual ? cv->ep->residual + plane : NULL;
-    const int rows = imin(4, OH - run->oh);
+    const int rows = imin(T, OH - run->oh);
     /* whole tiles q < full; the last tile of a row may stick out past OW */
-    const int full = imin(run->len, (OW - run->ow) / 4);
+    const int full = imin(run->len, (OW - run->ow) / T);
     for (int i = 0; i < rows; i++) {
         const size_t at = (size_t)(run->oh + i) * OW + run->ow;
         float *yr = y + at;
-        const float *o0 = o[i * 4] + j0, *o1 = o[i * 4 + 1] + j0, *o2 = o[i * 4 + 2] + j0,
-                    *o3 = o[i * 4 + 3] + j0;
         if (z) {
             const float *zr = z + at;
-            for (int q = 0; q < full; q++) {
-                yr[4 * q] = o0[q] + bias + zr[4 * q];
-                yr[4 * q + 1] = o1[q] + bias + zr[4 * q + 1];
-                yr[4 * q + 2] = o2[q] + bias + zr[4 * q + 2];
-                yr[4 * q + 3] = o3[q] + bias + zr[4 * q + 3];
-            }
+            for (int q = 0; q < full; q++)
+                for (int k = 0; k < T; k++)
+                    yr[T * q + k] = o[i * T + k][j0 + q] + bias + zr[T * q + k];
         } else {
-            for (int q = 0; q < full; q++) {
-                yr[4 * q] = o0[q] + bias;
-                yr[4 * q + 1] = o1[q] + bias;
-                yr[4 * q + 2] = o2[q] + bias;
-                yr[4 * q + 3] = o3[q] + bias;
-            }
+            for (int q = 0; q < full; q++)
+                for (int k = 0; k < T; k++) yr[T * q + k] = o[i * T + k][j0 + q] + bias;
         }
         for (int q = full; q < run->len; q++)
-            for (int k = 0; k < 4 && run->ow + 4 * q + k < OW; k++)
-                yr[4 * q + k] = o[i * 4 + k][j0 + q] + bias + (z ? z[at + 4 * q + k] : 0.0f);
+            for (int k = 0; k < T && run->ow + T * q + k < OW; k++)
+                yr[T * q + k] = o[i * T + k][j0 + q] + bias + (z ? z[at + T * q + k] : 0.0f);
+    }
+}
+
+/* Writes the panel's outputs o (see scatter_run) to y with the epilogue. */
+static inline void finish_panel(const conv_t *cv, int m, long t0, int cnt, float o[16][NR_MAX],
+                                const int T)
+{
+    const cy_epilogue *ep = cv->ep;
+    const float bias = ep && ep->bias_row ? ep->bias_row[m] : 0.0f;
+    cy_epilogue act = {0};
+    if (ep) {
+        act.act = ep->act;
+        act.act_alpha = ep->act_alpha;
+        act.act_beta = ep->act_beta;
+        act.slope_row = ep->slope_row ? ep->slope_row + m : NULL;
+    }
+    const cy_gemm_isa *isa = cy_gemm_isa_get();
+    run_t run;
+    run_first(cv, t0, cnt, &run);
+    for (int jj = 0; jj < cnt; jj += run.len, run_next(cv, cnt - jj, &run)) {
+        scatter_run(cv, m, &run, jj, o, bias, T);
+        if (act.act == CY_ACT_NONE) continue;
+        /* the run's rows of y: (rows) x (width) at (oh, ow) of plane (n, m) */
+        const int width = imin(T * run.len, cv->OW - run.ow), rows = imin(T, cv->OH - run.oh);
+        float *y0 = cv->y + (((size_t)run.n * cv->M + m) * cv->OH + run.oh) * cv->OW + run.ow;
+        for (int i = 0; i < rows; i++) isa->epilogue(1, width, y0 + (size_t)i * cv->OW, 0, &act);
     }
 }
 
 /* y for output channel m and the tiles jj < cnt of one panel. rsrc: R row m at the panel's
- * first tile for xi = 0; xi planes are xi_stride apart. */
-CLONES static void output_panel(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
-                                size_t xi_stride)
+ * first tile for xi = 0; xi planes are xi_stride apart. F(4x4): Y = A^T R A with
+ * A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. */
+CLONES static void output_panel4(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
+                                 size_t xi_stride)
 {
     float t[24][NR_MAX], o[16][NR_MAX];
     const int nr = cv->nr;
@@ -276,27 +348,32 @@ CLONES static void output_panel(const conv_t *cv, int m, long t0, int cnt, const
             o[i * 4 + 2][jj] = a + 4.0f * c;
             o[i * 4 + 3][jj] = b + 8.0f * d + e5;
         }
+    finish_panel(cv, m, t0, cnt, o, 4);
+}
 
-    const cy_epilogue *ep = cv->ep;
-    const float bias = ep && ep->bias_row ? ep->bias_row[m] : 0.0f;
-    cy_epilogue act = {0};
-    if (ep) {
-        act.act = ep->act;
-        act.act_alpha = ep->act_alpha;
-        act.act_beta = ep->act_beta;
-        act.slope_row = ep->slope_row ? ep->slope_row + m : NULL;
-    }
-    const cy_gemm_isa *isa = cy_gemm_isa_get();
-    run_t run;
-    run_first(cv, t0, cnt, &run);
-    for (int jj = 0; jj < cnt; jj += run.len, run_next(cv, cnt - jj, &run)) {
-        scatter_run(cv, m, &run, jj, o, bias);
-        if (act.act == CY_ACT_NONE) continue;
-        /* the run's rows of y: (rows) x (width) at (oh, ow) of plane (n, m) */
-        const int width = imin(4 * run.len, cv->OW - run.ow), rows = imin(4, cv->OH - run.oh);
-        float *y0 = cv->y + (((size_t)run.n * cv->M + m) * cv->OH + run.oh) * cv->OW + run.ow;
-        for (int i = 0; i < rows; i++) isa->epilogue(1, width, y0 + (size_t)i * cv->OW, 0, &act);
-    }
+/* F(2x2): Y = A^T R A with A^T = [1 1 1 0; 0 1 -1 -1]. */
+CLONES static void output_panel2(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
+                                 size_t xi_stride)
+{
+    float t[8][NR_MAX], o[16][NR_MAX];
+    const int nr = cv->nr;
+    for (int s = 0; s < 4; s++)
+        for (int jj = 0; jj < nr; jj++) {
+            const float m0 = rsrc[(size_t)s * xi_stride + jj],
+                        m1 = rsrc[(size_t)(4 + s) * xi_stride + jj],
+                        m2 = rsrc[(size_t)(8 + s) * xi_stride + jj],
+                        m3 = rsrc[(size_t)(12 + s) * xi_stride + jj];
+            t[s][jj] = m0 + m1 + m2;
+            t[4 + s][jj] = m1 - m2 - m3;
+        }
+    for (int i = 0; i < 2; i++)
+        for (int jj = 0; jj < nr; jj++) {
+            const float e0 = t[i * 4][jj], e1 = t[i * 4 + 1][jj], e2 = t[i * 4 + 2][jj],
+                        e3 = t[i * 4 + 3][jj];
+            o[i * 2][jj] = e0 + e1 + e2;
+            o[i * 2 + 1][jj] = e1 - e2 - e3;
+        }
+    finish_panel(cv, m, t0, cnt, o, 2);
 }
 
 /* The three phases over part of a chunk: channels [c0, c1), positions [x0, x1), output
@@ -308,8 +385,8 @@ static void input_range(const conv_t *cv, const chunk_t *ch, int c0, int c1)
         const int cnt = imin(cv->nr, ch->nt - p * cv->nr);
         float *panel = ch->v + (size_t)p * cv->C * cv->nr;
         for (int c = c0; c < c1; c++)
-            input_panel(cv, c, ch->t0 + (long)p * cv->nr, cnt, panel + (size_t)c * cv->nr,
-                        xi_stride);
+            (cv->m == 4 ? input_panel4 : input_panel2)(cv, c, ch->t0 + (long)p * cv->nr, cnt,
+                                                       panel + (size_t)c * cv->nr, xi_stride);
     }
 }
 
@@ -330,13 +407,14 @@ static void output_range(const conv_t *cv, const chunk_t *ch, int m0, int m1)
     const size_t xi_stride = (size_t)cv->M * ch->ntp;
     for (int m = m0; m < m1; m++)
         for (int p = 0; p * cv->nr < ch->nt; p++)
-            output_panel(cv, m, ch->t0 + (long)p * cv->nr, imin(cv->nr, ch->nt - p * cv->nr),
-                         ch->r + (size_t)m * ch->ntp + (size_t)p * cv->nr, xi_stride);
+            (cv->m == 4 ? output_panel4 : output_panel2)(
+                cv, m, ch->t0 + (long)p * cv->nr, imin(cv->nr, ch->nt - p * cv->nr),
+                ch->r + (size_t)m * ch->ntp + (size_t)p * cv->nr, xi_stride);
 }
 
 static size_t chunk_floats(const conv_t *cv, int ntp)
 {
-    return (size_t)NXI * (cv->C + cv->M) * ntp;
+    return (size_t)cv->nxi * (cv->C + cv->M) * ntp;
 }
 
 static void chunk_at(const conv_t *cv, long t0, int nt, float *buf, chunk_t *ch)
@@ -345,7 +423,7 @@ static void chunk_at(const conv_t *cv, long t0, int nt, float *buf, chunk_t *ch)
     ch->nt = nt;
     ch->ntp = (nt + cv->nr - 1) / cv->nr * cv->nr;
     ch->v = buf;
-    ch->r = buf + (size_t)NXI * cv->C * ch->ntp;
+    ch->r = buf + (size_t)cv->nxi * cv->C * ch->ntp;
 }
 
 /* ---- whole chunks per thread ------------------------------------------------------------ */
@@ -373,7 +451,7 @@ static void chunk_task(void *ctx, long i, int tid)
     }
     chunk_at(cv, t0, nt, buf, &ch);
     input_range(cv, &ch, 0, cv->C);
-    int e = gemm_range(cv, &ch, 0, NXI);
+    int e = gemm_range(cv, &ch, 0, cv->nxi);
     if (e) {
         j->err = e;
         return;
@@ -415,11 +493,14 @@ static void output_task(void *ctx, long i, int tid)
 }
 
 int cy_winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
-                        const float *x, const float *u, float *y, const cy_epilogue *ep,
-                        int n_threads)
+                        int m, const float *x, const float *u, float *y,
+                        const cy_epilogue *ep, int n_threads)
 {
+    const int side = side_of(m);
+    if (!side) return CY_EINVAL;
     if (N <= 0 || M <= 0 || OH <= 0 || OW <= 0) return CY_OK;
-    conv_t cv = {N, C, H, W, M, OH, OW, pt, pl, (OH + 3) / 4, (OW + 3) / 4,
+    conv_t cv = {N, C, H, W, M, OH, OW, pt, pl, m, side, side * side,
+                 (OH + m - 1) / m, (OW + m - 1) / m,
                  cy_gemm_nr(), x, u, y, ep, cy_sgemm_packed_a_size(M, C)};
     if (cv.nr > NR_MAX) return CY_EINVAL;
     const long T = (long)N * cv.TH * cv.TW;
@@ -427,7 +508,7 @@ int cy_winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int p
 
     /* tiles per chunk: V + R within L2, a multiple of NR; with threads, small enough that
      * each gets about 3 chunks, which lets them run whole chunks independently */
-    long per = (long)(L2_FLOATS / ((size_t)NXI * (C + M))) / cv.nr * cv.nr;
+    long per = (long)(L2_FLOATS / ((size_t)cv.nxi * (C + M))) / cv.nr * cv.nr;
     if (per < cv.nr) per = cv.nr;
     if (per > 8L * cv.nr) per = 8L * cv.nr;
     if (nth > 1)
@@ -452,7 +533,7 @@ int cy_winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int p
         phase_job j = {&cv, &ch, 4 * nth, CY_OK};
         if (j.pieces > C) j.pieces = C;
         cy_parallel_for(j.pieces, nth, input_task, &j);
-        cy_parallel_for(NXI, nth, gemm_task, &j);
+        cy_parallel_for(cv.nxi, nth, gemm_task, &j);
         if (j.err) return j.err;
         j.pieces = 4 * nth < M ? 4 * nth : M;
         cy_parallel_for(j.pieces, nth, output_task, &j);

@@ -1,0 +1,88 @@
+/* im2col packed straight into GEMM panels (see im2col.h).
+ *
+ * Per row k of the block (one (c, kh, kw) tap) and per NR-wide panel, the panel's pixels are
+ * walked in runs along one output row: a run reads one input row, contiguous when sw == 1,
+ * and the parts of it that fall in the padding are zero. The row's valid output range
+ * [lo, hi) (taps inside the image horizontally) is computed once per tap.
+ */
+#include "im2col.h"
+
+#include <string.h>
+
+/* The copies below are strided loads (sw = 2: every other float) that the baseline ISA cannot
+ * vectorise; target_clones builds AVX-512 and AVX2 versions too, picked once at load. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__ELF__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+static int floordiv(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/* Output columns ow in [lo, hi) read input column ow*s + off inside [0, W). */
+static void valid_cols(int off, int s, int W, int OW, int *lo, int *hi)
+{
+    int a = -floordiv(off, s);                 /* ceil(-off / s) */
+    int b = floordiv(W - 1 - off, s) + 1;
+    if (a < 0) a = 0;
+    if (b > OW) b = OW;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR,
+                             float *dst)
+{
+    const cy_im2col *g = (const cy_im2col *)ctx;
+    const int KK = g->KH * g->KW, OW = g->OW, sw = g->sw;
+    const int panels = (nc + NR - 1) / NR;
+    /* output position of the block's first pixel; panels follow each other */
+    const int first_oh = (g->p0 + j0) / OW, first_ow = (g->p0 + j0) % OW;
+    for (int k = k0; k < k0 + kc; k++) {
+        const int c = k / KK, kh = (k % KK) / g->KW, kw = k % g->KW;
+        const float *xc = g->x + (size_t)c * g->H * g->W;
+        const int off = kw * g->dw - g->pl;      /* input column = ow*sw + off */
+        int lo, hi;
+        valid_cols(off, sw, g->W, OW, &lo, &hi);
+        int panel_oh = first_oh, panel_ow = first_ow;
+        for (int q = 0; q < panels; q++) {
+            float *d = dst + ((size_t)q * kc + (k - k0)) * NR;
+            const int p_begin = g->p0 + j0 + q * NR;
+            const int p_end = g->p0 + j0 + (nc < (q + 1) * NR ? nc : (q + 1) * NR);
+            int p = p_begin, oh = panel_oh, ow = panel_ow;
+            panel_ow += NR;
+            while (panel_ow >= OW) {
+                panel_ow -= OW;
+                panel_oh++;
+            }
+            while (p < p_end) {
+                /* run: pixels p .. p + len - 1 on output row oh, columns ow .. */
+                const int len = OW - ow < p_end - p ? OW - ow : p_end - p;
+                float *dr = d + (p - p_begin) - ow;    /* dr[o] is the slot of column o */
+                const int ih = oh * g->sh - g->pt + kh * g->dh;
+                const int end = ow + len;
+                if (ih < 0 || ih >= g->H) {
+                    memset(dr + ow, 0, (size_t)len * sizeof(float));
+                } else {
+                    const float *xr = xc + (size_t)ih * g->W + off;
+                    const int a = lo > ow ? lo : ow, b = hi < end ? hi : end;
+                    for (int o = ow; o < a && o < end; o++) dr[o] = 0.0f;
+                    if (sw == 1) {
+                        if (b > a) memcpy(dr + a, xr + a, (size_t)(b - a) * sizeof(float));
+                    } else if (sw == 2) {
+                        for (int o = a; o < b; o++) dr[o] = xr[2 * (ptrdiff_t)o];
+                    } else {
+                        for (int o = a; o < b; o++) dr[o] = xr[(ptrdiff_t)o * sw];
+                    }
+                    for (int o = b > ow ? b : ow; o < end; o++) dr[o] = 0.0f;
+                }
+                p += len;
+                oh++;
+                ow = 0;
+            }
+            for (int j = p_end - p_begin; j < NR; j++) d[j] = 0.0f;
+        }
+    }
+}

@@ -1,0 +1,25 @@
+/* A convolution's im2col matrix as a GEMM operand that is never stored: the GEMM packs each
+ * KC x NC block of it straight from the image into its B panels (cy_operand.pack_b), so the
+ * copy that used to build the matrix, and the second copy that packed it, become one.
+ *
+ *   B[k, p] = x[c, oh*sh - pt + kh*dh, ow*sw - pl + kw*dw]   (0 outside the image)
+ *   k = (c*KH + kh)*KW + kw  (the weights' row order),  p = oh*OW + ow  (output pixel)
+ *
+ * x: one image's channels of one group, (C, H, W) contiguous. GEMM column j is output pixel
+ * p = p0 + j, so a GEMM over a range of pixels numbers its columns from 0.
+ */
+#ifndef CYCONV_IM2COL_H
+#define CYCONV_IM2COL_H
+
+#include "gemm.h"
+
+typedef struct cy_im2col {
+    const float *x;
+    int H, W, OW, p0;
+    int KH, KW, sh, sw, dh, dw, pt, pl;
+} cy_im2col;
+
+/* cy_pack_b_fn for ctx = const cy_im2col *. */
+void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst);
+
+#endif

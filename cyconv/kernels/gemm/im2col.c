@@ -73,6 +73,8 @@ CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, in
                         if (b > a) memcpy(dr + a, xr + a, (size_t)(b - a) * sizeof(float));
                     } else if (sw == 2) {
                         for (int o = a; o < b; o++) dr[o] = xr[2 * (ptrdiff_t)o];
+                    } else if (sw == 4) {       /* AlexNet's 11x11 stride-4 first layer */
+                        for (int o = a; o < b; o++) dr[o] = xr[4 * (ptrdiff_t)o];
                     } else {
                         for (int o = a; o < b; o++) dr[o] = xr[(ptrdiff_t)o * sw];
                     }

@@ -88,7 +88,21 @@ def import_proto(proto: onnx.ModelProto, base_dir=None, release_tensors=False) -
     return Graph(nodes, inputs, outputs, constants, opsets, value_shapes)
 
 
-_SMALL_CONSTANT_BYTES = 4096
+# Sizes by element count, never ByteSize(): upb computes that by serializing the message,
+# which for a whole model allocates twice its weights (ResNet-50's import peaked there).
+_SMALL_CONSTANT_ELEMENTS = 1024          # initializers shape inference sees with their values
+_SMALL_MODEL_ELEMENTS = 1 << 18          # below this, inference sees a plain copy of the model
+
+
+def _elements(tensor) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
+
+
+def _initializer_elements(proto) -> int:
+    return sum(_elements(t) for t in proto.graph.initializer)
 
 
 def _infer_value_infos(proto: onnx.ModelProto) -> list:
@@ -99,7 +113,7 @@ def _infer_value_infos(proto: onnx.ModelProto) -> list:
     infer still run: their shapes are simply unknown until run time.
     """
     light = onnx.ModelProto()
-    if proto.ByteSize() < (1 << 20):
+    if _initializer_elements(proto) < _SMALL_MODEL_ELEMENTS:
         light.CopyFrom(proto)
     else:
         _copy_without_weights(proto, light)
@@ -122,7 +136,7 @@ def _copy_without_weights(proto, light):
     graph.output.extend(proto.graph.output)
     for tensor in proto.graph.initializer:
         if tensor.data_location != onnx.TensorProto.EXTERNAL and \
-                tensor.ByteSize() <= _SMALL_CONSTANT_BYTES:
+                _elements(tensor) <= _SMALL_CONSTANT_ELEMENTS:
             graph.initializer.append(tensor)
         else:  # declare it as a typed input instead: same shape information, no bytes
             graph.input.append(onnx.helper.make_tensor_value_info(

@@ -20,6 +20,19 @@ An operator is described by a *builder*, called once per node when a session is 
   middle; trailing omitted inputs are not passed) and returns one array or a tuple of arrays
   (one per output the op produces). ``ctx.n_threads`` is the thread budget of the kernel.
   ``run`` must not keep references to its inputs and must not write into them.
+* Constants a builder has fully captured: a builder that prepared a load-time constant input
+  into a form of its own (packed weights, a Winograd transform, a scaled bias) and whose
+  ``run`` never reads that input again declares it with :func:`consumes`::
+
+      run = consumes(run, 1, 2)       # sets run.consumed_inputs = (1, 2)
+
+  ``run`` then receives ``None`` in place of those inputs (trailing ones are not passed, so
+  give them defaults), and the session stops holding the original array when no other node
+  and no graph output reads it: the weights exist once at run time, in the builder's form.
+  Declare an index only when ``node.const(index)`` is not None and ``run`` needs nothing
+  from that input for any value of the other inputs it accepts; a builder that could not
+  prepare (weights computed at run time, a dtype its kernel does not take) declares nothing.
+  :func:`consumed_inputs` is how the session and :func:`call_op` read (and check) it.
 * ``reference`` is the numpy oracle of the op (``cyconv/ops/<family>.py``): the definition every
   fast kernel is tested against.
 """
@@ -28,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..errors import ModelError
+from ..errors import CyconvError, ModelError
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,41 @@ def register(op_type: str, *, reference: Optional[Callable] = None, domain: str 
     return decorate
 
 
+def consumes(run: Callable, *indices: int) -> Callable:
+    """Declare that ``run`` no longer needs the load-time constant inputs ``indices``.
+
+    Parameters
+    ----------
+    run : callable
+        The closure a builder returns.
+    *indices : int
+        Input positions whose constants the builder has captured (module docstring).
+
+    Returns
+    -------
+    run : the same callable, with ``consumed_inputs`` set
+    """
+    run.consumed_inputs = tuple(sorted(set(indices)))
+    return run
+
+
+def consumed_inputs(run: Callable, node: NodeContext) -> frozenset:
+    """The input indices ``run`` declared consumed, checked against what ``node`` knew.
+
+    Raises
+    ------
+    CyconvError
+        When an index was not a load-time constant of ``node``: the run would get ``None``
+        for a value computed at run time (a builder bug, reported at load).
+    """
+    indices = frozenset(getattr(run, "consumed_inputs", ()))
+    bad = sorted(i for i in indices if not 0 <= i < node.num_inputs or node.const(i) is None)
+    if bad:
+        raise CyconvError(f"internal error: {node.op_type} node {node.name!r} declares inputs "
+                          f"{bad} consumed, but they are not constants at load")
+    return indices
+
+
 def lookup(domain: str, op_type: str, opset: int) -> Optional[OpSpec]:
     if domain == "ai.onnx":
         domain = ""
@@ -112,8 +160,12 @@ def call_op(op_type: str, inputs, attrs=None, *, opset: int = 21, n_threads: int
                        tuple(f"in{i}" for i in range(len(inputs))),
                        tuple(f"out{i}" for i in range(num_outputs)))
     run = build_with_attrs(spec, node, attrs or {})
-    out = run(RunContext(n_threads), *inputs)
-    return out
+    # as the session does: a consumed constant is not passed again
+    consumed = consumed_inputs(run, node)
+    args = [None if i in consumed else x for i, x in enumerate(inputs)]
+    while args and args[-1] is None and len(args) - 1 in consumed:
+        args.pop()
+    return run(RunContext(n_threads), *args)
 
 
 def build_with_attrs(spec: OpSpec, node: NodeContext, attrs: dict):

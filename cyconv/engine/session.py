@@ -3,7 +3,8 @@
 Load:   import (validate) -> check every op is supported (all missing ones named at once) ->
         graph passes (constant folding, BN folding, fusions; ``engine/passes``, skipped with
         ``optimize=False``) -> build each node's kernel closure once
-        (attribute checks, weight preparation) -> a step list with integer value slots and,
+        (attribute checks, weight preparation; an original weight the builder packed is
+        dropped, so weights exist once) -> a step list with integer value slots and,
         per step, the slots that die after it (so memory is released as soon as a value is dead).
 Run:    validate the feed, then one tight loop over the steps. Every call uses its own slot
         list, so many Python threads may share one session; kernels release the GIL.
@@ -21,7 +22,7 @@ from .._threads import resolve_threads
 from ..converters.onnx_import import import_model
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
-from .registry import NodeContext, RunContext, build_with_attrs, lookup
+from .registry import NodeContext, RunContext, build_with_attrs, consumed_inputs, lookup
 
 class NodeArg:
     """What ``get_inputs()`` / ``get_outputs()`` return, as in ONNX Runtime."""
@@ -191,8 +192,7 @@ class InferenceSession:
         return list(self._graph.fusions)
 
     def _compile(self, graph: Graph):
-        specs = [lookup(n.domain, n.op_type, graph.opsets[n.domain]) for n in graph.nodes]
-        constants = dict(graph.constants)
+        constants = graph.constants
         self._input_by_name = {v.name: v for v in graph.inputs}
         slot_of = {}
 
@@ -203,23 +203,17 @@ class InferenceSession:
 
         for v in graph.inputs:
             slot(v.name)
-        built = []
-        for node, spec in zip(graph.nodes, specs):
-            ctx = NodeContext(
-                node.op_type, node.name, graph.opsets[node.domain],
-                tuple(constants.get(i) if i else None for i in node.inputs),
-                len(node.inputs), len(node.outputs), tuple(node.inputs), tuple(node.outputs),
-                tuple(graph.value_shapes.get(i) for i in node.inputs))
-            built.append((node, build_with_attrs(spec, ctx, node.attrs)))
+        built = _build_nodes(graph)
 
         # Slots: graph inputs first, then constants that are still read, then node outputs.
-        needed = {i for node, _ in built for i in node.inputs if i} | \
+        # A constant only builders captured gets no slot: the session does not keep it alive.
+        needed = {i for _, _, reads in built for i in reads if i} | \
             {v.name for v in graph.outputs}
         for name in constants:
             if name in needed:
                 slot(name)
-        for node, _ in built:
-            for name in node.inputs:
+        for node, _, reads in built:
+            for name in reads:
                 if name:
                     slot(name)
             for name in node.outputs:
@@ -232,8 +226,8 @@ class InferenceSession:
         keep = {slot_of[v.name] for v in graph.outputs} | \
             {slot_of[n] for n in constants if n in slot_of}
         last_use = {}
-        for k, (node, _) in enumerate(built):
-            for name in node.inputs:
+        for k, (_, _, reads) in enumerate(built):
+            for name in reads:
                 if name:
                     last_use[slot_of[name]] = k
         frees = [[] for _ in built]
@@ -243,18 +237,57 @@ class InferenceSession:
         used = set(last_use) | keep
         self._steps = [
             _Step(run,
-                  tuple(slot_of[i] if i else -1 for i in node.inputs),
+                  tuple(slot_of[i] if i else -1 for i in reads),
                   tuple(slot_of[o] if o and slot_of[o] in used else -1 for o in node.outputs),
                   tuple(frees[k]), node.name, node.op_type)
-            for k, (node, run) in enumerate(built)]
+            for k, (node, run, reads) in enumerate(built)]
 
         self._initial_slots = [None] * len(slot_of)
         for name, value in constants.items():
             if name in slot_of:
                 self._initial_slots[slot_of[name]] = value
+        # The graph stays for inspection (nodes, fusions); it must not pin the constants the
+        # builders captured, or the weights would exist twice after all.
+        graph.constants = {n: v for n, v in constants.items() if n in slot_of}
         self._slot_of = slot_of
         self._graph_output_slots = [slot_of[v.name] for v in graph.outputs]
         self._output_slot_by_name = {v.name: slot_of[v.name] for v in graph.outputs}
+
+
+def _build_nodes(graph: Graph) -> list:
+    """Run every node's builder; returns ``[(node, run, reads)]``.
+
+    ``reads`` is the node's input names as the step sees them at run time: ``""`` for an
+    omitted input or one whose constant the builder captured (registry ``consumed_inputs``;
+    the step gets None there). A constant every reader captured and no graph output names
+    leaves ``graph.constants`` right after its last reader is built, so packing the next
+    layers reuses its memory instead of adding to the load-time peak.
+    """
+    constants = graph.constants
+    last_reader = {}
+    for k, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            if name in constants:
+                last_reader[name] = k
+    still_read = {v.name for v in graph.outputs}
+    built = []
+    for k, node in enumerate(graph.nodes):
+        spec = lookup(node.domain, node.op_type, graph.opsets[node.domain])
+        ctx = NodeContext(
+            node.op_type, node.name, graph.opsets[node.domain],
+            tuple(constants.get(i) if i else None for i in node.inputs),
+            len(node.inputs), len(node.outputs), tuple(node.inputs), tuple(node.outputs),
+            tuple(graph.value_shapes.get(i) for i in node.inputs))
+        run = build_with_attrs(spec, ctx, node.attrs)
+        consumed = consumed_inputs(run, ctx)
+        reads = tuple("" if j in consumed else name for j, name in enumerate(node.inputs))
+        still_read.update(reads)
+        built.append((node, run, reads))
+        del ctx    # its consts would keep the arrays released below alive
+        for name in set(node.inputs):
+            if last_reader.get(name) == k and name not in still_read:
+                del constants[name]
+    return built
 
 
 def _shape_str(shape):

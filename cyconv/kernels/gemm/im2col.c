@@ -8,15 +8,8 @@
 #include "im2col.h"
 
 #include <string.h>
+#include "clones.h"
 
-/* The copies below are strided loads (sw = 2: every other float) that the baseline ISA cannot
- * vectorise; target_clones builds AVX-512 and AVX2 versions too, picked once at load. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__ELF__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
 
 static int floordiv(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -32,7 +25,7 @@ static void valid_cols(int off, int s, int W, int OW, int *lo, int *hi)
     *hi = b;
 }
 
-CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR,
+CY_CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR,
                              float *dst)
 {
     const cy_im2col *g = (const cy_im2col *)ctx;

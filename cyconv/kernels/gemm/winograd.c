@@ -27,16 +27,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "clones.h"
 #include "gemm_isa.h"
 #include "pool.h"
 #include "scratch.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__ELF__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
 
 #define NXI_MAX 36      /* positions of the 6x6 transform of F(4x4, 3x3); F(2x2): 16 */
 #define NR_MAX 32       /* widest GEMM panel of any micro-kernel (gemm_avx512.c) */
@@ -192,7 +187,7 @@ static inline void gather_panel(const conv_t *cv, int c, long t0, int cnt,
 
 /* V for channel c and the tiles jj < cnt of one panel (cnt <= nr; the rest of the panel's
  * nr columns are zero). vdst: the panel's row c of xi = 0; xi planes are xi_stride apart. */
-CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, float *vdst,
+CY_CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, float *vdst,
                                 size_t xi_stride)
 {
     float d[NXI_MAX][NR_MAX], t[NXI_MAX][NR_MAX];
@@ -230,7 +225,7 @@ CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, float
 }
 
 /* F(2x2, 3x3): V = B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
-CLONES static void input_panel2(const conv_t *cv, int c, long t0, int cnt, float *vdst,
+CY_CLONES static void input_panel2(const conv_t *cv, int c, long t0, int cnt, float *vdst,
                                 size_t xi_stride)
 {
     float d[NXI_MAX][NR_MAX], t[16][NR_MAX];
@@ -317,7 +312,7 @@ static inline void finish_panel(const conv_t *cv, int m, long t0, int cnt, float
 /* y for output channel m and the tiles jj < cnt of one panel. rsrc: R row m at the panel's
  * first tile for xi = 0; xi planes are xi_stride apart. F(4x4): Y = A^T R A with
  * A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. */
-CLONES static void output_panel4(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
+CY_CLONES static void output_panel4(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
                                  size_t xi_stride)
 {
     float t[24][NR_MAX], o[16][NR_MAX];
@@ -352,7 +347,7 @@ CLONES static void output_panel4(const conv_t *cv, int m, long t0, int cnt, cons
 }
 
 /* F(2x2): Y = A^T R A with A^T = [1 1 1 0; 0 1 -1 -1]. */
-CLONES static void output_panel2(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
+CY_CLONES static void output_panel2(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
                                  size_t xi_stride)
 {
     float t[8][NR_MAX], o[16][NR_MAX];

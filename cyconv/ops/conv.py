@@ -18,7 +18,9 @@ are derived from ``total = max(0, full - out)``: SAME_UPPER puts the odd one at 
 NOTSET / SAME_LOWER at the beginning (the ONNX spec, as ONNX Runtime does).
 
 float32 inputs with one or two spatial axes run :mod:`cyconv.kernels.conv` (weights packed
-once when W is a load-time constant); other dtypes and ranks use the numpy reference.
+once when W is a load-time constant); other dtypes and ranks use the numpy reference. A
+packed W (and B) is declared consumed (``registry.consumes``): the session then drops the
+original arrays, and the run checks X against their shapes, once per input shape.
 """
 from __future__ import annotations
 
@@ -27,11 +29,14 @@ import os
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import consumes, register
 from ..errors import InputError
 from ..kernels import conv as _kc
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+_F32 = np.dtype(np.float32)
+# Input shapes a prepared Conv remembers; a model fed ever new shapes starts over past this.
+_SHAPE_CACHE_SIZE = 64
 
 
 # ------------------------------------------------------------------------------------------
@@ -231,19 +236,48 @@ def _spatial_attrs(node, w_shape, nd, kernel_shape, strides, dilations, pads, au
     return auto_pad, nd
 
 
-def _check_input(op, x, w, C):
-    if x.ndim != w.ndim:
-        raise InputError(f"{op}: X must have rank {w.ndim} (like W {w.shape}), got shape "
-                         f"{x.shape}")
-    if x.shape[1] != C:
-        raise InputError(f"{op}: X must have {C} channels for W {w.shape}, got shape {x.shape}")
+def _check_input(op, x_shape, w_shape, C):
+    if len(x_shape) != len(w_shape):
+        raise InputError(f"{op}: X must have rank {len(w_shape)} (like W {w_shape}), got shape "
+                         f"{x_shape}")
+    if x_shape[1] != C:
+        raise InputError(f"{op}: X must have {C} channels for W {w_shape}, got shape {x_shape}")
+
+
+def _check_float32(op, x):
+    # a prepared plan holds float32 weights only: ONNX types X like W, so this is a bad feed
+    if x.dtype != _F32:
+        raise InputError(f"{op}: X must be float32 like W, got {x.dtype}")
+
+
+def _pads4(nd, pb, pe):
+    """The kernels' (top, left, bottom, right) pads; a 1-D problem has H = 1 and no H pads."""
+    return (pb[0], pb[1], pe[0], pe[1]) if nd == 2 else (0, pb[0], 0, pe[0])
 
 
 def _as_2d(nd, x, strides, dilations, pb, pe):
     """1-D problems as 2-D ones with H = 1 (the kernels are 2-D only)."""
     if nd == 2:
-        return x, strides, dilations, (pb[0], pb[1], pe[0], pe[1])
-    return x[:, :, None, :], (1, strides[0]), (1, dilations[0]), (0, pb[0], 0, pe[0])
+        return x, strides, dilations, _pads4(nd, pb, pe)
+    return x[:, :, None, :], (1, strides[0]), (1, dilations[0]), _pads4(nd, pb, pe)
+
+
+def _shape_cache(derive):
+    """``(cache, remember)``: what ``derive(shape)`` (checks + geometry) says, once per shape.
+
+    The hot path reads ``cache.get(x.shape)`` inline and calls ``remember(x.shape)`` on a
+    miss. ``derive`` raises for a bad shape and nothing is stored then, so a bad feed fails
+    the same way every time. Bounded: a model fed ever new shapes must not grow it forever.
+    """
+    cache = {}
+
+    def remember(shape):
+        got = derive(shape)
+        if len(cache) >= _SHAPE_CACHE_SIZE:
+            cache.clear()
+        cache[shape] = got
+        return got
+    return cache, remember
 
 
 # ------------------------------------------------------------------------------------------
@@ -285,9 +319,11 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
 
     fast = W is not None and W.dtype == np.float32 and W.ndim in (3, 4) and W.shape[0] > 0 \
         and (B is None or B.dtype == np.float32)
-    plan = None
-    if fast and (B is not None or node.num_inputs < 3):
+    if fast and (B is not None or _omitted(node, 2)):
         plan = make_plan(W, B, _use_winograd(node, W, strides, dilations, pads, auto_pad, group))
+        run = _prepared_conv(plan, W.shape, group, strides, dilations, pads, auto_pad)
+        # W and B live on in the plan only (packed / transformed): the session drops them
+        return consumes(run, 1, 2) if B is not None else consumes(run, 1)
 
     def run(ctx, x, w, b=None, z=None):
         n = w.ndim - 2
@@ -296,7 +332,7 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
         if act_name == "PRelu" and len(act_params) not in (1, w.shape[0]):
             raise InputError(f"FusedConv: PRelu needs 1 or {w.shape[0]} slopes, got "
                              f"{len(act_params)}")
-        _check_input("Conv", x, w, w.shape[1] * group)
+        _check_input("Conv", x.shape, w.shape, w.shape[1] * group)
         if b is not None and b.shape != (w.shape[0],):
             raise InputError(f"Conv: B must have shape ({w.shape[0]},), got {b.shape}")
         st, dl, pd = _defaults(n, strides, dilations, pads)
@@ -319,11 +355,51 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
             if activation is None:
                 return y
             return fused_activation_reference(y, act_name, act_params).astype(y.dtype)
-        p = plan if plan is not None else make_plan(w, b)
         x2, _, _, pads4 = _as_2d(n, x, st, dl, pb, pe)
         z2 = None if z is None else (z if n == 2 else z[:, :, None, :])
-        y = p.run(x2, pads4, ctx.n_threads, z2)
+        y = make_plan(w, b).run(x2, pads4, ctx.n_threads, z2)
         return y if n == 2 else y[:, :, 0, :]
+    return run
+
+
+def _omitted(node, index):
+    """Input ``index`` is absent (not given, or given as the empty name)."""
+    return index >= node.num_inputs or not node.input_names[index]
+
+
+def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad):
+    """The run of a Conv / FusedConv whose W (and B) ``plan`` holds: the checks and the
+    geometry are done once per input shape, so a repeated shape costs a dict lookup."""
+    n = len(w_shape) - 2
+    st, dl, pd = _defaults(n, strides, dilations, pads)
+    kernel, M = tuple(w_shape[2:]), w_shape[0]
+
+    def derive(shape):
+        _check_input("Conv", shape, w_shape, w_shape[1] * group)
+        out, pb, pe = conv_geometry(shape[2:], kernel, st, dl, pd, auto_pad)
+        if any(o < 1 for o in out):
+            raise InputError(f"Conv: input spatial shape {shape[2:]} is smaller than the "
+                             f"dilated kernel {kernel} (output would be {out})")
+        return (shape[0], M) + tuple(out), _pads4(n, pb, pe)
+
+    cache, remember = _shape_cache(derive)
+
+    def run(ctx, x, w=None, b=None, z=None):
+        got = cache.get(x.shape)
+        if got is None:
+            got = remember(x.shape)
+        y_shape, pads4 = got
+        _check_float32("Conv", x)
+        if z is not None:
+            if z.shape != y_shape:
+                raise InputError(f"FusedConv: Z must have the output's shape {y_shape}, got "
+                                 f"{z.shape}")
+            if z.dtype != _F32:
+                raise InputError(f"FusedConv: Z must be float32 like W, got {z.dtype}")
+        if n == 2:
+            return plan.run(x, pads4, ctx.n_threads, z)
+        z2 = None if z is None else z[:, :, None, :]
+        return plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2)[:, :, 0, :]
     return run
 
 
@@ -501,15 +577,16 @@ def ConvTranspose(node, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sh
 
     fast = W is not None and W.dtype == np.float32 and W.ndim in (3, 4) \
         and (B is None or B.dtype == np.float32)
-    plan = None
-    if fast and (B is not None or node.num_inputs < 3):
-        plan = make_plan(W, B)
+    if fast and (B is not None or _omitted(node, 2)):
+        run = _prepared_conv_transpose(make_plan(W, B), W.shape, group, strides, dilations,
+                                       pads, auto_pad, output_padding, output_shape)
+        return consumes(run, 1, 2) if B is not None else consumes(run, 1)
 
     def run(ctx, x, w, b=None):
         n = w.ndim - 2
         if w.ndim < 3 or w.shape[0] % group:
             raise InputError(f"ConvTranspose: W shape {w.shape} does not fit group={group}")
-        _check_input("ConvTranspose", x, w, w.shape[0])
+        _check_input("ConvTranspose", x.shape, w.shape, w.shape[0])
         if b is not None and b.shape != (w.shape[1] * group,):
             raise InputError(f"ConvTranspose: B must have shape ({w.shape[1] * group},), "
                              f"got {b.shape}")
@@ -524,9 +601,39 @@ def ConvTranspose(node, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sh
         if not use_kernel:
             return conv_transpose_reference(x, w, b, dilations=dl, group=group, pads=pb + pe,
                                             output_padding=op, strides=st)
-        p = plan if plan is not None else make_plan(w, b)
         x2, _, _, pads4 = _as_2d(n, x, st, dl, pb, pe)
         out2 = tuple(out) if n == 2 else (1,) + tuple(out)
-        y = p.run(x2, pads4, out2, ctx.n_threads)
+        y = make_plan(w, b).run(x2, pads4, out2, ctx.n_threads)
         return y if n == 2 else y[:, :, 0, :]
+    return run
+
+
+def _prepared_conv_transpose(plan, w_shape, group, strides, dilations, pads, auto_pad,
+                             output_padding, output_shape):
+    """The run of a ConvTranspose whose W (and B) ``plan`` holds; checks and geometry once
+    per input shape, as :func:`_prepared_conv`."""
+    n = len(w_shape) - 2
+    st, dl, pd = _defaults(n, strides, dilations, pads)
+    op = output_padding if output_padding is not None else (0,) * n
+    kernel = tuple(w_shape[2:])
+
+    def derive(shape):
+        _check_input("ConvTranspose", shape, w_shape, w_shape[0])
+        out, pb, pe = conv_transpose_geometry(shape[2:], kernel, st, dl, pd, auto_pad, op,
+                                              output_shape)
+        if any(o < 0 for o in out):
+            raise InputError(f"ConvTranspose: pads {pd} leave a negative output shape {out}")
+        return _pads4(n, pb, pe), tuple(out) if n == 2 else (1,) + tuple(out)
+
+    cache, remember = _shape_cache(derive)
+
+    def run(ctx, x, w=None, b=None):
+        got = cache.get(x.shape)
+        if got is None:
+            got = remember(x.shape)
+        pads4, out2 = got
+        _check_float32("ConvTranspose", x)
+        if n == 2:
+            return plan.run(x, pads4, out2, ctx.n_threads)
+        return plan.run(x[:, :, None, :], pads4, out2, ctx.n_threads)[:, :, 0, :]
     return run

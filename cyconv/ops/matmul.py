@@ -11,17 +11,18 @@
   batch item folds the batch into M: one GEMM of (batch*M) x K by K x N.
 
 float32 runs :mod:`cyconv.kernels.gemm._gemm` (B packed once when it is a load-time
-constant); other dtypes use the numpy reference. numpy's BLAS is never called on the fast path:
+constant, and then declared consumed so the session drops the original; the checks of A
+are then done once per shape of A); other dtypes use the numpy reference. numpy's BLAS is never called on the fast path:
 its spinning threads must not compete with the kernels' thread pool.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import consumes, register
 from ..errors import InputError
 from ..kernels.gemm import _gemm
-from .conv import (_ACT_DEFAULTS, FUSED_ACTIVATIONS, _kernel_activation,
+from .conv import (_ACT_DEFAULTS, _F32, FUSED_ACTIVATIONS, _kernel_activation, _shape_cache,
                    fused_activation_reference)
 
 
@@ -127,9 +128,14 @@ def _gemm_builder(node, alpha, beta, transA, transB, activation):
     Bc = node.const(1)
     if Bc is not None and Bc.ndim != 2:
         raise node.error(f"B must be 2-D, got shape {Bc.shape}")
-    # a constant float32 B (the weights of a fully connected layer) is packed once
-    b_packed = _gemm.pack_b(Bc.T if transB else Bc) if (
-        Bc is not None and Bc.dtype == np.float32) else None
+    if Bc is not None and Bc.dtype == np.float32:
+        # a constant float32 B (the weights of a fully connected layer) is packed once; a
+        # constant float32 C is folded into the epilogue's bias once per A shape
+        Cc = node.const(2)
+        c_const = Cc is not None and Cc.dtype == np.float32
+        run = _prepared_gemm(_gemm.pack_b(Bc.T if transB else Bc), Bc.shape,
+                             Cc if c_const else None, alpha, beta, transA, transB, kact)
+        return consumes(run, 1, 2) if c_const else consumes(run, 1)
 
     def run(ctx, a, b, c=None):
         if a.ndim != 2 or b.ndim != 2:
@@ -150,11 +156,45 @@ def _gemm_builder(node, alpha, beta, transA, transB, activation):
         out = np.empty((M, N), np.float32)
         if prefill is not None:
             out[...] = prefill
-        bb = b_packed if b_packed is not None else (b.T if transB else b)
-        return _gemm.sgemm(a.T if transA else a, bb, out, alpha=alpha,
+        return _gemm.sgemm(a.T if transA else a, b.T if transB else b, out, alpha=alpha,
                            accumulate=prefill is not None, bias_row=bias_row,
                            bias_col=bias_col, act=kact["activation"],
                            act_alpha=kact["act_alpha"], act_beta=kact["act_beta"],
+                           n_threads=ctx.n_threads)
+    return run
+
+
+def _prepared_gemm(b_packed, b_shape, c_const, alpha, beta, transA, transB, kact):
+    """The run of a Gemm / FusedGemm whose B is packed (and whose C, when ``c_const`` is
+    given, is a constant): checks, M, N and the epilogue's bias once per shape of A."""
+    Kb, N = (b_shape[1], b_shape[0]) if transB else b_shape
+    act, act_alpha, act_beta = kact["activation"], kact["act_alpha"], kact["act_beta"]
+
+    def derive(shape):
+        if len(shape) != 2:
+            raise InputError(f"Gemm: A and B must be 2-D, got shapes {shape} and {b_shape}")
+        M, K = (shape[1], shape[0]) if transA else shape
+        if K != Kb:
+            raise InputError(f"Gemm: A' is ({M}, {K}) so B' must have {K} rows, got B' "
+                             f"({Kb}, {N}) from B {b_shape} (transB={transB})")
+        return M, (_gemm_bias(c_const, beta, M, N) if c_const is not None else None)
+
+    cache, remember = _shape_cache(derive)
+
+    def run(ctx, a, b=None, c=None):
+        got = cache.get(a.shape)
+        if got is None:
+            got = remember(a.shape)
+        M, bias = got
+        if a.dtype != _F32:
+            raise InputError(f"Gemm: A must be float32 like B, got {a.dtype}")
+        bias_row, bias_col, prefill = bias if bias is not None else _gemm_bias(c, beta, M, N)
+        out = np.empty((M, N), np.float32)
+        if prefill is not None:
+            out[...] = prefill
+        return _gemm.sgemm(a.T if transA else a, b_packed, out, alpha=alpha,
+                           accumulate=prefill is not None, bias_row=bias_row,
+                           bias_col=bias_col, act=act, act_alpha=act_alpha, act_beta=act_beta,
                            n_threads=ctx.n_threads)
     return run
 
@@ -187,8 +227,8 @@ def matmul_shape(a_shape, b_shape):
 @register("MatMul", reference=matmul_reference)
 def MatMul(node):
     Bc = node.const(1)
-    b_packed = _gemm.pack_b(Bc) if (
-        Bc is not None and Bc.dtype == np.float32 and Bc.ndim == 2) else None
+    if Bc is not None and Bc.dtype == np.float32 and Bc.ndim == 2:
+        return consumes(_prepared_matmul(_gemm.pack_b(Bc), Bc.shape), 1)
 
     def run(ctx, a, b):
         shape = matmul_shape(a.shape, b.shape)
@@ -199,7 +239,7 @@ def MatMul(node):
         if b.ndim <= 2:
             # every batch item shares B: fold the batch into the rows of A
             M, K = a2.shape[-2], a2.shape[-1]
-            bb = b_packed if b_packed is not None else (b[:, None] if b.ndim == 1 else b)
+            bb = b[:, None] if b.ndim == 1 else b
             rows = int(np.prod(a2.shape[:-1]))
             y = _gemm.sgemm(a2.reshape(rows, K), bb, n_threads=nt)
             return y.reshape(shape)
@@ -210,4 +250,27 @@ def MatMul(node):
         a3 = np.broadcast_to(a2, batch + (M, K)).reshape(nb, M, K)
         b3 = np.broadcast_to(b2, batch + (K, N)).reshape(nb, K, N)
         return _gemm.sgemm(a3, b3, n_threads=nt).reshape(shape)
+    return run
+
+
+def _prepared_matmul(b_packed, b_shape):
+    """The run of a MatMul whose 2-D B is packed: the batch of A folds into the rows of one
+    GEMM; the result shape and the folded shape of A are derived once per shape of A."""
+    K = b_shape[0]
+
+    def derive(shape):
+        out_shape = matmul_shape(shape, b_shape)
+        return out_shape, (int(np.prod(shape[:-1])), K)
+
+    cache, remember = _shape_cache(derive)
+
+    def run(ctx, a, b=None):
+        got = cache.get(a.shape)
+        if got is None:
+            got = remember(a.shape)
+        out_shape, a_rows = got
+        if a.dtype != _F32:
+            raise InputError(f"MatMul: A must be float32 like B, got {a.dtype}")
+        return _gemm.sgemm(a.reshape(a_rows), b_packed, n_threads=ctx.n_threads).reshape(
+            out_shape)
     return run

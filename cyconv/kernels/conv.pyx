@@ -13,8 +13,9 @@ Conv as GEMM, per (image, group)::
 ``w_g`` is packed into micro-kernel panels once, when the plan is built; ``col`` is never
 stored: the GEMM packs each block of it straight from the image into its B panels
 (gemm/im2col.h). A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P.
-3x3 stride-1 convs may run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead (gemm/winograd.h). Bias, the residual z
-(a skip connection, same shape as y) and the activation run in the GEMM epilogue:
+3x3 stride-1 convs may run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead (gemm/winograd.h).
+Bias, the residual z (a skip connection, same shape as y) and the activation run in the GEMM
+epilogue:
 ``y = act(conv(x) + bias + z)`` (com.microsoft FusedConv). Depthwise convs (g == C,
 M = C * multiplier) are a direct kernel instead.
 
@@ -34,8 +35,8 @@ from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
-    epilogue_apply, gemm_mr, gemm_nr, im2col_packer, parallel_for, sgemm_ex, sgemm_pack_a, sgemm_packed_a_size, winograd_conv3x3,
-    winograd_pack_weights, winograd_weights_size)
+    epilogue_apply, gemm_mr, gemm_nr, im2col_packer, parallel_for, sgemm_ex, sgemm_pack_a,
+    sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
 cnp.import_array()

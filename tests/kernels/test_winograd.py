@@ -1,8 +1,9 @@
 """Winograd F(4x4, 3x3) and F(2x2, 3x3) convolution (cyconv/kernels/gemm/winograd.c) against
 the float64 numpy reference, both tile sizes everywhere: image sizes around the tiles and the
-GEMM's 16/32-tile panels, every pad pattern, batches whose tiles span images, channel counts around the register tile, fused
-bias / residual / activations, thread counts (bitwise equal); when the builder picks it; and
-the AVX2 / generic variants in a subprocess (the ISA is chosen once per process).
+GEMM's 16/32-tile panels, every pad pattern, batches whose tiles span images, channel counts
+around the register tile, fused bias / residual / activations, thread counts (bitwise equal);
+when the builder picks it; and the AVX2 / generic variants in a subprocess (the ISA is chosen
+once per process).
 
 Accuracy contract (ARCHITECTURE.md section 3): max |winograd - exact| <= 1e-4 x max |exact|.
 """

@@ -44,6 +44,14 @@ class _Step:
     free: tuple          # slots whose last use is this step
     node_name: str
     op_type: str
+    args: tuple = ()     # ``inputs`` less the trailing -1s: what the run loop passes
+
+    def __post_init__(self):
+        # trailing omitted inputs are not passed (registry contract); strip them once here
+        args = list(self.inputs)
+        while args and args[-1] < 0:
+            args.pop()
+        self.args = tuple(args)
 
 
 class InferenceSession:
@@ -110,9 +118,7 @@ class InferenceSession:
         ctx = RunContext(self._threads)
         clock = time.perf_counter
         for step in self._steps:
-            args = [slots[i] if i >= 0 else None for i in step.inputs]
-            while args and args[-1] is None:   # trailing omitted inputs are not passed
-                args.pop()
+            args = [slots[i] if i >= 0 else None for i in step.args]
             start = clock() if observer is not None else 0.0
             try:
                 result = step.run(ctx, *args)

@@ -92,8 +92,8 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
             timing = timings[k]
             timing.times_ms.append(seconds * 1e3)
             if not timing.output_shapes:
-                timing.input_shapes = [list(np.shape(slots[i])) if i >= 0 and
-                                       slots[i] is not None else [] for i in step.inputs]
+                timing.input_shapes = [_input_shape(slots, i, shape) for i, shape in
+                                       zip(step.inputs, step.captured)]
                 timing.output_shapes = [list(np.shape(slots[o])) for o in step.outputs
                                         if o >= 0 and slots[o] is not None]
             peak = max(peak, _live_bytes(slots, constant_ids))
@@ -104,6 +104,13 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
         if record:
             totals.append((time.perf_counter() - start) * 1e3)
     return Profile(timings, totals, peak, session.fusions)
+
+
+def _input_shape(slots, slot, captured) -> list:
+    # a weight its builder consumed has no slot: the session kept its shape for the trace
+    if slot >= 0 and slots[slot] is not None:
+        return list(np.shape(slots[slot]))
+    return list(captured) if captured is not None else []
 
 
 def _live_bytes(slots, constant_ids) -> int:

@@ -44,7 +44,8 @@ class _Step:
     free: tuple          # slots whose last use is this step
     node_name: str
     op_type: str
-    args: tuple = ()     # ``inputs`` less the trailing -1s: what the run loop passes
+    captured: tuple = ()  # per input: shape of a constant the builder consumed, else None
+    args: tuple = ()      # ``inputs`` less the trailing -1s: what the run loop passes
 
     def __post_init__(self):
         # trailing omitted inputs are not passed (registry contract); strip them once here
@@ -213,12 +214,12 @@ class InferenceSession:
 
         # Slots: graph inputs first, then constants that are still read, then node outputs.
         # A constant only builders captured gets no slot: the session does not keep it alive.
-        needed = {i for _, _, reads in built for i in reads if i} | \
+        needed = {i for _, _, reads, _ in built for i in reads if i} | \
             {v.name for v in graph.outputs}
         for name in constants:
             if name in needed:
                 slot(name)
-        for node, _, reads in built:
+        for node, _, reads, _ in built:
             for name in reads:
                 if name:
                     slot(name)
@@ -232,7 +233,7 @@ class InferenceSession:
         keep = {slot_of[v.name] for v in graph.outputs} | \
             {slot_of[n] for n in constants if n in slot_of}
         last_use = {}
-        for k, (_, _, reads) in enumerate(built):
+        for k, (_, _, reads, _) in enumerate(built):
             for name in reads:
                 if name:
                     last_use[slot_of[name]] = k
@@ -245,8 +246,8 @@ class InferenceSession:
             _Step(run,
                   tuple(slot_of[i] if i else -1 for i in reads),
                   tuple(slot_of[o] if o and slot_of[o] in used else -1 for o in node.outputs),
-                  tuple(frees[k]), node.name, node.op_type)
-            for k, (node, run, reads) in enumerate(built)]
+                  tuple(frees[k]), node.name, node.op_type, captured)
+            for k, (node, run, reads, captured) in enumerate(built)]
 
         self._initial_slots = [None] * len(slot_of)
         for name, value in constants.items():
@@ -261,13 +262,14 @@ class InferenceSession:
 
 
 def _build_nodes(graph: Graph) -> list:
-    """Run every node's builder; returns ``[(node, run, reads)]``.
+    """Run every node's builder; returns ``[(node, run, reads, captured)]``.
 
     ``reads`` is the node's input names as the step sees them at run time: ``""`` for an
     omitted input or one whose constant the builder captured (registry ``consumed_inputs``;
-    the step gets None there). A constant every reader captured and no graph output names
-    leaves ``graph.constants`` right after its last reader is built, so packing the next
-    layers reuses its memory instead of adding to the load-time peak.
+    the step gets None there); ``captured`` the shapes of those constants, for the profiler.
+    A constant every reader captured and no graph output names leaves ``graph.constants``
+    right after its last reader is built, so packing the next layers reuses its memory
+    instead of adding to the load-time peak.
     """
     constants = graph.constants
     last_reader = {}
@@ -288,7 +290,9 @@ def _build_nodes(graph: Graph) -> list:
         consumed = consumed_inputs(run, ctx)
         reads = tuple("" if j in consumed else name for j, name in enumerate(node.inputs))
         still_read.update(reads)
-        built.append((node, run, reads))
+        captured = tuple(ctx.consts[j].shape if j in consumed else None
+                         for j in range(len(node.inputs)))
+        built.append((node, run, reads, captured))
         del ctx    # its consts would keep the arrays released below alive
         for name in set(node.inputs):
             if last_reader.get(name) == k and name not in still_read:

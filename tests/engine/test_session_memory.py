@@ -179,6 +179,16 @@ def test_weights_computed_at_run_time_are_not_consumed(rng):
     assert_matches_ort(sess, model, feed)
 
 
+def test_profile_still_shows_the_shapes_of_consumed_weights(rng):
+    from cyconv.engine.profiler import profile
+    model, feed = conv_gemm_matmul_model(rng)
+    prof = profile(InferenceSession(model, optimize=False), feed, repeats=1)
+    shapes = {t.op_type: t.input_shapes for t in prof.nodes}
+    assert shapes["Conv"] == [[2, 3, 8, 8], [4, 3, 3, 3], [4]]
+    assert shapes["Gemm"] == [[2, 64], [5, 64], [5]]
+    assert shapes["MatMul"] == [[2, 5], [5, 6]]
+
+
 # ----------------------------------------------------------------------------- shape caches
 
 def test_each_batch_size_gets_its_own_geometry(rng):

@@ -15,6 +15,8 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <time.h>
 
 #define MAX_WORKERS 255
 
@@ -27,10 +29,11 @@ typedef struct {
     atomic_long done;        /* pieces finished */
 } job_t;
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;      /* guards gen, want, workers */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;      /* guards gen's writes, want,
+                                                               workers */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;    /* one caller at a time */
-static unsigned long gen;
+static atomic_ulong gen;     /* bumped per job; read without the mutex while spinning */
 static int want;             /* threads the current job may use (caller included) */
 static int workers;          /* workers started */
 static _Atomic(job_t *) current;
@@ -53,15 +56,59 @@ static void run_pieces(job_t *j, int tid)
     }
 }
 
+/* How long an idle worker spins for the next job before it sleeps (CYCONV_SPIN_US, default
+ * 100 us; 0: sleep at once). A model's ops start their parallel regions a few to a few tens of
+ * microseconds apart, and waking a sleeping thread (futex, scheduler) costs 10-50 us on these
+ * machines: more than a small layer's whole work. Bounded, so idle threads stop burning a
+ * core soon after the last op (ONNX Runtime spins the same way, for longer). */
+static long spin_ns = -1;
+
+static long spin_budget_ns(void)
+{
+    if (spin_ns < 0) {
+        const char *env = getenv("CYCONV_SPIN_US");
+        long us = env && *env ? atol(env) : 100;
+        spin_ns = us < 0 ? 0 : us * 1000L;
+    }
+    return spin_ns;
+}
+
+static long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* Spin until the generation moves past seen or the budget is spent; 1 if it moved. */
+static int spin_for_job(unsigned long seen)
+{
+    const long budget = spin_budget_ns();
+    if (budget <= 0) return 0;
+    const long start = now_ns();
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(&gen, memory_order_acquire) != seen) return 1;
+            cpu_relax();
+        }
+        if (now_ns() - start > budget) return 0;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     const int tid = (int)(ptrdiff_t)arg;
     unsigned long seen = 0;
     pthread_mutex_lock(&mu);
-    seen = gen;
+    seen = atomic_load(&gen);
     for (;;) {
-        while (gen == seen) pthread_cond_wait(&wake, &mu);
-        seen = gen;
+        if (atomic_load(&gen) == seen) {
+            pthread_mutex_unlock(&mu);
+            spin_for_job(seen);
+            pthread_mutex_lock(&mu);
+        }
+        while (atomic_load(&gen) == seen) pthread_cond_wait(&wake, &mu);
+        seen = atomic_load(&gen);
         const int mine = tid < want;
         pthread_mutex_unlock(&mu);
         if (mine) {
@@ -118,8 +165,8 @@ int cy_parallel_for(long n, int nt, cy_task_fn fn, void *ctx)
     atomic_init(&j.done, 0);
     atomic_store(&current, &j);
     pthread_mutex_lock(&mu);
-    gen++;
     want = nt;
+    atomic_fetch_add(&gen, 1);      /* after want: a spinning worker reads want next */
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&mu);
 

@@ -298,14 +298,16 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     1.8x. Both cost the transforms (~ C + M values per tile) and reread the transformed
     weight planes once per chunk of tiles, and the GEMMs run tiles in 16-lane panels: a call
     needs >= 16 tiles to fill them. One 7x7 image has 4 tiles of 4x4 but 16 of 2x2; few
-    channels (C = 3 first layers: GEMM depth 3) favour im2col + GEMM. Measured in
-    benchmarks/bench_conv_layers.py.
+    channels (C = 3 first layers: GEMM depth 3) favour im2col + GEMM. On so few tiles the
+    weights are read for little work, and past 256 x 256 channels (ResNet's 512-channel 7x7
+    stage) streaming 1.8x the weights from memory ate the F(2x2) gain: measured in chains of
+    layers (cold weights) at 1 thread, 7x7: C = M = 64 -18%, 128 -24%, 256 -17%, 512 -2%.
     """
     if C < 16 or M < 16:
         return 0
     if N * ((OH + 3) // 4) * ((OW + 3) // 4) >= 16:
         return 4
-    if N * ((OH + 1) // 2) * ((OW + 1) // 2) >= 16:
+    if N * ((OH + 1) // 2) * ((OW + 1) // 2) >= 16 and C * M <= 256 * 256:
         return 2
     return 0
 

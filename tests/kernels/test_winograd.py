@@ -131,7 +131,8 @@ def node_with_shape(shape):
 @pytest.mark.parametrize("shape,strides,group,want", [
     ((1, 64, 56, 56), None, 1, 4),
     (("N", 64, 56, 56), None, 1, 4),           # symbolic batch: decided for one image
-    ((1, 512, 7, 7), None, 1, 2),              # 4 tiles of 4x4 but 16 of 2x2
+    ((1, 256, 7, 7), None, 1, 2),              # 4 tiles of 4x4 but 16 of 2x2
+    ((1, 512, 7, 7), None, 1, 0),              # ... but 512x512 weights: memory-bound
     ((8, 512, 7, 7), None, 1, 4),
     ((1, 64, 3, 3), None, 1, 0),               # 4 tiles of 2x2: too few for a GEMM panel
     ((1, 3, 224, 224), None, 1, 0),            # GEMM depth 3
@@ -140,7 +141,7 @@ def node_with_shape(shape):
     ((1, 64, 56, 56), None, 2, 0),
 ])
 def test_builder_decision(rng, shape, strides, group, want):
-    W = rand(rng, 64 if shape[1] != 3 else 64, shape[1] // group, 3, 3)
+    W = rand(rng, shape[1], shape[1] // group, 3, 3)
     got = _use_winograd(node_with_shape(shape), W, strides, None, [1, 1, 1, 1], "NOTSET",
                         group)
     assert got == want and type(got) is int

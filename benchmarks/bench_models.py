@@ -63,6 +63,8 @@ def main(argv=None):
                    help="peers (missing ones are reported, not fatal)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeat", type=int, default=15, help="timed rounds per model and batch")
+    p.add_argument("--block", type=int, default=4,
+                   help="calls per runtime per round, the first untimed (see cyconv bench)")
     p.add_argument("--peak", type=float, default=None,
                    help="machine peak GFLOP/s (default: measured one-thread sgemm x threads)")
     p.add_argument("--json", metavar="FILE", help="also write every record to FILE")
@@ -84,7 +86,7 @@ def main(argv=None):
         for batch in batches:
             model, feed = build(name, batch)
             rec = bench_model(model, feed, args.threads, compare, args.warmup, args.repeat,
-                              peak, name)
+                              peak, name, block=args.block)
             rec["peak_source"] = source
             records.append(rec)
             rows = {r["runtime"]: r for r in rec["results"]}

@@ -3,8 +3,12 @@
 Per runtime: median and p90 latency, effective GFLOP/s (``cyconv.zoo.flops``: 2 x the
 multiply-adds of Conv/Gemm/MatMul), % of the machine's peak, and max |output - cyconv's| for
 each peer. Method: every runtime is loaded in this process with the same thread count (default
-2), warmed up, then timed round-robin (one run of each per round, the order rotated every round)
-so that load from other processes falls on all of them alike; ``--json`` prints the whole record
+2), warmed up, then timed round-robin (each round runs every runtime in turn, the order rotated
+every round) so that load from other processes falls on all of them alike. In a round each
+runtime runs a block of ``--block`` calls back to back and the first is not timed: runtimes
+whose idle threads spin after a call (ONNX Runtime, OpenVINO's TBB, cyconv for 100 us) would
+otherwise slow the next runtime's first call, which measures the neighbour, not the runtime
+(measured: OpenVINO's MobileNetV2 4.5 ms alone, 9.4 ms in one-call rounds); ``--json`` prints the whole record
 (schema in :func:`bench_model`'s docstring). MODEL is an ONNX file or a ``cyconv.zoo`` name
 (``resnet18``, ...) built on the fly with seeded weights.
 
@@ -44,6 +48,8 @@ def add_parser(commands):
     p.add_argument("--size", type=int, default=None, help="zoo models: input side")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs of each runtime")
     p.add_argument("--repeat", type=int, default=20, help="timed rounds")
+    p.add_argument("--block", type=int, default=4,
+                   help="calls per runtime per round, the first untimed (1: one timed call)")
     p.add_argument("--peak", type=float, default=None, metavar="GFLOPS",
                    help="machine peak for the %% column (default: measured sgemm peak)")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
@@ -157,7 +163,7 @@ def _max_diff(outs, ref):
 
 
 def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, repeat=20,
-                peak=None, name="model"):
+                peak=None, name="model", block=4):
     """Time cyconv and its peers on one model and feed, interleaved.
 
     Returns
@@ -167,6 +173,7 @@ def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, r
         {"model": str, "batch": int, "threads": int,
          "inputs": {name: [dims]}, "gflop": float (per run, whole batch),
          "peak_gflops": float, "peak_source": str, "warmup": int, "repeat": int,
+         "block": int,
          "machine": {"cpu": str, "logical_cpus": int, "pool_isa": str, "gemm_isa": str},
          "results": [{"runtime": "cyconv" | "ort" | "openvino" | "torch", "name": str,
                       "available": bool, "reason": str | None, "version": str | None,
@@ -208,12 +215,15 @@ def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, r
             del runners[key]
     keys = list(runners)
     times = {k: [] for k in keys}
+    block = max(1, block)
     for r in range(max(1, repeat)):
         order = keys[r % len(keys):] + keys[:r % len(keys)]   # rotate who goes first
         for key in order:
-            start = time.perf_counter()
-            runners[key](feed)
-            times[key].append((time.perf_counter() - start) * 1e3)
+            for b in range(block):
+                start = time.perf_counter()
+                runners[key](feed)
+                if b > 0 or block == 1:
+                    times[key].append((time.perf_counter() - start) * 1e3)
     base = float(np.median(times["cyconv"]))
     results = []
     for key in ["cyconv", *compare]:
@@ -234,7 +244,7 @@ def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, r
     return {"model": name, "batch": batch, "threads": threads,
             "inputs": {k: list(v.shape) for k, v in feed.items()}, "gflop": gflop,
             "peak_gflops": peak, "peak_source": peak_source, "warmup": warmup,
-            "repeat": repeat,
+            "repeat": repeat, "block": block,
             "machine": {"cpu": platform.processor() or platform.machine(),
                         "logical_cpus": os.cpu_count(), "pool_isa": _pool.isa(),
                         "gemm_isa": _gemm.isa()},
@@ -267,6 +277,6 @@ def command_bench(args) -> int:
     model, name = load_model(args.model, args.batch, args.size)
     feed = make_feed(model, args.batch, args.shape)
     record = bench_model(model, feed, args.threads, compare, args.warmup, args.repeat,
-                         args.peak, name)
+                         args.peak, name, block=args.block)
     print(json.dumps(record, indent=2) if args.json else format_table(record))
     return 0

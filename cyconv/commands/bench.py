@@ -7,8 +7,9 @@ each peer. Method: every runtime is loaded in this process with the same thread 
 every round) so that load from other processes falls on all of them alike. In a round each
 runtime runs a block of ``--block`` calls back to back and the first is not timed: runtimes
 whose idle threads spin after a call (ONNX Runtime, OpenVINO's TBB, cyconv for 100 us) would
-otherwise slow the next runtime's first call, which measures the neighbour, not the runtime
-(measured: OpenVINO's MobileNetV2 4.5 ms alone, 9.4 ms in one-call rounds); ``--json`` prints the whole record
+otherwise slow the next runtime's calls, which measures the neighbour, not the runtime
+(measured: OpenVINO's MobileNetV2 4.5 ms alone, 9.4 ms in one-call rounds), so each block also
+starts after 20 ms of idle time; ``--json`` prints the whole record
 (schema in :func:`bench_model`'s docstring). MODEL is an ONNX file or a ``cyconv.zoo`` name
 (``resnet18``, ...) built on the fly with seeded weights.
 
@@ -33,6 +34,10 @@ import numpy as np
 from .bench_peers import LOADERS, NAMES, PeerUnavailable
 
 DEFAULT_COMPARE = "ort,openvino"
+# Idle time before each block: the threads of the runtime that ran last spin for a while
+# (ONNX Runtime and OpenVINO's TBB for milliseconds) and would take the cores from the next
+# one's timed calls on a small machine.
+BLOCK_GAP_S = 0.02
 
 
 def add_parser(commands):
@@ -219,6 +224,8 @@ def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, r
     for r in range(max(1, repeat)):
         order = keys[r % len(keys):] + keys[:r % len(keys)]   # rotate who goes first
         for key in order:
+            if block > 1:
+                time.sleep(BLOCK_GAP_S)    # let the last runtime's spinning threads settle
             for b in range(block):
                 start = time.perf_counter()
                 runners[key](feed)

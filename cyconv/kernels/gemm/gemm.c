@@ -11,8 +11,8 @@
  * The first K block overwrites C (unless accumulate), the others add to it, and the last one
  * applies the epilogue (bias, residual, activation) to the tile while it is still in registers.
  *
- * Threads: C is cut into a tm x tn grid of whole MR x NR tiles and each thread runs the nest
- * above on its own part with private packing buffers. Nothing depends on how C is cut, so
+ * Threads: C is cut into a tm x tn grid of whole MR-row tiles and NR- (or NR/2-) column tiles
+ * and each thread runs the nest above on its own part with private packing buffers. Nothing depends on how C is cut, so
  * results are bitwise identical for any thread count.
  */
 #include <stdlib.h>
@@ -216,20 +216,24 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
 /* ---- thread partition ----------------------------------------------------------------- */
 
 /* Cost, per unit of K, of one piece of rows x cols of C: its multiply-adds plus what it
- * packs. Packing moves a float per element where the kernel does 32 FMAs per cycle, and
- * every piece packs its own rows of A and columns of B (unless prepacked), so splitting M
- * repeats the packing of B and splitting N repeats that of A. */
+ * packs or streams. Packing moves a float per element where the kernel does 32 FMAs per
+ * cycle, and every piece packs its own rows of A and columns of B, so splitting M repeats
+ * the packing of B and splitting N that of A. A prepacked operand is not packed again but
+ * is still streamed by every piece that uses it (weights, from L3 or memory): cut into 8
+ * column pieces of 16, a 7x7 layer (N = 49) read its 9 MiB of weights 4 times over. Weighted
+ * lightly: splitting M instead makes every piece im2col-pack all of B, which measured
+ * slower for that layer than reading its weights twice. */
 static double piece_cost(double rows, double cols, int a_packed, int b_packed)
 {
-    return rows * cols + 16.0 * ((a_packed ? 0.0 : rows) + (b_packed ? 0.0 : cols));
+    return rows * cols + (a_packed ? 2.0 : 16.0) * rows + (b_packed ? 2.0 : 16.0) * cols;
 }
 
-/* The grid tm x tn of whole MR x NR tiles, tm*tn == n_pieces, with the cheapest piece;
- * returns that piece's cost. */
-static double partition(int M, int N, const cy_gemm_isa *isa, int n_pieces, int a_packed,
-                        int b_packed, int *tm_out, int *tn_out)
+/* The grid tm x tn of whole MR-row x cu-column tiles, tm*tn == n_pieces, with the cheapest
+ * piece; returns that piece's cost. */
+static double partition(int M, int N, const cy_gemm_isa *isa, int cu, int n_pieces,
+                        int a_packed, int b_packed, int *tm_out, int *tn_out)
 {
-    const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
+    const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + cu - 1) / cu;
     double best = 0;
     *tm_out = 1;
     *tn_out = 1;
@@ -238,7 +242,7 @@ static double partition(int M, int N, const cy_gemm_isa *isa, int n_pieces, int 
         const int tn = n_pieces / tm;
         if (tm > mt || tn > nt) continue;
         const double rows = (double)((mt + tm - 1) / tm) * isa->mr;
-        const double cols = (double)((nt + tn - 1) / tn) * isa->nr;
+        const double cols = (double)((nt + tn - 1) / tn) * cu;
         const double cost = piece_cost(rows, cols, a_packed, b_packed);
         if (best == 0 || cost < best) {
             best = cost;
@@ -254,6 +258,7 @@ typedef struct {
     const cy_gemm_isa *isa;
     int M, N, K, pm, pn, accumulate;
     long mt, nt;
+    int cu;                     /* columns per tile of the partition */
     float alpha;
     const cy_operand *A, *B;
     float *C;
@@ -269,8 +274,8 @@ static void gemm_piece(void *ctx, long w, int tid)
     const int im = (int)(w / g->pn), in = (int)(w % g->pn);
     const int m0 = (int)(im * g->mt / g->pm) * g->isa->mr;
     const int m1 = min_i((int)((im + 1) * g->mt / g->pm) * g->isa->mr, g->M);
-    const int n0 = (int)(in * g->nt / g->pn) * g->isa->nr;
-    const int n1 = min_i((int)((in + 1) * g->nt / g->pn) * g->isa->nr, g->N);
+    const int n0 = (int)(in * g->nt / g->pn) * g->cu;
+    const int n1 = min_i((int)((in + 1) * g->nt / g->pn) * g->cu, g->N);
     if (m0 >= m1 || n0 >= n1) return;
     int e = gemm_block(g->isa, g->M, m0, m1, n0, n1, g->K, g->alpha, g->A, g->B,
                        g->accumulate, g->C, g->ldc, g->ep);
@@ -283,7 +288,11 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     if (M < 0 || N < 0 || K < 0) return CY_EINVAL;
     if (M == 0 || N == 0) return CY_OK;
     const cy_gemm_isa *isa = cy_gemm_isa_get();
-    const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + isa->nr - 1) / isa->nr;
+    /* Columns are dealt in half panels where B is packed per piece: the 16-column tile runs
+     * at full speed, and a 14x14 layer's 196 columns split 112 / 84 instead of 128 / 68.
+     * A prepacked B keeps whole panels (its layout starts one at every NR columns). */
+    const int cu = !B.packed && isa->nr >= 32 ? isa->nr / 2 : isa->nr;
+    const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + cu - 1) / cu;
     int nth = n_threads < 1 ? 1 : n_threads;
     /* below ~1 MFLOP the fork/join costs more than it saves */
     if ((double)M * N * K < 5e5) nth = 1;
@@ -295,15 +304,15 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
          * are whole tiles, so the arithmetic of every C element is the same however they
          * are dealt. */
         int tm, tn, pm, pn;
-        const double one = partition(M, N, isa, nth, A.packed, B.packed, &tm, &tn);
-        const double many = partition(M, N, isa, nth * PIECES_PER_THREAD, A.packed, B.packed,
-                                      &pm, &pn);
+        const double one = partition(M, N, isa, cu, nth, A.packed, B.packed, &tm, &tn);
+        const double many = partition(M, N, isa, cu, nth * PIECES_PER_THREAD, A.packed,
+                                      B.packed, &pm, &pn);
         if (pm * pn < nth * PIECES_PER_THREAD || many * PIECES_PER_THREAD > 1.1 * one) {
             pm = tm;
             pn = tn;
         }
-        gemm_job g = {isa, M, N, K, pm, pn, accumulate, mt, nt, alpha, &A, &B, C, ldc, ep,
-                      CY_OK};
+        gemm_job g = {isa, M, N, K, pm, pn, accumulate, mt, nt, cu, alpha, &A, &B, C, ldc,
+                      ep, CY_OK};
         cy_parallel_for((long)pm * pn, nth, gemm_piece, &g);
         return g.err;
     }

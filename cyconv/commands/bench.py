@@ -6,7 +6,7 @@ each peer. Method: every runtime is loaded in this process with the same thread 
 2), warmed up, then timed round-robin (each round runs every runtime in turn, the order rotated
 every round) so that load from other processes falls on all of them alike. In a round each
 runtime runs a block of ``--block`` calls back to back and the first is not timed: runtimes
-whose idle threads spin after a call (ONNX Runtime, OpenVINO's TBB, cyconv for 100 us) would
+whose idle threads spin after a call (ONNX Runtime, OpenVINO's TBB, cyconv for 1 ms) would
 otherwise slow the next runtime's calls, which measures the neighbour, not the runtime
 (measured: OpenVINO's MobileNetV2 4.5 ms alone, 9.4 ms in one-call rounds), so each block also
 starts after 20 ms of idle time; ``--json`` prints the whole record

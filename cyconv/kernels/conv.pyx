@@ -102,10 +102,11 @@ cdef enum:
     # Floats of col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
     COL_FLOATS = 262144
     # Work (multiply-adds, or floats copied) each extra thread must get before the direct
-    # kernels fork: ~50 us of depthwise work. Waking a sleeping worker costs 5-20 us idle and
-    # a scheduler slice when the cores are shared; measured on MobileNet's 960-channel 7x7
-    # depthwise layer (423k MACs): 92 us on 1 thread, 193 us on 2 at load average 2.5.
-    GRAIN = 524288
+    # kernels fork: ~20 us of depthwise work. The pool's workers spin between ops (pool.c),
+    # so a fork costs a few us while a model runs; this was 512k when every fork woke a
+    # sleeping thread (50-150 us). MobileNetV2 with the GEMM's threshold lowered alike:
+    # 6.9-7.9 -> 6.2-7.1 ms.
+    GRAIN = 196608
 
 
 cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

@@ -294,8 +294,9 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     const int cu = !B.packed && isa->nr >= 32 ? isa->nr / 2 : isa->nr;
     const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + cu - 1) / cu;
     int nth = n_threads < 1 ? 1 : n_threads;
-    /* below ~1 MFLOP the fork/join costs more than it saves */
-    if ((double)M * N * K < 5e5) nth = 1;
+    /* below ~0.4 MFLOP the fork/join costs more than it saves (workers spin between ops, so
+     * a fork costs a few us; see GRAIN in conv.pyx) */
+    if ((double)M * N * K < 2e5) nth = 1;
     if (nth > mt * nt) nth = (int)(mt * nt);
     if (nth > 1) {
         /* More pieces than threads, handed out dynamically: a thread whose core is busy with

@@ -138,12 +138,76 @@ def test_residual_add_then_relu():
 
 
 def test_broadcast_add_is_not_fused_as_residual():
-    # Add of a per-channel bias must not become the Z input (its shape differs).
+    # Add of a per-channel bias must not become the Z input (its shape differs): it becomes
+    # the Conv's bias instead.
     nodes = [helper.make_node("Conv", ["x", "w"], ["a"]),
              helper.make_node("Add", ["a", "bias"], ["y"])]
     inits = [tensor("w", [4, 3, 1, 1]), tensor("bias", [4, 1, 1])]
     m = model(nodes, [fvi("x", [1, 3, 4, 4])], [fvi("y", None)], inits)
-    check(m, {"x": RNG.standard_normal((1, 3, 4, 4)).astype(np.float32)}, expect_ops=["Add"])
+    check(m, {"x": RNG.standard_normal((1, 3, 4, 4)).astype(np.float32)},
+          absent_ops=["Add", "FusedConv"])
+
+
+@pytest.mark.parametrize("shape", [[1, 6, 1, 1], [6, 1, 1], [1], []])
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_per_channel_add_folds_into_conv_bias(shape, has_bias):
+    # PaddlePaddle's squeeze-excitation convs: Conv without bias, Add, Relu -> one FusedConv
+    conv_in = ["x", "w", "b"] if has_bias else ["x", "w"]
+    nodes = [helper.make_node("Conv", conv_in, ["a"]),
+             helper.make_node("Add", ["c", "a"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    inits = [tensor("w", [6, 5, 1, 1]), tensor("b", [6]), tensor("c", shape)]
+    m = model(nodes, [fvi("x", ["N", 5, "H", "W"])], [fvi("y", None)], inits)
+    fast = check(m, {"x": RNG.standard_normal((2, 5, 3, 4)).astype(np.float32)},
+                 expect_ops=["FusedConv"], absent_ops=["Add", "Relu"])
+    assert any("into the bias" in line for line in fast.fusions)
+
+
+@pytest.mark.parametrize("shape", [[6], [1, 1, 1, 4], [1, 6, 3, 1]])
+def test_add_varying_along_other_axes_stays(shape):
+    # (6,) broadcasts along W, not channels: not a bias
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"]),
+             helper.make_node("Add", ["a", "c"], ["y"])]
+    inits = [tensor("w", [6, 5, 1, 1]), tensor("c", shape)]
+    m = model(nodes, [fvi("x", [1, 5, 3, 6 if shape == [6] else 4])], [fvi("y", None)], inits)
+    check(m, {"x": RNG.standard_normal((1, 5, 3, 6 if shape == [6] else 4)).astype(np.float32)},
+          expect_ops=["Add"])
+
+
+def hardswish_nodes(x, y, form):
+    """HardSwish of x written out the way exporters do."""
+    if form == "hardsigmoid":
+        return [helper.make_node("HardSigmoid", [x], ["hs"], alpha=1 / 6, beta=0.5),
+                helper.make_node("Mul", [x, "hs"], [y])]
+    scale = [helper.make_node("Div", ["m", "six"], [y])] if form == "div" else \
+        [helper.make_node("Mul", ["m", "sixth"], [y])]
+    return [helper.make_node("Add", [x, "three"], ["p"]),
+            helper.make_node("Clip", ["p", "zero", "six"], ["q"]),
+            helper.make_node("Mul", ["q", x] if form == "mul" else [x, "q"], ["m"])] + scale
+
+
+SCALARS = [numpy_helper.from_array(np.float32(v), n)
+           for n, v in (("three", 3), ("zero", 0), ("six", 6), ("sixth", 1 / 6))]
+
+
+@pytest.mark.parametrize("form", ["div", "mul", "hardsigmoid"])
+def test_decomposed_hardswish_fuses_into_conv(form):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])] + \
+        hardswish_nodes("c", "y", form)
+    m = model(nodes, [fvi("x", ["N", 3, 7, 7])], [fvi("y", None)],
+              [tensor("w", [8, 3, 3, 3]), tensor("b", [8])] + SCALARS)
+    fast = check(m, {"x": RNG.standard_normal((2, 3, 7, 7)).astype(np.float32) * 4},
+                 expect_ops=["FusedConv"], absent_ops=["Mul", "Clip", "Div", "HardSigmoid"])
+    assert [n.attrs.get("activation") for n in fast._graph.nodes] == ["HardSwish"]
+
+
+def test_decomposed_hardswish_with_a_shared_value_stays():
+    # the clipped gate is also a graph output: the pattern must not swallow it
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"])] + hardswish_nodes("c", "y", "div")
+    m = model(nodes, [fvi("x", [1, 3, 5, 5])], [fvi("y", None), fvi("q", None)],
+              [tensor("w", [4, 3, 1, 1])] + SCALARS)
+    check(m, {"x": RNG.standard_normal((1, 3, 5, 5)).astype(np.float32) * 4},
+          expect_ops=["Clip", "Div"])
 
 
 def test_identity_dropout_and_dead_nodes_removed():

@@ -6,9 +6,10 @@ live here, never in kernels. Order matters:
 
 1. remove Identity / inference Dropout      (exposes Conv -> BN -> Relu chains)
 2. fold constants and static shape chains   (weights produced by Constant/Cast/... nodes)
-3. fold BatchNormalization into Conv/Gemm
+3. fold BatchNormalization into Conv/Gemm, and Adds of per-channel constants into Conv biases
 4. fuse residual Add into the Conv producing one of its operands
-5. fuse activations into Conv / FusedConv / Gemm
+5. fuse activations into Conv / FusedConv / Gemm (HardSwish also when written out as
+   x * Clip(x + 3, 0, 6) / 6 or x * HardSigmoid(x))
 6. simplify Transpose / Reshape chains
 7. remove dead nodes
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 from ..graph import Graph, topological_order
 from .cleanup import remove_dead_nodes, remove_identities
-from .fold_batchnorm import fold_batchnorm
+from .fold_batchnorm import fold_batchnorm, fold_bias_add
 from .fold_constants import fold_constants
 from .fuse_conv import fuse_activation, fuse_residual_add
 from .transposes import simplify_data_movement
 
 __all__ = ["optimize", "fold_constants", "remove_identities", "remove_dead_nodes",
-           "fold_batchnorm", "fuse_residual_add", "fuse_activation", "simplify_data_movement"]
+           "fold_batchnorm", "fold_bias_add", "fuse_residual_add", "fuse_activation", "simplify_data_movement"]
 
 
 def optimize(graph: Graph, n_threads: int = 1) -> Graph:
@@ -30,6 +31,7 @@ def optimize(graph: Graph, n_threads: int = 1) -> Graph:
     graph = remove_identities(graph)
     graph = fold_constants(graph, n_threads)
     graph = fold_batchnorm(graph)
+    graph = fold_bias_add(graph)
     graph = fuse_residual_add(graph)
     graph = fuse_activation(graph)
     graph = simplify_data_movement(graph)

@@ -10,6 +10,10 @@ BN(y) = s * y + t per channel c, with s = scale / sqrt(var + eps), t = B - mean 
   Only without padding: a zero-padded border of BN(x) is not BN of a zero border.
 Folding happens in float64 and casts back, so the folded model matches the unfolded one to
 float32 rounding.
+
+``fold_bias_add`` is the same idea for a bias written as a separate Add of a per-channel
+constant after a Conv without bias (PaddlePaddle's exports of squeeze-excitation blocks):
+Conv(x, W) + c = Conv(x, W, b + c), which lets the activation after it fuse too.
 """
 from __future__ import annotations
 
@@ -53,6 +57,51 @@ def fold_batchnorm(graph: Graph) -> Graph:
             if follower is not None and _fold_into_follower(graph, bn, follower, *affine):
                 changed = True
                 break
+    drop_unused_constants(graph)
+    return graph
+
+
+def _per_channel(value: np.ndarray, channels: int, rank: int):
+    """``value`` as one number per channel of a (N, channels, ...) tensor of rank ``rank``
+    under broadcasting, or None if it varies along another axis."""
+    if value is None or value.dtype.kind != "f" or value.ndim > rank:
+        return None
+    aligned = (1,) * (rank - value.ndim) + value.shape
+    if any(d != 1 for k, d in enumerate(aligned) if k != 1) or aligned[1] not in (1, channels):
+        return None
+    return np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,))
+
+
+def fold_bias_add(graph: Graph) -> Graph:
+    """Conv(x, W[, b]) -> Add(., c) with c constant per output channel -> Conv(x, W, b + c)."""
+    graph = graph.copy()
+    uses = consumers(graph)
+    producer_of = {o: n for n in graph.nodes for o in n.outputs}
+    for add in list(graph.nodes):
+        if add.domain or add.op_type != "Add" or len(add.inputs) != 2:
+            continue
+        for mine, other in (add.inputs, add.inputs[::-1]):
+            conv = producer_of.get(mine)
+            w = const(graph, conv.inputs[1]) if conv is not None and len(conv.inputs) > 1 \
+                else None
+            if conv is None or conv.domain or conv.op_type != "Conv" or w is None or \
+                    w.ndim < 3 or sole_consumer(graph, uses, mine) is not add:
+                continue
+            c = _per_channel(const(graph, other), w.shape[0], w.ndim)
+            bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
+            b = const(graph, bias_name) if bias_name else np.zeros(w.shape[0])
+            if c is None or b is None:
+                continue
+            dtype = w.dtype
+            conv.inputs = list(conv.inputs[:2]) + [add_constant(
+                graph, f"{conv.name}_biasadd", (b.astype(np.float64) + c).astype(dtype))]
+            conv.outputs = [add.outputs[0]]
+            graph.nodes.remove(add)
+            producer_of[add.outputs[0]] = conv
+            graph.fusions.append(f"folded Add {add.name!r} of a per-channel constant into the "
+                                 f"bias of Conv {conv.name!r}")
+            uses = consumers(graph)
+            break
     drop_unused_constants(graph)
     return graph
 

@@ -74,8 +74,76 @@ def fuse_residual_add(graph: Graph) -> Graph:
     return graph
 
 
+def _scalar_is(graph: Graph, name: str, value: float) -> bool:
+    c = const(graph, name)
+    return c is not None and c.size == 1 and c.dtype.kind == "f" and \
+        abs(float(c.reshape(())) - value) <= 1e-6 * abs(value)
+
+
+def _clip_bounds(graph: Graph, clip: Node):
+    """(lo, hi) of a Clip with constant bounds (attributes before opset 11), or None."""
+    if graph.opsets.get("", 1) < 11:
+        return (float(clip.attrs.get("min", -3.4028234663852886e38)),
+                float(clip.attrs.get("max", 3.4028234663852886e38)))
+    bounds = []
+    for k, default in ((1, -np.inf), (2, np.inf)):
+        name = clip.inputs[k] if len(clip.inputs) > k else ""
+        value = const(graph, name)
+        if name and (value is None or value.size != 1):
+            return None
+        bounds.append(float(value.reshape(())) if name else default)
+    return tuple(bounds)
+
+
+def _decomposed_hardswish(graph: Graph, uses: dict, x: str):
+    """HardSwish written out by exporters (PaddlePaddle, older PyTorch), as _activation_of:
+
+        Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)    (or Mul(..., 1/6))
+        Mul(x, HardSigmoid(x, alpha=1/6, beta=1/2))
+
+    x must feed exactly the pattern's two nodes, and every value inside it one reader."""
+    readers = uses.get(x, [])
+    if len(readers) != 2 or any(r.domain for r in readers):
+        return None
+    ops = {r.op_type: r for r in readers}
+    mul = ops.get("Mul")
+    if mul is None or len(ops) != 2 or len(mul.inputs) != 2:
+        return None
+    other = mul.inputs[1] if mul.inputs[0] == x else mul.inputs[0]
+    gate = next((r for r in readers if r is not mul), None)
+    if gate.outputs[0] != other:
+        # Add -> Clip -> Mul: the Mul reads the Clip's output, not the Add's
+        if gate.op_type != "Add" or len(gate.inputs) != 2:
+            return None
+        three = gate.inputs[1] if gate.inputs[0] == x else gate.inputs[0]
+        clip = sole_consumer(graph, uses, gate.outputs[0])
+        if not _scalar_is(graph, three, 3.0) or clip is None or clip.domain or \
+                clip.op_type != "Clip" or clip.outputs[0] != other or \
+                _clip_bounds(graph, clip) != (0.0, 6.0):
+            return None
+        chain = [gate, clip, mul]
+    elif gate.op_type == "HardSigmoid" and \
+            abs(float(gate.attrs.get("alpha", 0.2)) - 1 / 6) < 1e-6 and \
+            abs(float(gate.attrs.get("beta", 0.5)) - 0.5) < 1e-6:
+        return "HardSwish", [], [gate, mul], mul.outputs[0]
+    else:
+        return None
+    if sole_consumer(graph, uses, other) is not mul:
+        return None
+    scale = sole_consumer(graph, uses, mul.outputs[0])
+    if scale is None or scale.domain or len(scale.inputs) != 2 or \
+            scale.inputs[0] != mul.outputs[0] or not (
+                (scale.op_type == "Div" and _scalar_is(graph, scale.inputs[1], 6.0)) or
+                (scale.op_type == "Mul" and _scalar_is(graph, scale.inputs[1], 1 / 6))):
+        return None
+    return "HardSwish", [], chain + [scale], scale.outputs[0]
+
+
 def _activation_of(graph: Graph, node: Node, uses: dict, x: str):
     """(name, params, nodes consumed, output) if ``node`` applies an activation to ``x``."""
+    hardswish = _decomposed_hardswish(graph, uses, x)
+    if hardswish is not None:
+        return hardswish
     if node.domain:
         return None
     op, attrs = node.op_type, node.attrs
@@ -98,18 +166,10 @@ def _activation_of(graph: Graph, node: Node, uses: dict, x: str):
         return op, [float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))], [node], \
             node.outputs[0]
     if op == "Clip":
-        if graph.opsets.get("", 1) < 11:
-            lo, hi = attrs.get("min", -3.4028234663852886e38), attrs.get("max", 3.4028234663852886e38)
-        else:
-            bounds = []
-            for k, default in ((1, -np.inf), (2, np.inf)):
-                name = node.inputs[k] if len(node.inputs) > k else ""
-                value = const(graph, name)
-                if name and (value is None or value.size != 1):
-                    return None
-                bounds.append(float(value.reshape(())) if name else default)
-            lo, hi = bounds
-        return op, [float(lo), float(hi)], [node], node.outputs[0]
+        bounds = _clip_bounds(graph, node)
+        if bounds is None:
+            return None
+        return op, [float(bounds[0]), float(bounds[1])], [node], node.outputs[0]
     if op == "PRelu":
         slope = const(graph, node.inputs[1])
         shape = graph.value_shapes.get(x)

@@ -413,10 +413,12 @@ cdef class ConvPlan:
         OW = _floordiv(W + pl + pr - (self.KW - 1) * self.dw - 1, self.sw) + 1
         return OH, OW
 
-    def run(self, x, pads, int n_threads=1, z=None):
+    def run(self, x, pads, int n_threads=1, z=None, bint activate=True):
         """y = act(conv(x) + bias + z); x float32 (N, C, H, W); pads (top, left, bottom, right).
 
         ``z``: optional float32 (N, M, OH, OW), added before the activation.
+        ``activate=False`` leaves the activation out (the caller applies it after adding a
+        residual of another shape under broadcasting).
 
         Returns
         -------
@@ -441,7 +443,7 @@ cdef class ConvPlan:
         cdef cy_epilogue ep
         ep.bias_row = <const float*>cnp.PyArray_DATA(self.bias) if self.bias is not None else NULL
         ep.bias_col = NULL
-        ep.act = self.act
+        ep.act = self.act if activate else CY_ACT_NONE
         ep.act_alpha = self.act_alpha
         ep.act_beta = self.act_beta
         ep.slope_row = <const float*>cnp.PyArray_DATA(self.slopes) if self.slopes is not None \
@@ -482,7 +484,7 @@ cdef class ConvPlan:
         cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW
         # ReLU alone is folded into the plane kernel; anything else (residual, other
         # activations) runs as an epilogue pass over the plane while it is in L1.
-        cdef bint relu = self.relu and ep0.residual == NULL
+        cdef bint relu = ep0.act == CY_ACT_RELU and ep0.residual == NULL
         cdef bint extra = not relu and (ep0.residual != NULL or ep0.act != CY_ACT_NONE)
         cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
         # 3x3, stride 1 or 2 (MobileNet's): vector kernel on a zero-padded copy of the plane

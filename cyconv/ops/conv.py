@@ -284,7 +284,7 @@ def _shape_cache(derive):
 # builders
 
 def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strides,
-                  activation=None):
+                  activation=None, z_broadcast=False):
     """Conv and FusedConv. ``activation``: None, or (name, params) of a FusedConv, applied
     after the residual input Z (input 3) is added."""
     act_name, act_params = activation if activation is not None else ("Identity", ())
@@ -321,7 +321,8 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
         and (B is None or B.dtype == np.float32)
     if fast and (B is not None or _omitted(node, 2)):
         plan = make_plan(W, B, _use_winograd(node, W, strides, dilations, pads, auto_pad, group))
-        run = _prepared_conv(plan, W.shape, group, strides, dilations, pads, auto_pad)
+        run = _prepared_conv(plan, W.shape, group, strides, dilations, pads, auto_pad,
+                             (act_name, act_params) if z_broadcast else None)
         # W and B live on in the plan only (packed / transformed): the session drops them
         return consumes(run, 1, 2) if B is not None else consumes(run, 1)
 
@@ -341,12 +342,12 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
             raise InputError(f"Conv: input spatial shape {x.shape[2:]} is smaller than the "
                              f"dilated kernel {w.shape[2:]} (output would be {out})")
         y_shape = (x.shape[0], w.shape[0]) + tuple(out)
-        if z is not None and z.shape != y_shape:
+        if z is not None and z.shape != y_shape and not z_broadcast:
             raise InputError(f"FusedConv: Z must have the output's shape {y_shape}, got "
                              f"{z.shape}")
         use_kernel = (x.dtype == np.float32 and w.dtype == np.float32 and n in (1, 2)
                       and (b is None or b.dtype == np.float32)
-                      and (z is None or z.dtype == np.float32))
+                      and (z is None or (z.dtype == np.float32 and z.shape == y_shape)))
         if not use_kernel:
             y = conv_reference(x, w, b, auto_pad=auto_pad, dilations=dl, group=group,
                                pads=pd, strides=st)
@@ -367,9 +368,14 @@ def _omitted(node, index):
     return index >= node.num_inputs or not node.input_names[index]
 
 
-def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad):
+def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
+                   broadcast_z=None):
     """The run of a Conv / FusedConv whose W (and B) ``plan`` holds: the checks and the
-    geometry are done once per input shape, so a repeated shape costs a dict lookup."""
+    geometry are done once per input shape, so a repeated shape costs a dict lookup.
+
+    ``broadcast_z``: (activation name, params) when a Z of another shape is the residual Add
+    it replaced (cyconv's fusion pass, shapes unknown at load): then act(conv + z) follows
+    numpy broadcasting, on a slower path; otherwise such a Z is an error."""
     n = len(w_shape) - 2
     st, dl, pd = _defaults(n, strides, dilations, pads)
     kernel, M = tuple(w_shape[2:]), w_shape[0]
@@ -384,22 +390,30 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad):
 
     cache, remember = _shape_cache(derive)
 
-    def run(ctx, x, w=None, b=None, z=None):
+    def run(ctx, x, w=None, b=None, z=None, activate=True):
         got = cache.get(x.shape)
         if got is None:
             got = remember(x.shape)
         y_shape, pads4 = got
         _check_float32("Conv", x)
         if z is not None:
-            if z.shape != y_shape:
-                raise InputError(f"FusedConv: Z must have the output's shape {y_shape}, got "
-                                 f"{z.shape}")
             if z.dtype != _F32:
                 raise InputError(f"FusedConv: Z must be float32 like W, got {z.dtype}")
+            if z.shape != y_shape:
+                if broadcast_z is None:
+                    raise InputError(f"FusedConv: Z must have the output's shape {y_shape}, "
+                                     f"got {z.shape}")
+                y = run(ctx, x, activate=False)
+                try:
+                    y = y + z
+                except ValueError as exc:
+                    raise InputError(f"Add: shapes {y.shape} and {z.shape} do not "
+                                     f"broadcast") from exc
+                return fused_activation_reference(y, *broadcast_z).astype(np.float32)
         if n == 2:
-            return plan.run(x, pads4, ctx.n_threads, z)
+            return plan.run(x, pads4, ctx.n_threads, z, activate)
         z2 = None if z is None else z[:, :, None, :]
-        return plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2)[:, :, 0, :]
+        return plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2, activate)[:, :, 0, :]
     return run
 
 
@@ -523,8 +537,11 @@ def _decode(s):
 
 @register("FusedConv", reference=fused_conv_reference, domain="com.microsoft")
 def FusedConv(node, *, activation="Identity", activation_params=None, auto_pad="NOTSET",
-              dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
-    # ONNX Runtime's contrib op, emitted by the graph passes: act(Conv(X, W, B) + Z)
+              dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
+              cyconv_z_broadcast=0):
+    # ONNX Runtime's contrib op, emitted by the graph passes: act(Conv(X, W, B) + Z).
+    # cyconv_z_broadcast=1 (cyconv's residual fusion, when shapes were unknown at load): Z
+    # may differ from the output's shape and is added under broadcasting, as the Add was.
     activation = _decode(activation)
     if activation not in FUSED_ACTIVATIONS:
         raise node.error(f"activation {activation!r} is not supported; expected one of "
@@ -534,7 +551,7 @@ def FusedConv(node, *, activation="Identity", activation_params=None, auto_pad="
         raise node.error(f"FusedConv takes at most 4 inputs (X, W, B, Z), got {node.num_inputs}")
     return _conv_builder(node, auto_pad=auto_pad, dilations=dilations, group=group,
                          kernel_shape=kernel_shape, pads=pads, strides=strides,
-                         activation=(activation, params))
+                         activation=(activation, params), z_broadcast=bool(cyconv_z_broadcast))
 
 
 @register("ConvTranspose", reference=conv_transpose_reference)

@@ -137,6 +137,38 @@ def test_residual_add_then_relu():
     check(m, {"x": RNG.standard_normal((2, 4, 5, 5)).astype(np.float32)})
 
 
+def test_residual_add_with_unknown_shapes_fuses():
+    # every spatial dim symbolic: equality cannot be proven at load, the fused node checks
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    inits = [tensor("w1", [4, 4, 3, 3]), tensor("w2", [4, 4, 3, 3])]
+    m = model(nodes, [fvi("x", ["N", 4, "H", "W"])], [fvi("y", None)], inits)
+    fast = check(m, {"x": RNG.standard_normal((2, 4, 5, 7)).astype(np.float32)},
+                 absent_ops=["Add", "Relu"])
+    assert sum(n.op_type == "FusedConv" for n in fast._graph.nodes) == 1
+
+
+@pytest.mark.parametrize("pooled", ["conv", "other"])
+def test_residual_that_broadcasts_at_run_time(pooled):
+    # one side is (N, 4, 1, 1) once the sizes are known: the fused node must broadcast like
+    # the Add it replaced, whichever side is the Conv
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"])]
+    if pooled == "conv":
+        nodes += [helper.make_node("Conv", ["g", "w1"], ["a"]),
+                  helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1])]
+    else:
+        nodes += [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Conv", ["g", "w2"], ["b"])]
+    nodes += [helper.make_node("Add", ["a", "b"], ["s"]),
+              helper.make_node("Sigmoid", ["s"], ["y"])]
+    inits = [tensor("w1", [4, 4] + ([1, 1] if pooled == "conv" else [3, 3])),
+             tensor("w2", [4, 4] + ([3, 3] if pooled == "conv" else [1, 1]))]
+    m = model(nodes, [fvi("x", ["N", 4, "H", "W"])], [fvi("y", None)], inits)
+    check(m, {"x": RNG.standard_normal((2, 4, 5, 6)).astype(np.float32)})
+
+
 def test_broadcast_add_is_not_fused_as_residual():
     # Add of a per-channel bias must not become the Z input (its shape differs): it becomes
     # the Conv's bias instead.

@@ -41,8 +41,21 @@ def _to_fused_conv(node: Node) -> None:
         node.attrs["activation"] = "Identity"
 
 
+def _may_match(graph: Graph, a: str, b: str) -> bool:
+    """Shapes not provably different: same rank (or unknown) and no two known dims differ."""
+    sa, sb = graph.value_shapes.get(a), graph.value_shapes.get(b)
+    if b in graph.constants:
+        return False                    # a per-channel bias, not a residual
+    if sa is None or sb is None:
+        return True
+    return len(sa) == len(sb) and all(
+        not (isinstance(x, int) and isinstance(y, int) and x != y) for x, y in zip(sa, sb))
+
+
 def fuse_residual_add(graph: Graph) -> Graph:
-    """Add(Conv(...), other) -> FusedConv(..., Z=other) when shapes provably match."""
+    """Add(Conv(...), other) -> FusedConv(..., Z=other) when shapes provably match, or when
+    they may (dims unknown at load): then the node carries cyconv_z_broadcast=1 and adds a Z
+    of another shape under broadcasting at run time, as the Add did (ops/conv.py)."""
     graph = graph.copy()
     if not kernel_support()[1]:
         return graph
@@ -56,9 +69,14 @@ def fuse_residual_add(graph: Graph) -> Graph:
             if conv is None or not _is_conv(conv) or \
                     conv.attrs.get("activation", "Identity") != "Identity" or \
                     len(conv.inputs) > 3 or sole_consumer(graph, uses, mine) is not add or \
-                    not same_shape(graph, mine, other) or other == mine:
+                    other == mine:
+                continue
+            proven = same_shape(graph, mine, other)
+            if not proven and not _may_match(graph, mine, other):
                 continue
             _to_fused_conv(conv)
+            if not proven:
+                conv.attrs["cyconv_z_broadcast"] = 1
             conv.inputs = (list(conv.inputs) + ["", ""])[:3] + [other]
             conv.outputs = [add.outputs[0]]
             graph.nodes.remove(add)

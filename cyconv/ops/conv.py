@@ -320,9 +320,16 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
     fast = W is not None and W.dtype == np.float32 and W.ndim in (3, 4) and W.shape[0] > 0 \
         and (B is None or B.dtype == np.float32)
     if fast and (B is not None or _omitted(node, 2)):
-        plan = make_plan(W, B, _use_winograd(node, W, strides, dilations, pads, auto_pad, group))
+        tile = _use_winograd(node, W, strides, dilations, pads, auto_pad, group)
+        plan = make_plan(W, B, tile)
+        # Spatial size unknown at load (dynamic exports, dense evaluation): decide Winograd
+        # per input shape at run time; the plan for a tile is built on first use, so the
+        # original weights stay in this closure.
+        later = None
+        if tile == 0 and _winograd_later(node, W, strides, dilations, group):
+            later = lambda t: make_plan(W, B, t)  # noqa: E731
         run = _prepared_conv(plan, W.shape, group, strides, dilations, pads, auto_pad,
-                             (act_name, act_params) if z_broadcast else None)
+                             (act_name, act_params) if z_broadcast else None, later)
         # W and B live on in the plan only (packed / transformed): the session drops them
         return consumes(run, 1, 2) if B is not None else consumes(run, 1)
 
@@ -369,16 +376,28 @@ def _omitted(node, index):
 
 
 def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
-                   broadcast_z=None):
+                   broadcast_z=None, winograd_plan=None):
     """The run of a Conv / FusedConv whose W (and B) ``plan`` holds: the checks and the
     geometry are done once per input shape, so a repeated shape costs a dict lookup.
 
     ``broadcast_z``: (activation name, params) when a Z of another shape is the residual Add
     it replaced (cyconv's fusion pass, shapes unknown at load): then act(conv + z) follows
-    numpy broadcasting, on a slower path; otherwise such a Z is an error."""
+    numpy broadcasting, on a slower path; otherwise such a Z is an error.
+    ``winograd_plan(tile)``: builds the plan for a Winograd tile; given, each new input shape
+    picks its algorithm (``winograd_tile``) and plans are built once per tile."""
     n = len(w_shape) - 2
     st, dl, pd = _defaults(n, strides, dilations, pads)
     kernel, M = tuple(w_shape[2:]), w_shape[0]
+
+    plans = {0: plan}
+
+    def plan_for(shape, out):
+        if winograd_plan is None:
+            return plan
+        tile = int(_kc.winograd_tile(w_shape[1], M, max(shape[0], 1), out[0], out[1]))
+        if tile not in plans:
+            plans[tile] = winograd_plan(tile)
+        return plans[tile]
 
     def derive(shape):
         _check_input("Conv", shape, w_shape, w_shape[1] * group)
@@ -386,7 +405,7 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
         if any(o < 1 for o in out):
             raise InputError(f"Conv: input spatial shape {shape[2:]} is smaller than the "
                              f"dilated kernel {kernel} (output would be {out})")
-        return (shape[0], M) + tuple(out), _pads4(n, pb, pe)
+        return (shape[0], M) + tuple(out), _pads4(n, pb, pe), plan_for(shape, out)
 
     cache, remember = _shape_cache(derive)
 
@@ -394,7 +413,7 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
         got = cache.get(x.shape)
         if got is None:
             got = remember(x.shape)
-        y_shape, pads4 = got
+        y_shape, pads4, shape_plan = got
         _check_float32("Conv", x)
         if z is not None:
             if z.dtype != _F32:
@@ -411,9 +430,9 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
                                      f"broadcast") from exc
                 return fused_activation_reference(y, *broadcast_z).astype(np.float32)
         if n == 2:
-            return plan.run(x, pads4, ctx.n_threads, z, activate)
+            return shape_plan.run(x, pads4, ctx.n_threads, z, activate)
         z2 = None if z is None else z[:, :, None, :]
-        return plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2, activate)[:, :, 0, :]
+        return shape_plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2, activate)[:, :, 0, :]
     return run
 
 
@@ -422,13 +441,25 @@ def winograd_enabled() -> bool:
     return os.environ.get("CYCONV_WINOGRAD", "1").strip() != "0"
 
 
+def _winograd_later(node, W, strides, dilations, group) -> bool:
+    """Winograd may pay for this Conv but its output size is unknown at load."""
+    if not winograd_enabled() or W.ndim != 4:
+        return False
+    st, dl, _ = _defaults(2, strides, dilations, None)
+    if not _kc.winograd_applies(W.shape[2], W.shape[3], st, dl, group):
+        return False
+    shape = node.input_shapes[0] if node.input_shapes else None
+    known = shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:])
+    return not known and W.shape[0] >= 16 and W.shape[1] >= 16
+
+
 def _use_winograd(node, W, strides, dilations, pads, auto_pad, group) -> int:
     """The Winograd output tile for this Conv (4: F(4x4, 3x3), 2: F(2x2, 3x3)) or 0 (im2col
     + GEMM). Only where it computes the same conv (3x3, stride 1, dilation 1, one group) and
     pays for its weight memory at the input size the model declares (kernels/conv.pyx
-    ``winograd_tile``); a dynamic input shape keeps im2col +
-    GEMM, which is fast at every size; a symbolic batch counts as one image (the latency
-    case). Either algorithm accepts any input size at run time."""
+    ``winograd_tile``); with an unknown spatial size the choice is made per input shape at
+    run time instead (``_winograd_later``); a symbolic batch counts as one image (the latency
+    case). Either algorithm accepts any input size."""
     if not winograd_enabled() or W.ndim != 4:
         return 0
     st, dl, pd = _defaults(2, strides, dilations, pads)

@@ -172,3 +172,27 @@ def test_capped_isa_variants(cap):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.abspath(__file__)))
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_dynamic_size_picks_winograd_per_input_shape(rng, monkeypatch):
+    # spatial size unknown at load: 3x3 convs decide per input shape at run time
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cyconv.engine.session import InferenceSession
+    w = (rand(rng, 32, 32, 3, 3) / 17).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 32, "H", "W"])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    dynamic = InferenceSession(model)
+    monkeypatch.setenv("CYCONV_WINOGRAD", "0")
+    direct = InferenceSession(model)
+    for size, winograd in ((24, True), (3, False), (24, True)):
+        x = rand(rng, 1, 32, size, size)
+        got, = dynamic.run(None, {"x": x})
+        want, = direct.run(None, {"x": x})
+        exact = conv_reference(x.astype(np.float64), w.astype(np.float64), pads=[1, 1, 1, 1])
+        assert np.abs(got - exact).max() <= TOL * np.abs(exact).max()
+        # Winograd rounds differently from the direct GEMM: bitwise equal only without it
+        assert np.array_equal(got, want) is not winograd

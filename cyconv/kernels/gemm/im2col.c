@@ -50,6 +50,18 @@ CY_CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc,
                 panel_ow -= OW;
                 panel_oh++;
             }
+            /* the common case: a whole 32-pixel panel inside one output row and inside the
+             * image, copied with a fixed count the compiler turns into a few vector moves */
+            const int ih0 = oh * g->sh - g->pt + kh * g->dh;
+            if (NR == 32 && p_end - p_begin == 32 && ow + 32 <= OW && ow >= lo &&
+                ow + 32 <= hi && ih0 >= 0 && ih0 < g->H && (sw == 1 || sw == 2)) {
+                const float *xr = xc + (size_t)ih0 * g->W + off + (ptrdiff_t)ow * sw;
+                if (sw == 1)
+                    for (int o = 0; o < 32; o++) d[o] = xr[o];
+                else
+                    for (int o = 0; o < 32; o++) d[o] = xr[2 * o];
+                continue;
+            }
             while (p < p_end) {
                 /* run: pixels p .. p + len - 1 on output row oh, columns ow .. */
                 const int len = OW - ow < p_end - p ? OW - ow : p_end - p;

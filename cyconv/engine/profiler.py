@@ -8,6 +8,7 @@ even when several values view it; the peak over the run is the activation high-w
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ class NodeTiming:
 @dataclass
 class Profile:
     nodes: list            # NodeTiming per step, in execution order
-    total_ms: list         # wall time of each profiled run
+    total_ms: list         # wall time of each plain (unobserved) run
     peak_activation_bytes: int
     fusions: list
 
@@ -73,7 +74,9 @@ class Profile:
 
 
 def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
-    """Run ``session`` on ``feed`` ``warmup + repeats`` times, timing every node."""
+    """Run ``session`` on ``feed`` ``warmup + repeats`` times, timing every node, then
+    ``repeats`` times unobserved for ``total_ms``: the hooks (shapes, live bytes) cost time
+    per step that a plain run does not pay (17 ms over DenseNet-121's 300 steps)."""
     feeds = session._check_feed(feed)
     constant_ids = {id(v) for v in session._initial_slots if v is not None}
     timings = [NodeTiming(step.node_name, step.op_type, [], []) for step in session._steps]
@@ -84,6 +87,8 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
         record = run_index >= warmup
         position = iter(range(len(session._steps)))
 
+        first = run_index == warmup      # shapes and live memory are the same every run
+
         def observe(step, seconds, slots):
             nonlocal peak
             k = next(position)
@@ -91,18 +96,18 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
                 return
             timing = timings[k]
             timing.times_ms.append(seconds * 1e3)
-            if not timing.output_shapes:
+            if first:
                 timing.input_shapes = [_input_shape(slots, i, shape) for i, shape in
                                        zip(step.inputs, step.captured)]
                 timing.output_shapes = [list(np.shape(slots[o])) for o in step.outputs
                                         if o >= 0 and slots[o] is not None]
-            peak = max(peak, _live_bytes(slots, constant_ids))
+                peak = max(peak, _live_bytes(slots, constant_ids))
 
-        import time
-        start = time.perf_counter()
         session._execute(feeds, observe)
-        if record:
-            totals.append((time.perf_counter() - start) * 1e3)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session._execute(feeds)
+        totals.append((time.perf_counter() - start) * 1e3)
     return Profile(timings, totals, peak, session.fusions)
 
 

@@ -35,7 +35,8 @@ from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
-    epilogue_apply, gemm_mr, gemm_nr, im2col_packer, parallel_for, sgemm_ex, sgemm_pack_a,
+    cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, parallel_for, preact_packer,
+    sgemm_ex, sgemm_pack_a,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
@@ -413,12 +414,15 @@ cdef class ConvPlan:
         OW = _floordiv(W + pl + pr - (self.KW - 1) * self.dw - 1, self.sw) + 1
         return OH, OW
 
-    def run(self, x, pads, int n_threads=1, z=None, bint activate=True):
+    def run(self, x, pads, int n_threads=1, z=None, bint activate=True, pre=None):
         """y = act(conv(x) + bias + z); x float32 (N, C, H, W); pads (top, left, bottom, right).
 
         ``z``: optional float32 (N, M, OH, OW), added before the activation.
         ``activate=False`` leaves the activation out (the caller applies it after adding a
         residual of another shape under broadcasting).
+        ``pre``: optional (scale, shift), float32 (C,) each: the conv reads
+        relu(scale * x + shift) per channel instead of x, applied while the GEMM packs its
+        input (``preactivation_applies``: 1x1, stride 1, unpadded, one group).
 
         Returns
         -------
@@ -438,6 +442,11 @@ cdef class ConvPlan:
             if not isinstance(z, np.ndarray) or z.dtype != np.float32 or z.shape != y.shape:
                 raise ValueError(f"Conv: z must be float32 of shape {y.shape}")
             z = np.ascontiguousarray(z)
+        if pre is not None:
+            if not self.preactivation_applies(pads):
+                raise ValueError("Conv: a pre-activation needs a 1x1, stride-1, unpadded conv "
+                                 "of one group")
+            pre = tuple(np.ascontiguousarray(v, np.float32).reshape(self.C) for v in pre)
         if N == 0 or self.M == 0:
             return y
         cdef cy_epilogue ep
@@ -455,8 +464,14 @@ cdef class ConvPlan:
         elif self.winograd:
             self._run_winograd(x, y, geo, &ep, n_threads)
         else:
-            self._run_gemm(x, y, geo, &ep, n_threads)
+            self._run_gemm(x, y, geo, &ep, n_threads, pre)
         return y
+
+    def preactivation_applies(self, pads=(0, 0, 0, 0)):
+        """Whether ``run(..., pre=...)`` can apply a per-channel pre-activation: the conv
+        must read x itself (1x1, stride 1, no padding, one group, GEMM path)."""
+        return (self.KH == 1 and self.KW == 1 and self.sh == 1 and self.sw == 1
+                and self.group == 1 and not self.winograd and tuple(pads) == (0, 0, 0, 0))
 
     cdef _run_winograd(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
@@ -510,7 +525,8 @@ cdef class ConvPlan:
         with nogil:
             parallel_for(pieces, nt, _dw_task, &job)
 
-    cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
+    cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads,
+                   pre=None):
         # One parallel region for the whole op: pieces are (image, group, column range),
         # dealt dynamically, each thread running a one-thread GEMM that packs its own pixels'
         # im2col panels (no barrier between images or groups). When there are too few pieces to feed
@@ -530,6 +546,10 @@ cdef class ConvPlan:
         job.geo = geo
         job.direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
                       and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
+        job.pre_scale = job.pre_shift = NULL
+        if pre is not None:
+            job.pre_scale = <const float*>cnp.PyArray_DATA(pre[0])
+            job.pre_shift = <const float*>cnp.PyArray_DATA(pre[1])
         cdef Py_ssize_t nr = gemm_nr(), items = N * self.group, per = 1, pieces, it
         if n_threads > 1:
             # about 4 pieces per thread (slack for a core busy with another process), none
@@ -569,6 +589,8 @@ cdef struct ConvJob:
     int group, Cg, Mg, Kg
     size_t group_size
     bint direct
+    const float* pre_scale  # direct path: relu(pre_scale * x + pre_shift) per channel, or NULL
+    const float* pre_shift
     Geometry geo
 
 
@@ -603,12 +625,14 @@ cdef int _conv_piece(const ConvJob* job, Py_ssize_t n, Py_ssize_t g, Py_ssize_t 
         ep.residual = ep.residual + off
     return _gemm_columns(job.x + (n * job.C + g * job.Cg) * job.H * job.W, job.y + off,
                          job.w + g * job.group_size, &ep, q0, q1, job.Mg, job.Kg, job.H,
-                         job.W, job.OW, job.P, job.geo, job.direct, n_threads)
+                         job.W, job.OW, job.P, job.geo, job.direct, job.pre_scale,
+                         job.pre_shift, n_threads)
 
 
 cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epilogue* ep0,
                        Py_ssize_t q0, Py_ssize_t q1, int Mg, int Kg, Py_ssize_t H, Py_ssize_t W,
                        Py_ssize_t OW, Py_ssize_t P, Geometry geo, bint direct,
+                       const float* pre_scale, const float* pre_shift,
                        int n_threads) noexcept nogil:
     # y_g[:, q0:q1] = act(w_g @ col[:, q0:q1] + bias + z_g[:, q0:q1]) where col is x_g itself
     # (direct: Cg x P) or its im2col matrix, which the GEMM packs straight from the image
@@ -617,6 +641,7 @@ cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epi
     cdef cy_epilogue ep = ep0[0]
     cdef cy_operand A, B
     cdef cy_im2col im
+    cdef cy_preact pa
     A.data = wg
     A.packed = 1
     A.rs = 0
@@ -629,7 +654,14 @@ cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epi
     B.pack_ctx = NULL
     if ep0.residual != NULL:
         ep.residual = ep0.residual + q0
-    if direct:
+    if direct and pre_scale != NULL:
+        # pre-activation: the packer reads x and writes relu(scale * x + shift)
+        pa.x, pa.scale, pa.shift, pa.ld, pa.p0 = xg, pre_scale, pre_shift, H * W, <int>q0
+        B.data = NULL
+        B.rs = 0
+        B.pack_b = preact_packer()
+        B.pack_ctx = &pa
+    elif direct:
         B.data = xg + q0
         B.rs = H * W
     else:

@@ -284,7 +284,7 @@ def _shape_cache(derive):
 # builders
 
 def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strides,
-                  activation=None, z_broadcast=False):
+                  activation=None, z_broadcast=False, pre=None):
     """Conv and FusedConv. ``activation``: None, or (name, params) of a FusedConv, applied
     after the residual input Z (input 3) is added."""
     act_name, act_params = activation if activation is not None else ("Identity", ())
@@ -328,12 +328,18 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
         later = None
         if tile == 0 and _winograd_later(node, W, strides, dilations, group):
             later = lambda t: make_plan(W, B, t)  # noqa: E731
+        if pre is not None and not plan.preactivation_applies(
+                _pads4(2, *_split_pads(pads, 2))):
+            raise node.error("a pre-activation needs a 1x1, stride-1, unpadded conv of one "
+                             "group")
         run = _prepared_conv(plan, W.shape, group, strides, dilations, pads, auto_pad,
-                             (act_name, act_params) if z_broadcast else None, later)
+                             (act_name, act_params) if z_broadcast else None, later, pre)
         # W and B live on in the plan only (packed / transformed): the session drops them
         return consumes(run, 1, 2) if B is not None else consumes(run, 1)
 
     def run(ctx, x, w, b=None, z=None):
+        if pre is not None:
+            x = _preactivate(x, *pre)
         n = w.ndim - 2
         if w.ndim < 3 or w.shape[0] % group:
             raise InputError(f"Conv: W shape {w.shape} does not fit group={group}")
@@ -375,8 +381,20 @@ def _omitted(node, index):
     return index >= node.num_inputs or not node.input_names[index]
 
 
+def _split_pads(pads, nd):
+    """(begin, end) pads of an ``nd``-D conv from the ONNX attribute (None: zeros)."""
+    p = tuple(int(v) for v in pads) if pads is not None else (0,) * (2 * nd)
+    return p[:nd], p[nd:]
+
+
+def _preactivate(x, scale, shift):
+    """relu(scale * x + shift) per channel of x (N, C, ...): the unfused path."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return np.maximum(x * scale.reshape(shape) + shift.reshape(shape), 0).astype(x.dtype)
+
+
 def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
-                   broadcast_z=None, winograd_plan=None):
+                   broadcast_z=None, winograd_plan=None, pre=None):
     """The run of a Conv / FusedConv whose W (and B) ``plan`` holds: the checks and the
     geometry are done once per input shape, so a repeated shape costs a dict lookup.
 
@@ -384,7 +402,9 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
     it replaced (cyconv's fusion pass, shapes unknown at load): then act(conv + z) follows
     numpy broadcasting, on a slower path; otherwise such a Z is an error.
     ``winograd_plan(tile)``: builds the plan for a Winograd tile; given, each new input shape
-    picks its algorithm (``winograd_tile``) and plans are built once per tile."""
+    picks its algorithm (``winograd_tile``) and plans are built once per tile.
+    ``pre``: (scale, shift) float32 per input channel: the conv reads relu(scale*x + shift),
+    computed while the GEMM packs x (ConvPlan.run)."""
     n = len(w_shape) - 2
     st, dl, pd = _defaults(n, strides, dilations, pads)
     kernel, M = tuple(w_shape[2:]), w_shape[0]
@@ -422,7 +442,7 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
                 if broadcast_z is None:
                     raise InputError(f"FusedConv: Z must have the output's shape {y_shape}, "
                                      f"got {z.shape}")
-                y = run(ctx, x, activate=False)
+                y = run(ctx, x, z=None, activate=False)
                 try:
                     y = y + z
                 except ValueError as exc:
@@ -430,9 +450,10 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
                                      f"broadcast") from exc
                 return fused_activation_reference(y, *broadcast_z).astype(np.float32)
         if n == 2:
-            return shape_plan.run(x, pads4, ctx.n_threads, z, activate)
+            return shape_plan.run(x, pads4, ctx.n_threads, z, activate, pre)
         z2 = None if z is None else z[:, :, None, :]
-        return shape_plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2, activate)[:, :, 0, :]
+        return shape_plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2, activate,
+                              pre)[:, :, 0, :]
     return run
 
 
@@ -569,7 +590,7 @@ def _decode(s):
 @register("FusedConv", reference=fused_conv_reference, domain="com.microsoft")
 def FusedConv(node, *, activation="Identity", activation_params=None, auto_pad="NOTSET",
               dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
-              cyconv_z_broadcast=0):
+              cyconv_z_broadcast=0, _pre=None):
     # ONNX Runtime's contrib op, emitted by the graph passes: act(Conv(X, W, B) + Z).
     # cyconv_z_broadcast=1 (cyconv's residual fusion, when shapes were unknown at load): Z
     # may differ from the output's shape and is added under broadcasting, as the Add was.
@@ -578,11 +599,47 @@ def FusedConv(node, *, activation="Identity", activation_params=None, auto_pad="
         raise node.error(f"activation {activation!r} is not supported; expected one of "
                          f"{', '.join(FUSED_ACTIVATIONS)}")
     params = tuple(float(v) for v in (activation_params or ()))
-    if node.num_inputs > 4:
+    if node.num_inputs > 4 and _pre is None:
         raise node.error(f"FusedConv takes at most 4 inputs (X, W, B, Z), got {node.num_inputs}")
     return _conv_builder(node, auto_pad=auto_pad, dilations=dilations, group=group,
                          kernel_shape=kernel_shape, pads=pads, strides=strides,
-                         activation=(activation, params), z_broadcast=bool(cyconv_z_broadcast))
+                         activation=(activation, params), z_broadcast=bool(cyconv_z_broadcast),
+                         pre=_pre)
+
+
+def preactivation_conv_reference(x, w, b=None, z=None, scale=None, shift=None, **attrs):
+    """FusedConv(relu(scale * x + shift), w, b, z): a BatchNormalization -> Relu -> Conv of a
+    pre-activation network (DenseNet, ResNet v2) in one node."""
+    return fused_conv_reference(_preactivate(np.asarray(x), np.asarray(scale),
+                                             np.asarray(shift)), w, b, z, **attrs)
+
+
+# cyconv's own operators (graph passes only; never in a model file users give)
+CYCONV_DOMAIN = "ai.cyconv"
+
+
+@register("PreActivationConv", reference=preactivation_conv_reference, domain=CYCONV_DOMAIN)
+def PreActivationConv(node, *, activation="Identity", activation_params=None,
+                      auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+                      strides=None, cyconv_z_broadcast=0):
+    # inputs X, W, B, Z (either may be ""), scale, shift: FusedConv(relu(scale*X + shift), ...)
+    # with scale and shift constants, applied while the GEMM packs X (no tensor stored)
+    if node.num_inputs != 6:
+        raise node.error(f"PreActivationConv takes 6 inputs (X, W, B, Z, scale, shift), got "
+                         f"{node.num_inputs}")
+    scale, shift = node.const(4), node.const(5)
+    if scale is None or shift is None:
+        raise node.error("scale and shift must be constants")
+    pre = (np.ascontiguousarray(scale, np.float32).reshape(-1),
+           np.ascontiguousarray(shift, np.float32).reshape(-1))
+    inner = FusedConv(node, activation=activation, activation_params=activation_params,
+                      auto_pad=auto_pad, dilations=dilations, group=group,
+                      kernel_shape=kernel_shape, pads=pads, strides=strides,
+                      cyconv_z_broadcast=cyconv_z_broadcast, _pre=pre)
+
+    def run(ctx, x, w=None, b=None, z=None, scale=None, shift=None):
+        return inner(ctx, x, w, b, z)
+    return consumes(run, *getattr(inner, "consumed_inputs", ()), 4, 5)
 
 
 @register("ConvTranspose", reference=conv_transpose_reference)

@@ -297,3 +297,41 @@ def test_zoo_models_optimized_match(name, size):
     sess = check(m, {"input": x}, absent_ops=["BatchNormalization"] if name != "densenet121"
                  else ())
     assert sess.fusions
+
+
+def preact_model(conv_attrs, w_shape, bn_twice=False, then_relu=True):
+    nodes = [bn("bn", "x", "n"), helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Conv", ["r", "w", "b"], ["c"], **conv_attrs)]
+    outputs = [fvi("y", None)]
+    if then_relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["y"]))
+    if bn_twice:   # the normalised tensor is also read elsewhere: the BN must stay
+        nodes.append(helper.make_node("Sigmoid", ["n"], ["other"]))
+        outputs.append(fvi("other", None))
+    inits = bn_inits("bn", 8) + [tensor("w", w_shape), tensor("b", [w_shape[0]])]
+    return model(nodes, [fvi("x", ["N", 8, "H", "W"])], outputs, inits)
+
+
+@pytest.mark.parametrize("then_relu", [True, False])
+def test_bn_relu_conv1x1_becomes_preactivation_conv(then_relu):
+    # DenseNet's bottleneck: BN -> Relu -> 1x1 Conv, applied while the GEMM packs x
+    m = preact_model({}, [6, 8, 1, 1], then_relu=then_relu)
+    fast = check(m, {"x": RNG.standard_normal((2, 8, 5, 7)).astype(np.float32)},
+                 expect_ops=["PreActivationConv"],
+                 absent_ops=["BatchNormalization", "Relu"])
+    assert len(fast._graph.nodes) == 1
+
+
+@pytest.mark.parametrize("conv_attrs,w_shape,bn_twice", [
+    ({"pads": [1, 1, 1, 1]}, [6, 8, 1, 1], False),    # a padded border is 0, not relu(t)
+    ({}, [6, 8, 3, 3], False),                         # not 1x1
+    ({"strides": [2, 2]}, [6, 8, 1, 1], False),
+    ({"group": 2}, [6, 4, 1, 1], False),
+    ({}, [6, 8, 1, 1], True),                          # BN output read twice
+])
+def test_preactivation_needs_a_plain_1x1_conv(conv_attrs, w_shape, bn_twice):
+    m = preact_model(conv_attrs, w_shape, bn_twice=bn_twice)
+    check(m, {"x": RNG.standard_normal((1, 8, 6, 6)).astype(np.float32)},
+          absent_ops=["PreActivationConv"])

@@ -51,3 +51,28 @@ def test_split_across_threads(rng):
 def test_groups_and_batch(rng):
     check(rng, 3, 8, 13, 17, 12, 3, 1, 1, (1, 1, 1, 1), group=4)
     check(rng, 2, 6, 20, 20, 6, 5, 2, 1, (2, 2, 2, 2), group=2)
+
+
+@pytest.mark.parametrize("N,C,H,W,M", [(1, 3, 1, 1, 5), (2, 64, 7, 9, 128), (1, 40, 28, 28, 16)])
+def test_preactivation_in_the_packer(rng, N, C, H, W, M):
+    # relu(scale * x + shift) per channel, computed while the GEMM packs a 1x1 conv's input
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((M, C, 1, 1)).astype(np.float32)
+    scale, shift = (rng.standard_normal(C).astype(np.float32) for _ in range(2))
+    plan = kc.ConvPlan(w, None, (1, 1), (1, 1), 1)
+    outs = [plan.run(x, (0, 0, 0, 0), t, pre=(scale, shift)) for t in (1, 2, 3)]
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    xa = np.maximum(x.astype(np.float64) * scale[:, None, None] + shift[:, None, None], 0)
+    want = conv_reference(xa, w.astype(np.float64))
+    np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_preactivation_only_where_the_conv_reads_x(rng):
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    pre = (np.ones(4, np.float32), np.zeros(4, np.float32))
+    for w, st, pads in [((3, 4, 3, 3), (1, 1), (1, 1, 1, 1)), ((3, 4, 1, 1), (2, 2), (0,) * 4),
+                        ((3, 4, 1, 1), (1, 1), (1, 0, 0, 0))]:
+        plan = kc.ConvPlan(rng.standard_normal(w).astype(np.float32), None, st, (1, 1), 1)
+        with pytest.raises(ValueError, match="pre-activation"):
+            plan.run(x, pads, 1, pre=pre)

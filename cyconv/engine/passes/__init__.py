@@ -10,8 +10,9 @@ live here, never in kernels. Order matters:
 4. fuse residual Add into the Conv producing one of its operands
 5. fuse activations into Conv / FusedConv / Gemm (HardSwish also when written out as
    x * Clip(x + 3, 0, 6) / 6 or x * HardSigmoid(x))
-6. simplify Transpose / Reshape chains
-7. remove dead nodes
+6. BatchNormalization -> Relu -> 1x1 Conv into one PreActivationConv (pre-activation nets)
+7. simplify Transpose / Reshape chains
+8. remove dead nodes
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from ..graph import Graph, topological_order
 from .cleanup import remove_dead_nodes, remove_identities
 from .fold_batchnorm import fold_batchnorm, fold_bias_add
 from .fold_constants import fold_constants
-from .fuse_conv import fuse_activation, fuse_residual_add
+from .fuse_conv import fuse_activation, fuse_preactivation, fuse_residual_add
 from .transposes import simplify_data_movement
 
 __all__ = ["optimize", "fold_constants", "remove_identities", "remove_dead_nodes",
-           "fold_batchnorm", "fold_bias_add", "fuse_residual_add", "fuse_activation", "simplify_data_movement"]
+           "fold_batchnorm", "fold_bias_add", "fuse_residual_add", "fuse_activation",
+           "fuse_preactivation", "simplify_data_movement"]
 
 
 def optimize(graph: Graph, n_threads: int = 1) -> Graph:
@@ -34,6 +36,7 @@ def optimize(graph: Graph, n_threads: int = 1) -> Graph:
     graph = fold_bias_add(graph)
     graph = fuse_residual_add(graph)
     graph = fuse_activation(graph)
+    graph = fuse_preactivation(graph)
     graph = simplify_data_movement(graph)
     graph = remove_dead_nodes(graph)
     available = set(graph.constants) | {v.name for v in graph.inputs}

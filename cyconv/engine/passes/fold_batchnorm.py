@@ -23,7 +23,7 @@ from ..graph import Graph, Node
 from ._rewrite import add_constant, const, consumers, drop_unused_constants, sole_consumer
 
 
-def _bn_affine(graph: Graph, bn: Node):
+def bn_affine(graph: Graph, bn: Node):
     """(s, t) as float64 vectors, or None if BN is not a foldable inference BN."""
     if bn.domain or bn.op_type != "BatchNormalization" or len(bn.inputs) < 5:
         return None
@@ -45,7 +45,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
         changed = False
         uses = consumers(graph)
         for bn in list(graph.nodes):
-            affine = _bn_affine(graph, bn)
+            affine = bn_affine(graph, bn)
             if affine is None:
                 continue
             producer = next((n for n in graph.nodes if bn.inputs[0] in n.outputs), None)

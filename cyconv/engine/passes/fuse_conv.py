@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, topological_order
-from ._rewrite import const, consumers, same_shape, sole_consumer
+from ._rewrite import (add_constant, const, consumers, drop_unused_constants, same_shape,
+                       sole_consumer)
 
 MS = "com.microsoft"
 
@@ -251,4 +252,67 @@ def fuse_activation(graph: Graph) -> Graph:
             changed = True
             break
     graph.opsets.setdefault(MS, 1)
+    return graph
+
+
+CYCONV = "ai.cyconv"
+
+
+def _pointwise_conv(graph: Graph, node: Node):
+    """W of a Conv/FusedConv that reads its input as is (1x1, stride 1, no padding, one
+    group, constant 4-D weights), or None."""
+    if not _is_conv(node) or len(node.inputs) < 2:
+        return None
+    w = const(graph, node.inputs[1])
+    attrs = node.attrs
+    if w is None or w.ndim != 4 or w.shape[2:] != (1, 1) or int(attrs.get("group", 1)) != 1:
+        return None
+    if any(int(v) != 1 for v in attrs.get("strides", ()) or ()) or \
+            any(int(v) != 1 for v in attrs.get("dilations", ()) or ()) or \
+            any(int(v) != 0 for v in attrs.get("pads", ()) or ()):
+        return None
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    return w if auto_pad in ("NOTSET", "VALID") else None
+
+
+def fuse_preactivation(graph: Graph) -> Graph:
+    """BatchNormalization -> Relu -> 1x1 Conv (pre-activation networks: DenseNet, ResNet v2)
+    -> one ai.cyconv PreActivationConv, which applies relu(s*x + t) per channel while the
+    GEMM packs x: neither the normalised nor the rectified tensor is written. The BN cannot
+    fold into the Conv's weights because the Relu sits between them."""
+    from ..registry import lookup
+    from .fold_batchnorm import bn_affine
+    graph = graph.copy()
+    if lookup(CYCONV, "PreActivationConv", 1) is None:
+        return graph
+    producer_of = {o: n for n in graph.nodes for o in n.outputs}
+    uses = consumers(graph)
+    for conv in list(graph.nodes):
+        w = _pointwise_conv(graph, conv)
+        relu = producer_of.get(conv.inputs[0]) if w is not None else None
+        if relu is None or relu.domain or relu.op_type != "Relu" or \
+                sole_consumer(graph, uses, relu.outputs[0]) is not conv:
+            continue
+        bn = producer_of.get(relu.inputs[0])
+        affine = bn_affine(graph, bn) if bn is not None else None
+        if affine is None or sole_consumer(graph, uses, bn.outputs[0]) is not relu or \
+                affine[0].shape != (w.shape[1],):
+            continue
+        s, t = affine
+        inputs = (list(conv.inputs) + ["", ""])[:4]
+        inputs[0] = bn.inputs[0]
+        inputs += [add_constant(graph, f"{bn.name}_scale", s.astype(np.float32)),
+                   add_constant(graph, f"{bn.name}_shift", t.astype(np.float32))]
+        conv.inputs = inputs
+        conv.attrs.setdefault("activation", "Identity")
+        conv.op_type, conv.domain = "PreActivationConv", CYCONV
+        graph.nodes.remove(relu)
+        graph.nodes.remove(bn)
+        graph.fusions.append(f"applied BatchNormalization {bn.name!r} and Relu "
+                             f"{relu.name!r} while Conv {conv.name!r} packs its input")
+        uses = consumers(graph)
+        producer_of = {o: n for n in graph.nodes for o in n.outputs}
+    graph.opsets.setdefault(CYCONV, 1)
+    drop_unused_constants(graph)
     return graph

@@ -50,6 +50,14 @@ cdef extern from "gemm/im2col.h" nogil:
         int H, W, OW, p0
         int KH, KW, sh, sw, dh, dw, pt, pl
 
+    # a 1x1 conv's input after relu(scale * x + shift) per channel, packed on the fly
+    ctypedef struct cy_preact:
+        const float *x
+        const float *scale
+        const float *shift
+        ptrdiff_t ld
+        int p0
+
 cdef extern from "gemm/pool.h" nogil:
     ctypedef void (*cy_task_fn)(void *ctx, long piece, int tid) noexcept nogil
 
@@ -76,8 +84,9 @@ cdef int winograd_pack_weights(int M, int C, int m, const float *w, float *dst) 
 cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int pt, int pl,
                           int m, const float *x, const float *u, float *y,
                           const cy_epilogue *ep, int n_threads) noexcept nogil
-# The pack_b of an operand whose pack_ctx is a cy_im2col.
+# The pack_b of an operand whose pack_ctx is a cy_im2col / a cy_preact.
 cdef cy_pack_b_fn im2col_packer() noexcept nogil
+cdef cy_pack_b_fn preact_packer() noexcept nogil
 cdef int gemm_mr() noexcept nogil
 cdef int gemm_nr() noexcept nogil
 

@@ -26,6 +26,7 @@ cdef extern from "gemm/gemm.h" nogil:
 
 cdef extern from "gemm/im2col.h" nogil:
     void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst)
+    void cy_preact_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst)
 
 cdef extern from "gemm/winograd.h" nogil:
     size_t cy_winograd_weights_size(int M, int C, int m)
@@ -91,6 +92,9 @@ cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int
 
 cdef cy_pack_b_fn im2col_packer() noexcept nogil:
     return <cy_pack_b_fn>cy_im2col_pack_b
+
+cdef cy_pack_b_fn preact_packer() noexcept nogil:
+    return <cy_pack_b_fn>cy_preact_pack_b
 
 cdef int gemm_mr() noexcept nogil:
     return cy_gemm_mr()

@@ -1,4 +1,5 @@
-/* im2col packed straight into GEMM panels (see im2col.h).
+/* Implicit B operands of convolutions, packed straight into GEMM panels (see im2col.h):
+ * im2col, and the pre-activated input of a 1x1 conv.
  *
  * Per row k of the block (one (c, kh, kw) tap) and per NR-wide panel, the panel's pixels are
  * walked in runs along one output row: a run reads one input row, contiguous when sw == 1,
@@ -90,6 +91,27 @@ CY_CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc,
                 ow = 0;
             }
             for (int j = p_end - p_begin; j < NR; j++) d[j] = 0.0f;
+        }
+    }
+}
+
+CY_CLONES void cy_preact_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR,
+                             float *dst)
+{
+    const cy_preact *g = (const cy_preact *)ctx;
+    const int panels = (nc + NR - 1) / NR;
+    for (int k = k0; k < k0 + kc; k++) {
+        const float s = g->scale[k], t = g->shift[k];
+        const float *row = g->x + (ptrdiff_t)k * g->ld + g->p0 + j0;
+        for (int q = 0; q < panels; q++) {
+            float *d = dst + ((size_t)q * kc + (k - k0)) * NR;
+            const int cols = nc - q * NR < NR ? nc - q * NR : NR;
+            const float *r = row + (ptrdiff_t)q * NR;
+            for (int j = 0; j < cols; j++) {
+                const float v = s * r[j] + t;
+                d[j] = v > 0.0f ? v : 0.0f;
+            }
+            for (int j = cols; j < NR; j++) d[j] = 0.0f;
         }
     }
 }

@@ -11,6 +11,7 @@
 #ifndef CYCONV_IM2COL_H
 #define CYCONV_IM2COL_H
 
+#include <stddef.h>
 #include "gemm.h"
 
 typedef struct cy_im2col {
@@ -21,5 +22,21 @@ typedef struct cy_im2col {
 
 /* cy_pack_b_fn for ctx = const cy_im2col *. */
 void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst);
+
+/* The input of a 1x1 conv after a per-channel affine map and ReLU, the BatchNormalization ->
+ * Relu that pre-activation networks (DenseNet, ResNet v2) put before their convolutions:
+ *
+ *   B[k, p] = max(0, scale[k] * x[k, p0 + p] + shift[k])      x: (C, ld) rows of pixels
+ *
+ * computed while packing, so neither the normalised nor the rectified tensor is stored. */
+typedef struct cy_preact {
+    const float *x;
+    const float *scale, *shift;
+    ptrdiff_t ld;
+    int p0;
+} cy_preact;
+
+/* cy_pack_b_fn for ctx = const cy_preact *. */
+void cy_preact_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst);
 
 #endif

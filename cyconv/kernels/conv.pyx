@@ -35,8 +35,8 @@ from libc.string cimport memset
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
-    cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, parallel_for, preact_packer,
-    sgemm_ex, sgemm_pack_a,
+    cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand,
+    packer_operand, parallel_for, preact_packer, sgemm_ex, sgemm_pack_a, strided_operand,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
@@ -639,41 +639,25 @@ cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epi
     # panel by panel (gemm/im2col.h) and is never stored. ep0: the group's epilogue,
     # residual z_g with row stride P. Returns CY_OK or the GEMM's error code.
     cdef cy_epilogue ep = ep0[0]
-    cdef cy_operand A, B
+    cdef cy_operand B
     cdef cy_im2col im
     cdef cy_preact pa
-    A.data = wg
-    A.packed = 1
-    A.rs = 0
-    A.cs = 0
-    A.pack_b = NULL
-    A.pack_ctx = NULL
-    B.packed = 0
-    B.cs = 1
-    B.pack_b = NULL
-    B.pack_ctx = NULL
     if ep0.residual != NULL:
         ep.residual = ep0.residual + q0
     if direct and pre_scale != NULL:
         # pre-activation: the packer reads x and writes relu(scale * x + shift)
         pa.x, pa.scale, pa.shift, pa.ld, pa.p0 = xg, pre_scale, pre_shift, H * W, <int>q0
-        B.data = NULL
-        B.rs = 0
-        B.pack_b = preact_packer()
-        B.pack_ctx = &pa
+        B = packer_operand(preact_packer(), &pa)
     elif direct:
-        B.data = xg + q0
-        B.rs = H * W
+        B = strided_operand(xg + q0, H * W, 1)
     else:
         im.x = xg
         im.H, im.W, im.OW, im.p0 = <int>H, <int>W, <int>OW, <int>q0
         im.KH, im.KW, im.sh, im.sw = geo.KH, geo.KW, geo.sh, geo.sw
         im.dh, im.dw, im.pt, im.pl = geo.dh, geo.dw, geo.pt, geo.pl
-        B.data = NULL
-        B.rs = 0
-        B.pack_b = im2col_packer()
-        B.pack_ctx = &im
-    return sgemm_ex(Mg, <int>(q1 - q0), Kg, 1.0, A, B, 0, yg + q0, P, &ep, n_threads)
+        B = packer_operand(im2col_packer(), &im)
+    return sgemm_ex(Mg, <int>(q1 - q0), Kg, 1.0, packed_operand(wg), B, 0, yg + q0, P, &ep,
+                    n_threads)
 
 
 # ---- transposed conv ---------------------------------------------------------------------
@@ -733,22 +717,11 @@ cdef int _ct_item(CtJob* j, Py_ssize_t it, float* col, int n_threads) noexcept n
     # y[n, group g] += col2im(w_g^T @ x[n, g]), chunk by chunk of input pixels
     cdef Py_ssize_t n = it // j.group, g = it % j.group, p0 = 0, pc, m
     cdef float* yg = j.yp + (n * j.M + g * j.Mg) * j.OH * j.OW
-    cdef cy_operand A, B
+    cdef cy_operand A = packed_operand(j.wp + g * j.group_size), B
     cdef int err = CY_OK, nt
-    A.data = j.wp + g * j.group_size
-    A.packed = 1
-    A.rs = 0
-    A.cs = 0
-    A.pack_b = NULL
-    A.pack_ctx = NULL
-    B.packed = 0
-    B.pack_b = NULL
-    B.pack_ctx = NULL
-    B.rs = j.P
-    B.cs = 1
     while p0 < j.P and err == CY_OK:
         pc = j.chunk if j.P - p0 > j.chunk else j.P - p0
-        B.data = j.xp + (n * j.C + g * j.Cg) * j.P + p0
+        B = strided_operand(j.xp + (n * j.C + g * j.Cg) * j.P + p0, j.P, 1)
         err = sgemm_ex(j.Mcol, <int>pc, j.Cg, 1.0, A, B, 0, col, pc, NULL, n_threads)
         # a chunk's scatter-add (~COL_FLOATS elements, strided read-modify-writes) costs
         # about 4 multiply-adds of the direct kernels per element

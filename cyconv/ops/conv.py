@@ -328,8 +328,8 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
         later = None
         if tile == 0 and _winograd_later(node, W, strides, dilations, group):
             later = lambda t: make_plan(W, B, t)  # noqa: E731
-        if pre is not None and not plan.preactivation_applies(
-                _pads4(2, *_split_pads(pads, 2))):
+        pd = _defaults(2, strides, dilations, pads)[2]
+        if pre is not None and not plan.preactivation_applies(_pads4(2, pd[:2], pd[2:])):
             raise node.error("a pre-activation needs a 1x1, stride-1, unpadded conv of one "
                              "group")
         run = _prepared_conv(plan, W.shape, group, strides, dilations, pads, auto_pad,
@@ -379,12 +379,6 @@ def _conv_builder(node, *, auto_pad, dilations, group, kernel_shape, pads, strid
 def _omitted(node, index):
     """Input ``index`` is absent (not given, or given as the empty name)."""
     return index >= node.num_inputs or not node.input_names[index]
-
-
-def _split_pads(pads, nd):
-    """(begin, end) pads of an ``nd``-D conv from the ONNX attribute (None: zeros)."""
-    p = tuple(int(v) for v in pads) if pads is not None else (0,) * (2 * nd)
-    return p[:nd], p[nd:]
 
 
 def _preactivate(x, scale, shift):

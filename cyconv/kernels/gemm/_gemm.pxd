@@ -65,6 +65,24 @@ cdef extern from "gemm/pool.h" nogil:
 # thread that has not started (see pool.h). Returns the threads that took part.
 cdef int parallel_for(long n, int nt, cy_task_fn fn, void *ctx) noexcept nogil
 
+# cy_operand with every field set (build operands only through these: a field left unset,
+# pack_b above all, is read as garbage by the GEMM)
+cdef inline cy_operand strided_operand(const float *data, ptrdiff_t rs,
+                                       ptrdiff_t cs) noexcept nogil:
+    cdef cy_operand op
+    op.data, op.rs, op.cs, op.packed, op.pack_b, op.pack_ctx = data, rs, cs, 0, NULL, NULL
+    return op
+
+cdef inline cy_operand packed_operand(const float *data) noexcept nogil:
+    cdef cy_operand op
+    op.data, op.rs, op.cs, op.packed, op.pack_b, op.pack_ctx = data, 0, 0, 1, NULL, NULL
+    return op
+
+cdef inline cy_operand packer_operand(cy_pack_b_fn pack_b, const void *ctx) noexcept nogil:
+    cdef cy_operand op
+    op.data, op.rs, op.cs, op.packed, op.pack_b, op.pack_ctx = NULL, 0, 0, 0, pack_b, ctx
+    return op
+
 # C[M,N] = act(alpha*A@B (+C if accumulate) + bias); see gemm.h. Returns CY_OK or CY_E*.
 cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                   int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,

@@ -154,15 +154,8 @@ cdef class Packed:
     cdef cy_operand operand(self) except *:
         if self.isa != isa():
             raise ValueError(f"operand packed for {self.isa!r} but the GEMM now uses {isa()!r}")
-        cdef cy_operand op
         cdef float[::1] view = self.buf
-        op.data = &view[0] if view.shape[0] else NULL
-        op.rs = 0
-        op.cs = 0
-        op.packed = 1
-        op.pack_b = NULL
-        op.pack_ctx = NULL
-        return op
+        return packed_operand(&view[0] if view.shape[0] else NULL)
 
     @property
     def shape(self):
@@ -254,12 +247,8 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
             batch = xa.shape[0]
             sa = _elem_stride(xa, 0)
         M, K = xa.shape[xa.ndim - 2], xa.shape[xa.ndim - 1]
-        A.data = <const float *>cnp.PyArray_DATA(xa)
-        A.rs = _elem_stride(xa, xa.ndim - 2)
-        A.cs = _elem_stride(xa, xa.ndim - 1)
-        A.packed = 0
-        A.pack_b = NULL
-        A.pack_ctx = NULL
+        A = strided_operand(<const float *>cnp.PyArray_DATA(xa),
+                            _elem_stride(xa, xa.ndim - 2), _elem_stride(xa, xa.ndim - 1))
     if isinstance(b, Packed):
         if (<Packed>b).side != "b":
             raise ValueError("b is a packed left operand; use pack_b")
@@ -273,12 +262,8 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
             batch = xb.shape[0]
             sb = _elem_stride(xb, 0)
         Kb, N = xb.shape[xb.ndim - 2], xb.shape[xb.ndim - 1]
-        B.data = <const float *>cnp.PyArray_DATA(xb)
-        B.rs = _elem_stride(xb, xb.ndim - 2)
-        B.cs = _elem_stride(xb, xb.ndim - 1)
-        B.packed = 0
-        B.pack_b = NULL
-        B.pack_ctx = NULL
+        B = strided_operand(<const float *>cnp.PyArray_DATA(xb),
+                            _elem_stride(xb, xb.ndim - 2), _elem_stride(xb, xb.ndim - 1))
     if Kb != K:
         raise ValueError(f"inner dimensions differ: a is ({M}, {K}), b is ({Kb}, {N})")
     batched = (xa is not None and xa.ndim == 3) or (xb is not None and xb.ndim == 3)

@@ -456,16 +456,26 @@ def winograd_enabled() -> bool:
     return os.environ.get("CYCONV_WINOGRAD", "1").strip() != "0"
 
 
-def _winograd_later(node, W, strides, dilations, group) -> bool:
-    """Winograd may pay for this Conv but its output size is unknown at load."""
+def _winograd_candidate(W, strides, dilations, group) -> bool:
+    """Winograd is on and computes this conv (3x3, stride 1, dilation 1, one group)."""
     if not winograd_enabled() or W.ndim != 4:
         return False
     st, dl, _ = _defaults(2, strides, dilations, None)
-    if not _kc.winograd_applies(W.shape[2], W.shape[3], st, dl, group):
-        return False
+    return bool(_kc.winograd_applies(W.shape[2], W.shape[3], st, dl, group))
+
+
+def _static_spatial(node):
+    """The declared (N, C, H, W) input shape when H and W are known at load, else None."""
     shape = node.input_shapes[0] if node.input_shapes else None
-    known = shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:])
-    return not known and W.shape[0] >= 16 and W.shape[1] >= 16
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        return None
+    return shape
+
+
+def _winograd_later(node, W, strides, dilations, group) -> bool:
+    """Winograd may pay for this Conv but its output size is unknown at load."""
+    return (_winograd_candidate(W, strides, dilations, group) and _static_spatial(node) is None
+            and W.shape[0] >= 16 and W.shape[1] >= 16)
 
 
 def _use_winograd(node, W, strides, dilations, pads, auto_pad, group) -> int:
@@ -475,14 +485,10 @@ def _use_winograd(node, W, strides, dilations, pads, auto_pad, group) -> int:
     ``winograd_tile``); with an unknown spatial size the choice is made per input shape at
     run time instead (``_winograd_later``); a symbolic batch counts as one image (the latency
     case). Either algorithm accepts any input size."""
-    if not winograd_enabled() or W.ndim != 4:
+    shape = _static_spatial(node)
+    if shape is None or not _winograd_candidate(W, strides, dilations, group):
         return 0
     st, dl, pd = _defaults(2, strides, dilations, pads)
-    if not _kc.winograd_applies(W.shape[2], W.shape[3], st, dl, group):
-        return 0
-    shape = node.input_shapes[0] if node.input_shapes else None
-    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
-        return 0
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
     out, _, _ = conv_geometry(shape[2:], W.shape[2:], st, dl, pd, auto_pad)
     return int(_kc.winograd_tile(W.shape[1], W.shape[0], batch, out[0], out[1]))

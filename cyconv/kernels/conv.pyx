@@ -32,9 +32,10 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
+from libc.math cimport INFINITY
 
 from cyconv.kernels.gemm._gemm cimport (
-    CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
+    CY_ACT_CLIP, CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
     cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand,
     packer_operand, parallel_for, preact_packer, sgemm_ex, sgemm_pack_a, strided_operand,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
@@ -93,11 +94,9 @@ cdef extern from *:
                   const float* w, float b, Py_ssize_t L, Py_ssize_t R, int sw, int d) nogil
 
 cdef extern from "conv_dw.h" nogil:
-    size_t cy_dw3x3_pad_size(int OH, int OW, int s)
     int cy_dw3x3_isa()
     int cy_dw3x3_plane(const float* x, int H, int W, const float* w, float bias, float* y,
-                       int OH, int OW, int s, int pt, int pl, int relu, float* scratch,
-                       int fresh)
+                       int OH, int OW, int s, int pt, int pl, int clamp, float lo, float hi)
 
 cdef enum:
     # Floats of col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
@@ -235,9 +234,8 @@ cdef struct DwJob:
     Py_ssize_t H, W, OH, OW, M, C, mult, KK
     Geometry geo
     bint relu, extra, vec3
-    size_t pad_size
-    float* scratch          # pad_size floats per thread (conv_dw.h's padded plane)
-    int* fresh              # per thread: its scratch has not been used in this call yet
+    bint clamp              # vec3 only: clamp(y, lo, hi) in the kernel (ReLU, Clip)
+    float lo, hi
     Py_ssize_t per_piece    # planes per piece (small planes are grouped)
     Py_ssize_t planes
     const cy_epilogue* ep0
@@ -260,9 +258,8 @@ cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
     cdef float* y = j.yp + q * plane
     cdef cy_epilogue ep
     if j.vec3 and cy_dw3x3_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y, <int>j.OH,
-                                 <int>j.OW, j.geo.sh, j.geo.pt, j.geo.pl, j.relu,
-                                 j.scratch + tid * j.pad_size, j.fresh[tid]):
-        j.fresh[tid] = 0
+                                 <int>j.OW, j.geo.sh, j.geo.pt, j.geo.pl, j.clamp, j.lo, j.hi):
+        pass
     else:
         _depthwise_plane(x, j.wp + m * j.KK, b, y, j.H, j.W, j.OH, j.OW, j.geo, j.relu)
     if j.extra:
@@ -497,27 +494,25 @@ cdef class ConvPlan:
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
         cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, C = self.C
         cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW
-        # ReLU alone is folded into the plane kernel; anything else (residual, other
-        # activations) runs as an epilogue pass over the plane while it is in L1.
-        cdef bint relu = ep0.act == CY_ACT_RELU and ep0.residual == NULL
-        cdef bint extra = not relu and (ep0.residual != NULL or ep0.act != CY_ACT_NONE)
-        cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
-        # 3x3, stride 1 or 2 (MobileNet's): vector kernel on a zero-padded copy of the plane
-        # (conv_dw.h), one scratch plane per thread
+        # 3x3, stride 1 or 2 (MobileNet's): the vector kernel of conv_dw.h
         cdef bint vec3 = (geo.KH == 3 and geo.KW == 3 and geo.dh == 1 and geo.dw == 1
                           and geo.sh == geo.sw and (geo.sh == 1 or geo.sh == 2)
                           and cy_dw3x3_isa() > 0)
-        cdef size_t pad_size = cy_dw3x3_pad_size(<int>OH, <int>OW, geo.sh) if vec3 else 0
-        scratch_arr = np.empty(max(1, <Py_ssize_t>pad_size * nt), np.float32)
-        cdef float* scratch = <float*>cnp.PyArray_DATA(scratch_arr)
+        # ReLU and Clip (ReLU6) are applied in the kernel's registers (the vector kernel) or
+        # its rows (ReLU, scalar kernel); anything else (residual, other activations) runs
+        # as an epilogue pass over the plane while it is in L1.
+        cdef bint plain = ep0.residual == NULL
         cdef DwJob job
+        job.clamp = vec3 and plain and (ep0.act == CY_ACT_RELU or ep0.act == CY_ACT_CLIP)
+        job.lo = ep0.act_alpha if ep0.act == CY_ACT_CLIP else 0.0
+        job.hi = ep0.act_beta if ep0.act == CY_ACT_CLIP else INFINITY
+        job.relu = not vec3 and plain and ep0.act == CY_ACT_RELU
+        job.extra = not job.clamp and not job.relu and (not plain or ep0.act != CY_ACT_NONE)
         job.xp, job.yp, job.wp, job.bp = xp, yp, wp, bp
         job.H, job.W, job.OH, job.OW, job.M, job.C = H, W, OH, OW, M, C
         job.mult, job.KK, job.geo = mult, KK, geo
-        job.relu, job.extra, job.vec3 = relu, extra, vec3
-        job.pad_size, job.scratch, job.ep0 = pad_size, scratch, ep0
-        fresh_arr = np.ones(max(1, nt), np.intc)
-        job.fresh = <int*>cnp.PyArray_DATA(fresh_arr)
+        job.vec3, job.ep0 = vec3, ep0
+        cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
         # pieces of >= ~16k multiply-adds: a 7x7 plane alone is too little to claim
         job.planes = N * M
         job.per_piece = 16384 // (OH * OW * KK) if OH * OW * KK < 16384 else 1

@@ -1,14 +1,11 @@
-/* Depthwise 3x3 (stride 1 or 2, dilation 1) on one plane through a zero-padded copy, with the
- * vector kernel of the widest ISA the CPU has (conv_dw_avx512.h, conv_dw_avx2.h), chosen at
- * run time; never compiled for the host with -march=native.
+/* Depthwise 3x3 (stride 1 or 2, dilation 1) on one plane, with the vector kernel of the
+ * widest ISA the CPU has (conv_dw_avx512.h, conv_dw_avx2.h), chosen at run time; never
+ * compiled for the host with -march=native.
  *
- *   cy_dw3x3_pad_size(OH, OW, s)   floats of scratch the padded plane needs
- *   cy_dw3x3_plane(...)            returns 0 when no vector kernel applies (caller falls back)
+ *   cy_dw3x3_plane(...)   returns 0 when no vector kernel applies (the caller falls back)
  *
- * Padded plane: rows ih = oh*s - pt + i for the Hp = (OH-1)*s + 3 rows the outputs read,
- * columns iw = ow*s - pl + j over ldx = OW*s + 34 floats (the last vector's over-read
- * included); entries outside the input are 0. Copying costs one pass over the input plane
- * (in L1/L2) and leaves the kernels without a single bounds test.
+ * The kernels read the plane in place (padding by load masks) and apply
+ * clamp(v, lo, hi) when clamp is set: ReLU is (0, +inf), Clip (min, max).
  */
 #ifndef CYCONV_CONV_DW_H
 #define CYCONV_CONV_DW_H
@@ -24,11 +21,14 @@
 #define CY_DW_X86 0
 #endif
 
-static inline ptrdiff_t cy_dw3x3_ldx(int OW, int s) { return (ptrdiff_t)OW * s + 34; }
-
-static inline size_t cy_dw3x3_pad_size(int OH, int OW, int s)
+/* Output rows per register tile: all of a plane of <= 8 rows, else the largest of 8..5
+ * that divides OH (no row computed twice), else 8 (the last tile overlaps the one before). */
+static inline int cy_dw3x3_rows_per_tile(int OH)
 {
-    return (size_t)((OH - 1) * s + 3) * (size_t)cy_dw3x3_ldx(OW, s);
+    if (OH <= 8) return OH;
+    for (int r = 8; r >= 5; r--)
+        if (OH % r == 0) return r;
+    return 8;
 }
 
 /* 2: AVX-512, 1: AVX2+FMA, 0: none. CYCONV_GEMM_ISA=avx2|generic caps it as it caps the
@@ -52,31 +52,20 @@ static inline int cy_dw3x3_isa(void)
 #endif
 }
 
-/* fresh: the scratch holds something else; otherwise it holds an earlier plane of the same
- * geometry, whose zero border is still in place and only the interior is copied again. */
 static inline int cy_dw3x3_plane(const float *x, int H, int W, const float *w, float bias,
-                                 float *y, int OH, int OW, int s, int pt, int pl, int relu,
-                                 float *scratch, int fresh)
+                                 float *y, int OH, int OW, int s, int pt, int pl, int clamp,
+                                 float lo, float hi)
 {
     const int isa = cy_dw3x3_isa();
-    if (!isa || (s != 1 && s != 2)) return 0;
-    const ptrdiff_t ldx = cy_dw3x3_ldx(OW, s);
-    const int Hp = (OH - 1) * s + 3;
-    if (fresh) memset(scratch, 0, (size_t)Hp * (size_t)ldx * sizeof(float));
-    /* row r = ih + pt, columns [pl, pl + n): x[ih, 0:n] (the rest stays 0) */
-    const int lo = pl < ldx ? pl : (int)ldx;
-    const int n = W < ldx - lo ? W : (int)ldx - lo;
-    const int ih0 = pt > 0 ? 0 : -pt, ih1 = H < Hp - pt ? H : Hp - pt;
-    if (n > 0)
-        for (int ih = ih0; ih < ih1; ih++)
-            memcpy(scratch + (ptrdiff_t)(ih + pt) * ldx + lo, x + (ptrdiff_t)ih * W,
-                   (size_t)n * sizeof(float));
+    if (!isa || (s != 1 && s != 2) || OH < 1 || OW < 1) return 0;
 #if CY_DW_X86
-    if (isa == 2) cy_dw3x3_plane_avx512(scratch, ldx, w, bias, y, OH, OW, s, relu);
-    else cy_dw3x3_plane_avx2(scratch, ldx, w, bias, y, OH, OW, s, relu);
+    const int R = cy_dw3x3_rows_per_tile(OH);
+    if (isa == 2) cy_dw3x3_plane_avx512(x, H, W, w, bias, y, OH, OW, s, pt, pl, R, clamp, lo, hi);
+    else cy_dw3x3_plane_avx2(x, H, W, w, bias, y, OH, OW, s, pt, pl, R, clamp, lo, hi);
     return 1;
 #else
-    (void)x; (void)w; (void)bias; (void)y; (void)relu;
+    (void)x; (void)H; (void)W; (void)w; (void)bias; (void)y; (void)pt; (void)pl;
+    (void)clamp; (void)lo; (void)hi;
     return 0;
 #endif
 }

@@ -11,23 +11,35 @@ import pytest
 
 import cyconv.ops  # noqa: F401
 from cyconv.engine.registry import call_op
-from cyconv.ops.conv import conv_reference
+from cyconv.ops.conv import conv_reference, fused_conv_reference
 
 
 def rand(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def check_dw(rng, N, C, H, W, mult, k, s, pads, dil=1, relu=False):
+def check_dw(rng, N, C, H, W, mult, k, s, pads, dil=1, relu=False, act=None, params=None,
+             residual=False):
+    """One depthwise conv through the registry vs the float64 reference; relu=True is
+    act="Relu". FusedConv (act or residual) applies act(conv + b + z)."""
     x, w, b = rand(rng, N, C, H, W), rand(rng, C * mult, 1, k, k), rand(rng, C * mult)
     attrs = {"group": C, "strides": [s, s], "pads": list(pads), "dilations": [dil, dil]}
-    want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                          **attrs)
-    op, dom = ("FusedConv", "com.microsoft") if relu else ("Conv", "")
-    if relu:
-        attrs["activation"] = "Relu"
-        want = np.maximum(want, 0)
-    outs = [call_op(op, [x, w, b], attrs, n_threads=t, const_inputs=(1, 2), domain=dom)
+    act = "Relu" if relu else act
+    inputs = [x, w, b]
+    if act is None and not residual:
+        op, dom = "Conv", ""
+        want = conv_reference(*(v.astype(np.float64) for v in inputs), **attrs)
+    else:
+        op, dom = "FusedConv", "com.microsoft"
+        attrs["activation"] = act or "Identity"
+        if params is not None:
+            attrs["activation_params"] = list(params)
+        if residual:
+            inputs.append(rand(rng, *conv_reference(x, w, b, group=C, strides=[s, s],
+                                                    pads=list(pads),
+                                                    dilations=[dil, dil]).shape))
+        want = fused_conv_reference(*(v.astype(np.float64) for v in inputs), **attrs)
+    outs = [call_op(op, inputs, attrs, n_threads=t, const_inputs=(1, 2), domain=dom)
             for t in (1, 2, 3)]
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])
@@ -38,6 +50,25 @@ def check_dw(rng, N, C, H, W, mult, k, s, pads, dil=1, relu=False):
 @pytest.mark.parametrize("s", [1, 2])
 def test_dw3x3_widths(rng, W, s):
     check_dw(rng, 1, 3, 5, W, 1, 3, s, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("H", [1, 2, 3, 5, 7, 8, 9, 11, 13, 14, 16, 17, 23, 28])
+@pytest.mark.parametrize("s", [1, 2])
+def test_dw3x3_heights(rng, H, s):
+    # output rows go in register tiles of up to 8 (conv_dw.h): all of a short plane, a
+    # divisor of OH, or 8 with the last tile overlapping the one before
+    check_dw(rng, 1, 3, H, 20, 1, 3, s, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("act,params", [("Relu", None), ("Clip", (0.0, 6.0)),
+                                        ("Clip", (-0.5, 0.25)), ("LeakyRelu", (0.1,)),
+                                        ("HardSigmoid", (0.2, 0.5)), ("Identity", None)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_dw3x3_epilogues(rng, act, params, residual):
+    # ReLU and Clip are applied in the vector kernel's registers, the rest after the plane
+    for s in (1, 2):
+        check_dw(rng, 2, 6, 11, 18, 1, 3, s, (1, 1, 1, 1), act=act, params=params,
+                 residual=residual)
 
 
 @pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2), (0, 2, 2, 0),
@@ -69,8 +100,10 @@ def test_capped_isa_variants(cap):
     # each variant in a fresh process: the ISA is chosen once, at the first call
     code = ("import numpy as np, sys; sys.path.insert(0, %r); "
             "import test_conv_depthwise as t; rng = np.random.default_rng(1); "
-            "[t.check_dw(rng, 1, 3, 6, W, 1, 3, s, (1, 0, 1, 2), relu=True) "
-            "for W in (5, 8, 9, 16, 17, 40) for s in (1, 2)]" % os.path.dirname(__file__))
+            "[t.check_dw(rng, 1, 3, H, W, 1, 3, s, (1, 0, 1, 2), act=a, params=p) "
+            "for W in (5, 8, 9, 16, 17, 40) for H in (6, 13) for s in (1, 2) "
+            "for a, p in (('Relu', None), ('Clip', (0.0, 6.0)), (None, None))]"
+            % os.path.dirname(__file__))
     # The cyconv this test imported (installed or built in place), not whatever the cwd holds.
     import cyconv
     env = dict(os.environ, CYCONV_GEMM_ISA=cap,

@@ -50,12 +50,20 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
         acc2[i][0] = acc2[i][1] = _mm512_setzero_ps();
     }
-    /* C is read or written once at the end: start pulling its rows into L1 now */
+    /* C and the residual are read or written once at the end: start pulling their rows
+     * into L1 now. The tiles walk down 240-row blocks of C, too many streams for the
+     * hardware prefetchers: an unprefetched residual made a 64->256 1x1 conv with a 3 MiB
+     * residual 1.8x slower than without one. */
+    const float *res_pf = t->last ? t->residual : 0;
 #pragma GCC unroll 12
     for (int i = 0; i < ROWS; i++) {
         if (i >= mr) break;
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+        if (res_pf) {
+            _mm_prefetch((const char *)(res_pf + i * t->ldr), _MM_HINT_T0);
+            _mm_prefetch((const char *)(res_pf + i * t->ldr + 16), _MM_HINT_T0);
+        }
     }
     if (ROWS == 1) {
         int k = 0;

@@ -16,9 +16,10 @@ from the CPU; :func:`set_isa` switches tables (tests run each one).
 Parallel tasks are (plane, band of output rows); each output element is computed by one task
 with the same operations whatever the partition, so results do not depend on the thread count.
 """
-from cython.parallel cimport prange, threadid
 from libc.stdlib cimport malloc, free
 from libc.math cimport INFINITY
+
+from cyconv.kernels.gemm._gemm cimport parallel_for
 
 cdef extern from "pool_plane.h" nogil:
     ctypedef struct cy_pool_isa:
@@ -37,9 +38,13 @@ cdef extern from "pool_plane.h" nogil:
 
 cdef enum:
     # Element-visits (outputs x (kh + kw) for the separable pool, inputs for the global pools)
-    # below which one thread is faster than an OpenMP fork (~2-5 us against ~0.1 ns a visit).
+    # below which one thread is faster than a fork of the GEMM's thread pool (a few us
+    # against ~0.1 ns a visit). The pool (gemm/pool.h), not OpenMP: the GEMM's workers spin
+    # between ops, and an OpenMP team next to them fought them for the two cores (MaxPool
+    # at 2 threads ran slower than at 1).
     GRAIN = 65536
     BANDS_PER_THREAD = 4    # tasks per thread when there are too few planes to share out
+    PIECE = 16384           # element-visits per task at least (planes grouped)
 
 cdef const cy_pool_isa *_isa = cy_pool_isa_best()
 
@@ -71,6 +76,48 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
     if t > n_threads:
         t = n_threads
     return <int>t if t > 1 else 1
+
+
+cdef struct PoolJob:
+    # one pool2d call: task t = (planes [t // bands * per, + per), band t % bands of their
+    # output rows); per > 1 only when bands == 1
+    const cy_pool_isa* isa
+    const float* x
+    float* y
+    Py_ssize_t NC, H, W, OH, OW, bands, per
+    int kh, kw, sh, sw, dh, dw, ph, pw
+    bint is_max
+    const float* recip_h
+    const float* recip_w
+    float* tmp              # tmp_len floats per thread
+    Py_ssize_t tmp_len
+
+
+cdef void _pool_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef PoolJob* j = <PoolJob*>ctx
+    cdef Py_ssize_t b = t % j.bands, p = t // j.bands * j.per, end = p + j.per
+    if end > j.NC:
+        end = j.NC
+    while p < end:
+        cy_pool_plane_rows(j.isa, j.x + p * j.H * j.W, j.y + p * j.OH * j.OW, j.H, j.W, j.OW,
+                           b * j.OH // j.bands, (b + 1) * j.OH // j.bands, j.kh, j.kw, j.sh,
+                           j.sw, j.dh, j.dw, j.ph, j.pw, j.is_max, j.recip_h, j.recip_w,
+                           j.tmp + tid * j.tmp_len)
+        p += 1
+
+
+cdef struct GlobalJob:
+    const cy_pool_isa* isa
+    const float* x
+    float* y
+    Py_ssize_t HW
+    bint is_max
+
+
+cdef void _global_task(void* ctx, long p, int tid) noexcept nogil:
+    cdef GlobalJob* j = <GlobalJob*>ctx
+    j.y[p] = j.isa.gmax(j.x + p * j.HW, j.HW) if j.is_max else \
+        <float>(j.isa.gsum(j.x + p * j.HW, j.HW) / j.HW)
 
 
 def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh, int sw,
@@ -114,7 +161,12 @@ def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh,
     cdef Py_ssize_t bands = 1
     if nt > 1 and NC < BANDS_PER_THREAD * nt:
         bands = min(OH, (BANDS_PER_THREAD * nt + NC - 1) // NC)
-    cdef Py_ssize_t tasks = NC * bands
+    # Many small planes: several per task (>= PIECE element-visits), a task claimed per
+    # ~microsecond rather than per plane (7x7 planes: the shared counter's cache line bounced
+    # between the cores at every plane).
+    cdef Py_ssize_t visits = OH * OW * (kh + kw)
+    cdef Py_ssize_t per = PIECE // visits if bands == 1 and visits < PIECE else 1
+    cdef Py_ssize_t tasks = (NC + per - 1) // per * bands
     cdef Py_ssize_t tmp_len = cy_pool_tmp_len(W, OW, kw, sw, dw, pw)
     # Row buffers, one per thread, then (average) the reciprocals of the tap counts.
     cdef float* tmp = <float*>malloc((nt * tmp_len + OH + OW) * sizeof(float))
@@ -128,22 +180,21 @@ def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh,
             pch[i] = 1.0 / count_h[i]
         for i in range(OW):
             pcw[i] = 1.0 / count_w[i]
-    cdef const cy_pool_isa *isa = _isa
-    cdef Py_ssize_t t, p, b
+    cdef PoolJob job
+    job.isa, job.x, job.y = _isa, px, py
+    job.NC, job.H, job.W, job.OH, job.OW, job.bands, job.per = NC, H, W, OH, OW, bands, per
+    job.kh, job.kw, job.sh, job.sw, job.dh, job.dw, job.ph, job.pw = kh, kw, sh, sw, dh, dw, ph, pw
+    job.is_max, job.recip_h, job.recip_w = is_max, pch, pcw
+    job.tmp, job.tmp_len = tmp, tmp_len
+    cdef Py_ssize_t p
     with nogil:
         cy_pool_fill(tmp, nt * tmp_len, -INFINITY if is_max else 0.0)
         if nt == 1:
             for p in range(NC):
-                cy_pool_plane_rows(isa, px + p * H * W, py + p * OH * OW, H, W, OW, 0, OH,
+                cy_pool_plane_rows(job.isa, px + p * H * W, py + p * OH * OW, H, W, OW, 0, OH,
                                    kh, kw, sh, sw, dh, dw, ph, pw, is_max, pch, pcw, tmp)
         else:
-            for t in prange(tasks, num_threads=nt, schedule="static"):
-                p = t // bands
-                b = t % bands
-                cy_pool_plane_rows(isa, px + p * H * W, py + p * OH * OW, H, W, OW,
-                                   b * OH // bands, (b + 1) * OH // bands, kh, kw, sh, sw,
-                                   dh, dw, ph, pw, is_max, pch, pcw,
-                                   tmp + threadid() * tmp_len)
+            parallel_for(tasks, nt, _pool_task, &job)
     free(tmp)
 
 
@@ -167,14 +218,7 @@ def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=
     cdef const float* px = &x[0, 0]
     cdef float* py = &y[0]
     cdef int nt = _threads(NC * HW, NC, n_threads)
-    cdef const cy_pool_isa *isa = _isa
-    cdef Py_ssize_t p
+    cdef GlobalJob job
+    job.isa, job.x, job.y, job.HW, job.is_max = _isa, px, py, HW, is_max
     with nogil:
-        if nt == 1:
-            for p in range(NC):
-                py[p] = isa.gmax(px + p * HW, HW) if is_max else \
-                    <float>(isa.gsum(px + p * HW, HW) / HW)
-        else:
-            for p in prange(NC, num_threads=nt, schedule="static"):
-                py[p] = isa.gmax(px + p * HW, HW) if is_max else \
-                    <float>(isa.gsum(px + p * HW, HW) / HW)
+        parallel_for(NC, nt, _global_task, &job)

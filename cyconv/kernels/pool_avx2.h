@@ -130,7 +130,7 @@ CY_AVX2 static double cy_pool_gsum_avx2(const float *x, ptrdiff_t n)
 
 static const cy_pool_isa cy_pool_avx2 = {
     "avx2", cy_pool_vmax_avx2, cy_pool_vsum_avx2, cy_pool_hmax_avx2,
-    cy_pool_havg_avx2, cy_pool_gmax_avx2, cy_pool_gsum_avx2,
+    cy_pool_havg_avx2, cy_pool_gmax_avx2, cy_pool_gsum_avx2, NULL,
 };
 
 #endif

@@ -101,7 +101,7 @@ static double cy_pool_gsum_generic(const float *x, ptrdiff_t n)
 
 static const cy_pool_isa cy_pool_generic = {
     "generic", cy_pool_vmax_generic, cy_pool_vsum_generic, cy_pool_hmax_generic,
-    cy_pool_havg_generic, cy_pool_gmax_generic, cy_pool_gsum_generic,
+    cy_pool_havg_generic, cy_pool_gmax_generic, cy_pool_gsum_generic, NULL,
 };
 
 #endif

@@ -38,6 +38,11 @@ typedef struct cy_pool_isa {
     /* max(x[0:n]) and sum(x[0:n]) (float lanes, combined in double) for the global pools. */
     float (*gmax)(const float *x, ptrdiff_t n);
     double (*gsum)(const float *x, ptrdiff_t n);
+    /* Optional (NULL: none): output rows [oh0, oh1) of one plane without the row buffer,
+     * bitwise equal to the row path; returns 0 for a pool it does not cover. */
+    int (*plane)(const float *x, float *y, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OW,
+                 ptrdiff_t oh0, ptrdiff_t oh1, int kh, int kw, int sh, int sw, int dh, int dw,
+                 int ph, int pw, int is_max, const float *recip_h, const float *recip_w);
 } cy_pool_isa;
 
 #endif

@@ -65,6 +65,9 @@ static void cy_pool_plane_rows(const cy_pool_isa *isa, const float *x, float *y,
                                int is_max, const float *recip_h, const float *recip_w,
                                float *tmp)
 {
+    if (isa->plane && isa->plane(x, y, H, W, OW, oh0, oh1, kh, kw, sh, sw, dh, dw, ph, pw,
+                                 is_max, recip_h, recip_w))
+        return;
     for (ptrdiff_t oh = oh0; oh < oh1; oh++) {
         ptrdiff_t ih0 = oh * sh - ph;
         /* valid taps: 0 <= ih0 + i*dh <= H-1  <=>  i_lo <= i < i_hi */

@@ -221,6 +221,34 @@ def test_single_plane_split_into_row_bands(rng, pool_isa):
         np.testing.assert_array_equal(y, outs[0])
 
 
+@pytest.mark.skipif("avx512f" not in _kp.available_isas(), reason="needs AVX-512")
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_register_plane_path_is_bitwise_the_row_path(rng, op):
+    # AVX-512 pools whole output rows in registers (pool_avx512.h, stride 1 or 2, taps over
+    # <= 16 columns); the generic table runs the row-buffer path with the same operations
+    # in the same order, so the two agree exactly, padding, ceil_mode and dilation included.
+    before = _kp.isa()
+    try:
+        for shape in [(1, 40, 7, 7), (2, 9, 14, 14), (1, 3, 28, 29), (1, 2, 5, 40)]:
+            x = rng.standard_normal(shape).astype(np.float32)
+            for kernel, strides, dil, pads, ceil in [((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 0),
+                                                     ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), 1),
+                                                     ((2, 2), (2, 2), (1, 1), (0, 0, 0, 0), 0),
+                                                     ((3, 5), (2, 1), (2, 4), (2, 1, 2, 3), 1),
+                                                     ((1, 1), (1, 2), (1, 1), (0, 0, 0, 0), 0)]:
+                attrs = {"kernel_shape": kernel, "strides": strides, "dilations": dil,
+                         "pads": pads, "ceil_mode": ceil}
+                if op == "AveragePool":
+                    attrs["count_include_pad"] = 1
+                got = {}
+                for name in ("avx512f", "generic"):
+                    _kp.set_isa(name)
+                    got[name] = call_op(op, [x], attrs, opset=19, n_threads=2)
+                np.testing.assert_array_equal(got["avx512f"], got["generic"])
+    finally:
+        _kp.set_isa(before)
+
+
 def test_all_padding_rows_and_columns(pool_isa):
     # Pads as large as the kernel allows: windows whose taps are all padding in one direction
     # give the identity there (max: -inf, average with count_include_pad: 0).

@@ -16,8 +16,9 @@ separate :func:`binary_same`), scalar (``M = 1``), per-channel ``[1, C, 1, 1]`` 
 (``M = C``, ``Q = H*W``), bias rows ``[C]`` on ``[N, C]`` (``Q = 1``) and ``[N, C, 1, 1]`` gates
 (``P = 1``, ``M = N*C``).
 """
-from cython.parallel cimport prange
 from libc.math cimport expf, log1pf, sqrtf, powf, fabsf
+
+from cyconv.kernels.gemm._gemm cimport parallel_for
 
 cdef extern from "elementwise.h" nogil:
     # Vectorised exp-based loops (polynomial exp, per-ISA clones): see elementwise.h.
@@ -62,11 +63,14 @@ SOFTPLUS, HARD_SIGMOID, HARD_SWISH, CLIP, SQRT = U_SOFTPLUS, U_HARD_SIGMOID, U_H
 ADD, SUB, MUL, DIV, POW, PRELU = B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_PRELU
 
 # Elements per parallel task. A multiple of 16 (one zmm) so chunk edges stay aligned with the
-# vector loop of the previous chunk; large enough that the OpenMP fork is amortised.
+# vector loop of the previous chunk; large enough that claiming a task is amortised.
 cdef enum:
     CHUNK = 16384
+    PIECE = 16384       # elements per task at least where whole rows are grouped
 # Below this many elements per thread a parallel region costs more than it saves
-# (~2 us fork/join vs ~0.3 ns per cheap element; transcendental ops are ~10x dearer per element).
+# (a few us to fork the GEMM's thread pool vs ~0.3 ns per cheap element; transcendental ops
+# are ~10x dearer per element). The pool (gemm/pool.h), not OpenMP: the GEMM's workers spin
+# between ops, and an OpenMP team next to them fought them for the two cores.
 cdef enum:
     CHEAP_GRAIN = 65536
     DEAR_GRAIN = 8192
@@ -80,6 +84,17 @@ cdef inline int _threads_for(Py_ssize_t n, int n_threads, bint dear) noexcept no
     if useful < n_threads:
         return <int>useful
     return n_threads if n_threads > 0 else 1
+
+
+cdef inline Py_ssize_t _rows_per_task(Py_ssize_t rows, Py_ssize_t size, int nt) noexcept nogil:
+    """Rows of ``size`` elements per task: >= PIECE elements, so a task is claimed per few
+    microseconds rather than per (possibly tiny) row (the shared counter's cache line bounced
+    between the cores at every row), but no fewer tasks than threads."""
+    cdef Py_ssize_t per = (PIECE + size - 1) // size
+    cdef Py_ssize_t cap = (rows + nt - 1) // nt
+    if per > cap:
+        per = cap
+    return per if per > 1 else 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +147,22 @@ cdef bint _is_dear(int op) noexcept nogil:
     return op in (U_SIGMOID, U_TANH, U_ELU, U_SELU, U_SOFTPLUS)
 
 
+cdef struct UnaryJob:
+    # task c = elements [c * CHUNK, + CHUNK) of n
+    const float* x
+    float* y
+    Py_ssize_t n
+    int op
+    float a, b
+
+
+cdef void _unary_task(void* ctx, long c, int tid) noexcept nogil:
+    cdef UnaryJob* j = <UnaryJob*>ctx
+    cdef Py_ssize_t lo = c * CHUNK
+    cdef Py_ssize_t hi = min(lo + CHUNK, j.n)
+    _unary_run(j.op, j.x + lo, j.y + lo, hi - lo, j.a, j.b)
+
+
 def unary(const float[::1] x, float[::1] y, int op, float a=0.0, float b=0.0, int n_threads=1):
     """``y = f(x)`` element-wise for the op code ``op`` (RELU ... SQRT).
 
@@ -157,15 +188,13 @@ def unary(const float[::1] x, float[::1] y, int op, float a=0.0, float b=0.0, in
     cdef float* py = &y[0]
     cdef int nt = _threads_for(n, n_threads, _is_dear(op))
     cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
-    cdef Py_ssize_t c, lo, hi
+    cdef UnaryJob job
+    job.x, job.y, job.n, job.op, job.a, job.b = px, py, n, op, a, b
     with nogil:
         if nt == 1:
             _unary_run(op, px, py, n, a, b)
         else:
-            for c in prange(n_chunks, num_threads=nt, schedule="static"):
-                lo = c * CHUNK
-                hi = min(lo + CHUNK, n)
-                _unary_run(op, px + lo, py + lo, hi - lo, a, b)
+            parallel_for(n_chunks, nt, _unary_task, &job)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +280,57 @@ cdef void _vec_vec_ordered(int op, const float* big, const float* small, float* 
         _vec_vec(op, big, small, y, n)
 
 
+cdef struct VecJob:
+    # task c = elements [c * CHUNK, + CHUNK) of n: y = a (op) b
+    const float* a
+    const float* b
+    float* y
+    Py_ssize_t n
+    int op
+
+
+cdef void _vec_task(void* ctx, long c, int tid) noexcept nogil:
+    cdef VecJob* j = <VecJob*>ctx
+    cdef Py_ssize_t lo = c * CHUNK
+    cdef Py_ssize_t hi = min(lo + CHUNK, j.n)
+    _vec_vec(j.op, j.a + lo, j.b + lo, j.y + lo, hi - lo)
+
+
+cdef struct BcastJob:
+    # binary_bcast, task t = units [t * per, + per). Q == 1: a unit is a row of M against
+    # small; else unit i is chunk i % chunks of row i // chunks (a run of Q against small[row % M])
+    const float* big
+    const float* small
+    float* y
+    Py_ssize_t rows, M, Q, chunks, per
+    int op
+    bint small_first
+
+
+cdef void _bcast_rows_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef BcastJob* j = <BcastJob*>ctx
+    cdef Py_ssize_t r = t * j.per, end = r + j.per
+    if end > j.rows:
+        end = j.rows
+    while r < end:
+        _vec_vec_ordered(j.op, j.big + r * j.M, j.small, j.y + r * j.M, j.M, j.small_first)
+        r += 1
+
+
+cdef void _bcast_runs_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef BcastJob* j = <BcastJob*>ctx
+    cdef Py_ssize_t i = t * j.per, end = i + j.per, r, lo, hi
+    if end > j.rows * j.chunks:
+        end = j.rows * j.chunks
+    while i < end:
+        r = i // j.chunks
+        lo = (i % j.chunks) * CHUNK
+        hi = min(lo + CHUNK, j.Q)
+        _vec_scalar(j.op, j.big + r * j.Q + lo, j.small[r % j.M], j.y + r * j.Q + lo, hi - lo,
+                    j.small_first)
+        i += 1
+
+
 def binary_same(const float[::1] a, const float[::1] b, float[::1] y, int op, int n_threads=1):
     """``y = a (op) b`` for equal-length operands.
 
@@ -274,15 +354,13 @@ def binary_same(const float[::1] a, const float[::1] b, float[::1] y, int op, in
     cdef float* py = &y[0]
     cdef int nt = _threads_for(n, n_threads, op == B_POW)
     cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
-    cdef Py_ssize_t c, lo, hi
+    cdef VecJob job
+    job.a, job.b, job.y, job.n, job.op = pa, pb, py, n, op
     with nogil:
         if nt == 1:
             _vec_vec(op, pa, pb, py, n)
         else:
-            for c in prange(n_chunks, num_threads=nt, schedule="static"):
-                lo = c * CHUNK
-                hi = min(lo + CHUNK, n)
-                _vec_vec(op, pa + lo, pb + lo, py + lo, hi - lo)
+            parallel_for(n_chunks, nt, _vec_task, &job)
 
 
 def binary_bcast(const float[::1] big, const float[::1] small, float[::1] y, int op,
@@ -314,34 +392,31 @@ def binary_bcast(const float[::1] big, const float[::1] small, float[::1] y, int
     cdef const float* ps = &small[0]
     cdef float* py = &y[0]
     cdef int nt = _threads_for(n, n_threads, op == B_POW)
-    cdef Py_ssize_t r, rows, per, lo, hi, i
+    cdef Py_ssize_t r, units
+    cdef BcastJob job
+    job.big, job.small, job.y, job.M, job.Q = pb, ps, py, M, Q
+    job.op, job.small_first = op, small_first
     with nogil:
         if Q == 1:
-            # small spans the innermost axis: P rows of M, vector op against small.
+            # small spans the innermost axis: P rows of M, vector op against small; short rows
+            # grouped per task.
             if nt == 1:
                 for r in range(P):
                     _vec_vec_ordered(op, pb + r * M, ps, py + r * M, M, small_first)
             else:
-                for r in prange(P, num_threads=nt, schedule="static"):
-                    _vec_vec_ordered(op, pb + r * M, ps, py + r * M, M, small_first)
-        elif M == 1 or Q >= CHUNK or nt == 1:
-            # Runs of Q against one scalar each; a long run is split into CHUNK pieces so a
-            # single huge plane (scalar operand) still spreads over the threads.
-            per = (Q + CHUNK - 1) // CHUNK
-            rows = P * M * per
-            if nt == 1:
-                for r in range(P * M):
-                    _vec_scalar(op, pb + r * Q, ps[r % M], py + r * Q, Q, small_first)
-            else:
-                for i in prange(rows, num_threads=nt, schedule="static"):
-                    r = i // per
-                    lo = (i % per) * CHUNK
-                    hi = min(lo + CHUNK, Q)
-                    _vec_scalar(op, pb + r * Q + lo, ps[r % M], py + r * Q + lo, hi - lo,
-                                small_first)
-        else:
-            for r in prange(P * M, num_threads=nt, schedule="static"):
+                job.rows, job.chunks, job.per = P, 1, _rows_per_task(P, M, nt)
+                parallel_for((P + job.per - 1) // job.per, nt, _bcast_rows_task, &job)
+        elif nt == 1:
+            for r in range(P * M):
                 _vec_scalar(op, pb + r * Q, ps[r % M], py + r * Q, Q, small_first)
+        else:
+            # Runs of Q against one scalar each; a long run is split into CHUNK pieces so a
+            # single huge plane (scalar operand) still spreads over the threads, short runs
+            # are grouped per task.
+            job.rows, job.chunks = P * M, (Q + CHUNK - 1) // CHUNK
+            units = job.rows * job.chunks
+            job.per = _rows_per_task(units, Q, nt) if job.chunks == 1 else 1
+            parallel_for((units + job.per - 1) // job.per, nt, _bcast_runs_task, &job)
 
 
 def accumulate(float[::1] acc, const float[::1] x, int n_threads=1):
@@ -362,12 +437,10 @@ def accumulate(float[::1] acc, const float[::1] x, int n_threads=1):
     cdef const float* px = &x[0]
     cdef int nt = _threads_for(n, n_threads, False)
     cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
-    cdef Py_ssize_t c, lo, hi
+    cdef VecJob job
+    job.a, job.b, job.y, job.n, job.op = pa, px, pa, n, B_ADD
     with nogil:
         if nt == 1:
             _vec_vec(B_ADD, pa, px, pa, n)
         else:
-            for c in prange(n_chunks, num_threads=nt, schedule="static"):
-                lo = c * CHUNK
-                hi = min(lo + CHUNK, n)
-                _vec_vec(B_ADD, pa + lo, px + lo, pa + lo, hi - lo)
+            parallel_for(n_chunks, nt, _vec_task, &job)

@@ -4,8 +4,9 @@
 Shape legend: ``x[P, M, Q]`` with ``M`` the normalised axis (channels, or C*spatial for the
 opset < 9 ``spatial=0`` BatchNormalization), ``P`` the batch, ``Q`` the pixels of one channel.
 """
-from cython.parallel cimport prange
 from libc.math cimport powf
+
+from cyconv.kernels.gemm._gemm cimport parallel_for
 
 cdef extern from "elementwise_loops.h" nogil:
     # Per-ISA clones (AVX-512 / AVX2 / baseline) of the affine loops: see elementwise_loops.h.
@@ -14,7 +15,11 @@ cdef extern from "elementwise_loops.h" nogil:
                            const float* b)
 
 cdef enum:
-    GRAIN = 65536        # element-visits below which one thread beats an OpenMP fork
+    # Element-visits below which one thread beats a fork of the GEMM's thread pool. The pool
+    # (gemm/pool.h), not OpenMP: the GEMM's workers spin between ops, and an OpenMP team next
+    # to them fought them for the two cores.
+    GRAIN = 65536
+    PIECE = 16384        # element-visits per task at least (rows grouped)
 
 
 cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexcept nogil:
@@ -26,6 +31,17 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
     return <int>t if t > 1 else 1
 
 
+cdef inline Py_ssize_t _rows_per_task(Py_ssize_t rows, Py_ssize_t size, int nt) noexcept nogil:
+    """Rows of ``size`` element-visits per task: >= PIECE, so a task is claimed per few
+    microseconds rather than per (possibly tiny) row (the shared counter's cache line bounced
+    between the cores at every row), but no fewer tasks than threads."""
+    cdef Py_ssize_t per = (PIECE + size - 1) // size
+    cdef Py_ssize_t cap = (rows + nt - 1) // nt
+    if per > cap:
+        per = cap
+    return per if per > 1 else 1
+
+
 cdef inline void _affine_run(const float* x, float* y, Py_ssize_t n, float s,
                              float b) noexcept nogil:
     cy_affine_f32(x, y, n, s, b)
@@ -34,6 +50,36 @@ cdef inline void _affine_run(const float* x, float* y, Py_ssize_t n, float s,
 cdef inline void _affine_vec(const float* x, float* y, Py_ssize_t n, const float* s,
                              const float* b) noexcept nogil:
     cy_affine_vec_f32(x, y, n, s, b)
+
+
+cdef struct AffineJob:
+    # task t = rows [t * per, + per) of rows. Q == 1: rows of M against scale/shift; else rows
+    # of Q against scale[r % M], shift[r % M]
+    const float* x
+    const float* scale
+    const float* shift
+    float* y
+    Py_ssize_t rows, M, Q, per
+
+
+cdef void _affine_vec_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef AffineJob* j = <AffineJob*>ctx
+    cdef Py_ssize_t r = t * j.per, end = r + j.per
+    if end > j.rows:
+        end = j.rows
+    while r < end:
+        _affine_vec(j.x + r * j.M, j.y + r * j.M, j.M, j.scale, j.shift)
+        r += 1
+
+
+cdef void _affine_run_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef AffineJob* j = <AffineJob*>ctx
+    cdef Py_ssize_t r = t * j.per, end = r + j.per
+    if end > j.rows:
+        end = j.rows
+    while r < end:
+        _affine_run(j.x + r * j.Q, j.y + r * j.Q, j.Q, j.scale[r % j.M], j.shift[r % j.M])
+        r += 1
 
 
 def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] shift,
@@ -61,6 +107,8 @@ def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] 
     cdef float* py = &y[0]
     cdef Py_ssize_t r
     cdef int nt
+    cdef AffineJob job
+    job.x, job.scale, job.shift, job.y, job.M, job.Q = px, ps, pb, py, M, Q
     with nogil:
         if Q == 1:
             # [P, M] rows (e.g. BatchNormalization on [N, C]): vector scale per row
@@ -69,16 +117,16 @@ def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] 
                 for r in range(P):
                     _affine_vec(px + r * M, py + r * M, M, ps, pb)
             else:
-                for r in prange(P, num_threads=nt, schedule="static"):
-                    _affine_vec(px + r * M, py + r * M, M, ps, pb)
+                job.rows, job.per = P, _rows_per_task(P, M, nt)
+                parallel_for((P + job.per - 1) // job.per, nt, _affine_vec_task, &job)
         else:
             nt = _threads(n, P * M, n_threads)
             if nt == 1:
                 for r in range(P * M):
                     _affine_run(px + r * Q, py + r * Q, Q, ps[r % M], pb[r % M])
             else:
-                for r in prange(P * M, num_threads=nt, schedule="static"):
-                    _affine_run(px + r * Q, py + r * Q, Q, ps[r % M], pb[r % M])
+                job.rows, job.per = P * M, _rows_per_task(P * M, Q, nt)
+                parallel_for((job.rows + job.per - 1) // job.per, nt, _affine_run_task, &job)
 
 
 cdef void _lrn_row(const float* xn, float* yrow, Py_ssize_t C, Py_ssize_t Q, Py_ssize_t c,
@@ -103,6 +151,26 @@ cdef void _lrn_row(const float* xn, float* yrow, Py_ssize_t C, Py_ssize_t Q, Py_
             yrow[i] += xc[i] * xc[i]
     for i in range(Q):
         yrow[i] = xr[i] * powf(bias + alpha_over_size * yrow[i], -beta)
+
+
+cdef struct LrnJob:
+    # task t = rows [t * per, + per) of the N * C (image, channel) rows
+    const float* x
+    float* y
+    Py_ssize_t C, Q, rows, per
+    int size
+    float alpha_over_size, beta, bias
+
+
+cdef void _lrn_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef LrnJob* j = <LrnJob*>ctx
+    cdef Py_ssize_t r = t * j.per, end = r + j.per
+    if end > j.rows:
+        end = j.rows
+    while r < end:
+        _lrn_row(j.x + (r // j.C) * j.C * j.Q, j.y + r * j.Q, j.C, j.Q, r % j.C, j.size,
+                 j.alpha_over_size, j.beta, j.bias)
+        r += 1
 
 
 def lrn(const float[:, :, ::1] x, float[:, :, ::1] y, int size, float alpha, float beta,
@@ -131,10 +199,13 @@ def lrn(const float[:, :, ::1] x, float[:, :, ::1] y, int size, float alpha, flo
     cdef float a = alpha / size
     cdef Py_ssize_t t
     cdef int nt = _threads(N * C * Q * (size + 4), N * C, n_threads)
+    cdef LrnJob job
+    job.x, job.y, job.C, job.Q, job.rows, job.size = px, py, C, Q, N * C, size
+    job.alpha_over_size, job.beta, job.bias = a, beta, bias
     with nogil:
         if nt == 1:
             for t in range(N * C):
                 _lrn_row(px + (t // C) * C * Q, py + t * Q, C, Q, t % C, size, a, beta, bias)
         else:
-            for t in prange(N * C, num_threads=nt, schedule="static"):
-                _lrn_row(px + (t // C) * C * Q, py + t * Q, C, Q, t % C, size, a, beta, bias)
+            job.per = _rows_per_task(N * C, Q * (size + 4), nt)
+            parallel_for((N * C + job.per - 1) // job.per, nt, _lrn_task, &job)

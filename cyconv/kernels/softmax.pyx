@@ -11,8 +11,9 @@ do not depend on the thread count. ``inner == 1`` (normalising the last axis) wa
 in three vectorised passes (max; exp and sum; scale by 1/sum); otherwise blocks of ``BLOCK``
 adjacent columns are normalised together so the loops over columns are contiguous.
 """
-from cython.parallel cimport prange
 from libc.math cimport log, INFINITY
+
+from cyconv.kernels.gemm._gemm cimport parallel_for
 
 cdef extern from "elementwise.h" nogil:
     # Vectorised polynomial exp loops (per-ISA clones): see elementwise.h.
@@ -23,8 +24,12 @@ cdef extern from "elementwise.h" nogil:
     void cy_sub2_f32(const float* x, float* y, Py_ssize_t n, float m, float l)
 
 cdef enum:
-    BLOCK = 64           # columns per task when inner > 1
-    GRAIN = 8192         # exp-evaluations below which one thread beats an OpenMP fork
+    BLOCK = 64           # columns per block when inner > 1
+    # Exp-evaluations below which one thread beats a fork of the GEMM's thread pool. The pool
+    # (gemm/pool.h), not OpenMP: the GEMM's workers spin between ops, and an OpenMP team next
+    # to them fought them for the two cores.
+    GRAIN = 8192
+    PIECE = 16384        # elements per task at least (rows / column blocks grouped)
 
 
 cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexcept nogil:
@@ -34,6 +39,17 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
     if t > n_threads:
         t = n_threads
     return <int>t if t > 1 else 1
+
+
+cdef inline Py_ssize_t _units_per_task(Py_ssize_t units, Py_ssize_t size, int nt) noexcept nogil:
+    """Rows or column blocks of ``size`` elements per task: >= PIECE, so a task is claimed per
+    few microseconds rather than per (possibly tiny) row (the shared counter's cache line
+    bounced between the cores at every row), but no fewer tasks than threads."""
+    cdef Py_ssize_t per = (PIECE + size - 1) // size
+    cdef Py_ssize_t cap = (units + nt - 1) // nt
+    if per > cap:
+        per = cap
+    return per if per > 1 else 1
 
 
 cdef void _row(const float* x, float* y, Py_ssize_t L, bint as_log) noexcept nogil:
@@ -82,6 +98,38 @@ cdef void _columns(const float* x, float* y, Py_ssize_t L, Py_ssize_t inner, Py_
                 yr[j] = yr[j] / ls[j]
 
 
+cdef struct SoftmaxJob:
+    # task t = units [t * per, + per): rows of L (inner == 1), or else column blocks, unit i =
+    # block i % blocks of slab i // blocks
+    const float* x
+    float* y
+    Py_ssize_t units, L, inner, blocks, per
+    bint as_log
+
+
+cdef void _rows_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef SoftmaxJob* j = <SoftmaxJob*>ctx
+    cdef Py_ssize_t r = t * j.per, end = r + j.per
+    if end > j.units:
+        end = j.units
+    while r < end:
+        _row(j.x + r * j.L, j.y + r * j.L, j.L, j.as_log)
+        r += 1
+
+
+cdef void _columns_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef SoftmaxJob* j = <SoftmaxJob*>ctx
+    cdef Py_ssize_t i = t * j.per, end = i + j.per, o, j0
+    if end > j.units:
+        end = j.units
+    while i < end:
+        o = i // j.blocks
+        j0 = (i % j.blocks) * BLOCK
+        _columns(j.x + o * j.L * j.inner, j.y + o * j.L * j.inner, j.L, j.inner, j0,
+                 min(BLOCK, j.inner - j0), j.as_log)
+        i += 1
+
+
 def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
             Py_ssize_t inner, bint as_log=False, int n_threads=1):
     """Softmax (or LogSoftmax with ``as_log``) over the middle axis of ``x[outer, L, inner]``.
@@ -102,6 +150,8 @@ def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
     cdef float* py = &y[0]
     cdef Py_ssize_t r, t, blocks, o, j0
     cdef int nt
+    cdef SoftmaxJob job
+    job.x, job.y, job.L, job.inner, job.as_log = px, py, L, inner, as_log
     with nogil:
         if inner == 1:
             nt = _threads(n, outer, n_threads)
@@ -109,8 +159,8 @@ def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
                 for r in range(outer):
                     _row(px + r * L, py + r * L, L, as_log)
             else:
-                for r in prange(outer, num_threads=nt, schedule="static"):
-                    _row(px + r * L, py + r * L, L, as_log)
+                job.units, job.blocks, job.per = outer, 1, _units_per_task(outer, L, nt)
+                parallel_for((outer + job.per - 1) // job.per, nt, _rows_task, &job)
         else:
             blocks = (inner + BLOCK - 1) // BLOCK
             nt = _threads(n, outer * blocks, n_threads)
@@ -121,8 +171,6 @@ def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
                     _columns(px + o * L * inner, py + o * L * inner, L, inner, j0,
                              min(BLOCK, inner - j0), as_log)
             else:
-                for t in prange(outer * blocks, num_threads=nt, schedule="static"):
-                    o = t // blocks
-                    j0 = (t % blocks) * BLOCK
-                    _columns(px + o * L * inner, py + o * L * inner, L, inner, j0,
-                             min(BLOCK, inner - j0), as_log)
+                job.units, job.blocks = outer * blocks, blocks
+                job.per = _units_per_task(job.units, L * min(BLOCK, inner), nt)
+                parallel_for((job.units + job.per - 1) // job.per, nt, _columns_task, &job)

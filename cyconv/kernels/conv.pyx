@@ -29,7 +29,6 @@ Every output element is summed in a fixed order, so results do not depend on the
 """
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 from libc.math cimport INFINITY

@@ -107,17 +107,23 @@ cdef void _pool_task(void* ctx, long t, int tid) noexcept nogil:
 
 
 cdef struct GlobalJob:
+    # task t = planes [t * per, (t + 1) * per) of NC
     const cy_pool_isa* isa
     const float* x
     float* y
-    Py_ssize_t HW
+    Py_ssize_t NC, HW, per
     bint is_max
 
 
-cdef void _global_task(void* ctx, long p, int tid) noexcept nogil:
+cdef void _global_task(void* ctx, long t, int tid) noexcept nogil:
     cdef GlobalJob* j = <GlobalJob*>ctx
-    j.y[p] = j.isa.gmax(j.x + p * j.HW, j.HW) if j.is_max else \
-        <float>(j.isa.gsum(j.x + p * j.HW, j.HW) / j.HW)
+    cdef Py_ssize_t p = t * j.per, end = p + j.per
+    if end > j.NC:
+        end = j.NC
+    while p < end:
+        j.y[p] = j.isa.gmax(j.x + p * j.HW, j.HW) if j.is_max else \
+            <float>(j.isa.gsum(j.x + p * j.HW, j.HW) / j.HW)
+        p += 1
 
 
 def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh, int sw,
@@ -219,6 +225,8 @@ def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=
     cdef float* py = &y[0]
     cdef int nt = _threads(NC * HW, NC, n_threads)
     cdef GlobalJob job
-    job.isa, job.x, job.y, job.HW, job.is_max = _isa, px, py, HW, is_max
+    job.isa, job.x, job.y, job.NC, job.HW, job.is_max = _isa, px, py, NC, HW, is_max
+    # planes grouped to >= PIECE inputs per task (not one 7x7 plane per claim)
+    job.per = PIECE // HW if HW < PIECE else 1
     with nogil:
-        parallel_for(NC, nt, _global_task, &job)
+        parallel_for((NC + job.per - 1) // job.per, nt, _global_task, &job)

@@ -8,6 +8,9 @@ Load:   import (validate) -> check every op is supported (all missing ones named
         per step, the slots that die after it (so memory is released as soon as a value is dead).
 Run:    validate the feed, then one tight loop over the steps. Every call uses its own slot
         list, so many Python threads may share one session; kernels release the GIL.
+        Arrays of >= 32 MiB (batched activations) come from the session's buffer cache
+        (``kernels/buffers.pyx``): a run reuses the blocks the previous one freed instead
+        of faulting fresh pages in.
 """
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ from .. import ops  # noqa: F401  (registers every operator)
 from . import passes
 from .._threads import resolve_threads
 from ..converters.onnx_import import import_model
+from ..kernels import buffers
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
 from .registry import NodeContext, RunContext, build_with_attrs, consumed_inputs, lookup
+
+# Most bytes of freed activation blocks a session keeps for its next run (buffers.pyx).
+BUFFER_CACHE_BYTES = 1 << 30
 
 class NodeArg:
     """What ``get_inputs()`` / ``get_outputs()`` return, as in ONNX Runtime."""
@@ -81,6 +88,7 @@ class InferenceSession:
             graph = passes.optimize(graph, self._threads)
         self._graph = graph
         self._compile(graph)
+        self._buffers = buffers.new_handler(BUFFER_CACHE_BYTES)
 
     # ----------------------------------------------------------------- public API
     def get_inputs(self):
@@ -103,9 +111,13 @@ class InferenceSession:
         """
         wanted = self._output_slots(output_names)
         feeds = self._check_feed(input_feed)
-        slots = self._execute(feeds)
-        fed = [a for _, a in feeds]
-        return [self._owned(slots[s], fed) for s in wanted]
+        outer = buffers.set_handler(self._buffers)
+        try:
+            slots = self._execute(feeds)
+            fed = [a for _, a in feeds]
+            return [self._owned(slots[s], fed) for s in wanted]
+        finally:
+            buffers.set_handler(outer)
 
     def _execute(self, feeds, observer=None):
         """Run every step on ``feeds`` [(slot, array)]; returns the final slot list.

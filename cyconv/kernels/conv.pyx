@@ -27,16 +27,19 @@ Transposed conv, per (image, group)::
 col2im runs in parallel over output channels m: each y plane is written by one thread only.
 Every output element is summed in a fixed order, so results do not depend on the thread count.
 """
+import os
+
 import numpy as np
 cimport numpy as cnp
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from libc.math cimport INFINITY
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_CLIP, CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
     cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand,
-    packer_operand, parallel_for, preact_packer, sgemm_ex, sgemm_pack_a, strided_operand,
+    offsets_operand, gemm_has_row_offsets, packer_operand, parallel_for, preact_packer,
+    sgemm_ex, sgemm_pack_a, strided_operand,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 
@@ -283,6 +286,20 @@ cdef _check_x(x, Py_ssize_t C, str what):
     return np.ascontiguousarray(x)
 
 
+# CYCONV_OFFSETS=0 turns the row-offset path off (A/B measurements), read once at import.
+OFFSETS_ENABLED = os.environ.get("CYCONV_OFFSETS", "1").strip() != "0"
+
+
+cdef inline bint offsets_pay(Py_ssize_t C, int sh, int sw, Py_ssize_t Hp,
+                             Py_ssize_t Wp) noexcept nogil:
+    # The row-offset path (ConvPlan._run_offsets: a kxk stride-1 conv read in place from its
+    # padded input, no im2col packing) against im2col + packed GEMM, 2 threads, one image:
+    # 0.66-0.9x on padded planes up to 32x32 (the kxk taps of a channel share its 4 KiB),
+    # 0.85-1.25x beyond (each k-step reads a row in another page), and slower on 1x1 convs
+    # (packing a contiguous copy pays for itself) and on a handful of input channels.
+    return (sh == 1 and sw == 1 and C >= 8 and Hp * Wp <= 1024 and gemm_has_row_offsets())
+
+
 def winograd_applies(int KH, int KW, strides, dilations, int group):
     """Whether Winograd F(4x4, 3x3) computes this conv: 3x3, stride 1, dilation 1, group 1."""
     return (KH == 3 and KW == 3 and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
@@ -302,6 +319,11 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     layers (cold weights) at 1 thread, 7x7: C = M = 64 -18%, 128 -24%, 256 -17%, 512 -2%.
     """
     if C < 16 or M < 16:
+        return 0
+    # Few channels on a small plane: the row-offset path (no transforms, no packing) is
+    # faster, measured at 2 threads: 32->32 at 30x30 140 vs 166 us, 64->64 at 13x13 81 vs
+    # 111, 32->128 at 27x27 238 vs 275; from ~96->208 (C*M ~ 20k) on, Winograd wins.
+    if C * M <= 8192 and offsets_pay(C, 1, 1, OH + 2, OW + 2):
         return 0
     if N * ((OH + 3) // 4) * ((OW + 3) // 4) >= 16:
         return 4
@@ -460,7 +482,10 @@ cdef class ConvPlan:
         elif self.winograd:
             self._run_winograd(x, y, geo, &ep, n_threads)
         else:
-            self._run_gemm(x, y, geo, &ep, n_threads, pre)
+            if pre is None and self._offsets_pay(geo, x.shape[2], x.shape[3]):
+                self._run_offsets(x, y, geo, &ep, n_threads)
+            else:
+                self._run_gemm(x, y, geo, &ep, n_threads, pre)
         return y
 
     def preactivation_applies(self, pads=(0, 0, 0, 0)):
@@ -519,6 +544,78 @@ cdef class ConvPlan:
         with nogil:
             parallel_for(pieces, nt, _dw_task, &job)
 
+    def uses_row_offsets(self, Py_ssize_t H, Py_ssize_t W, pads):
+        """Whether an ``H x W`` input with ``pads`` runs the row-offset path (_run_offsets)."""
+        if self.depthwise or self.winograd:
+            return False
+        return self._offsets_pay(_geometry(self.KH, self.KW, self.sh, self.sw, self.dh,
+                                           self.dw, pads), H, W)
+
+    cdef bint _offsets_pay(self, Geometry geo, Py_ssize_t H, Py_ssize_t W):
+        return (OFFSETS_ENABLED and self.KH * self.KW > 1 and self.group == 1
+                and offsets_pay(self.C, geo.sh, geo.sw, H + geo.pt + geo.pb, W + geo.pl + geo.pr))
+
+    cdef _run_offsets(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
+        # A stride-1 conv as a GEMM over its zero-padded input read in place: row
+        # k = (c, kh, kw) of the im2col matrix, over the padded-width grid of output positions
+        # q = oh*Wp + ow (ow < Wp), is the padded image itself from c*Hp*Wp + kh*dh*Wp + kw*dw
+        # on. The micro-kernel reads those rows directly (gemm.h's row_off), so nothing is
+        # packed; the grid's Wp - OW extra columns per row are computed and dropped when the
+        # grid is copied into y, with the epilogue.
+        cdef Py_ssize_t N = x.shape[0], C = self.C, H = x.shape[2], W = x.shape[3]
+        cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, P = OH * OW
+        cdef Py_ssize_t Hp = H + geo.pt + geo.pb, Wp = W + geo.pl + geo.pr, Q = OH * Wp
+        cdef Py_ssize_t K = C * self.KH * self.KW, plane = Hp * Wp, n, c, i, kh, kw, k = 0
+        # the last grid row's panel reads up to NR + (KW-1)*dw floats past the plane
+        cdef Py_ssize_t slack = 2 * gemm_nr() + self.KW * geo.dw + Wp
+        xp_arr = np.zeros(C * plane + slack, np.float32)
+        off_arr = np.empty(max(1, K), np.intp)
+        cdef float* xp = <float*>cnp.PyArray_DATA(xp_arr)
+        cdef ptrdiff_t* off = <ptrdiff_t*>cnp.PyArray_DATA(off_arr)
+        for c in range(C):
+            for kh in range(self.KH):
+                for kw in range(self.KW):
+                    off[k] = c * plane + kh * geo.dh * Wp + kw * geo.dw
+                    k += 1
+        cdef bint in_place = Wp == OW          # the grid is y itself (1x1, unpadded)
+        grid_arr = None if in_place else np.empty(M * Q, np.float32)
+        cdef float* grid = NULL if in_place else <float*>cnp.PyArray_DATA(grid_arr)
+        cdef const float* xs = <const float*>cnp.PyArray_DATA(x)
+        cdef float* ys = <float*>cnp.PyArray_DATA(y)
+        cdef const float* w = <const float*>cnp.PyArray_DATA(self.w_packed)
+        cdef cy_epilogue ep
+        cdef GridJob gj
+        cdef int err = CY_OK
+        gj.M, gj.OH, gj.OW, gj.Wp, gj.grid = <int>M, <int>OH, <int>OW, <int>Wp, grid
+        gj.apply = (ep0.bias_row != NULL or ep0.residual != NULL or ep0.act != CY_ACT_NONE)
+        gj.block = max(1, 16384 // max(1, P))
+        cdef int nt = n_threads if M * P >= 65536 else 1
+        with nogil:
+            for n in range(N):
+                for c in range(C):
+                    for i in range(H):
+                        memcpy(xp + c * plane + (i + geo.pt) * Wp + geo.pl,
+                               xs + ((n * C + c) * H + i) * W, W * sizeof(float))
+                ep = ep0[0]
+                if ep.residual != NULL:
+                    ep.residual = ep.residual + n * M * P
+                if in_place:
+                    err = sgemm_ex(<int>M, <int>Q, <int>K, 1.0, packed_operand(w),
+                                   offsets_operand(xp, off), 0, ys + n * M * P, P, &ep,
+                                   n_threads)
+                else:
+                    err = sgemm_ex(<int>M, <int>Q, <int>K, 1.0, packed_operand(w),
+                                   offsets_operand(xp, off), 0, grid, Q, NULL, n_threads)
+                    if err == CY_OK:
+                        gj.y, gj.ep = ys + n * M * P, ep
+                        parallel_for((M + gj.block - 1) // gj.block, nt, _grid_task, &gj)
+                if err != CY_OK:
+                    break
+        if err == CY_ENOMEM:
+            raise MemoryError("Conv: could not allocate GEMM packing buffers")
+        if err != CY_OK:
+            raise RuntimeError(f"Conv: GEMM failed ({err})")
+
     cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads,
                    pre=None):
         # One parallel region for the whole op: pieces are (image, group, column range),
@@ -571,6 +668,37 @@ cdef class ConvPlan:
             raise MemoryError("Conv: could not allocate GEMM packing buffers")
         if err != CY_OK:
             raise RuntimeError(f"Conv: GEMM failed ({err})")
+
+
+cdef struct GridJob:
+    # one image of the row-offset path: y (M, OH, OW) = the grid (M, OH, Wp) without its
+    # last Wp - OW columns per row, then the epilogue; task t = channels [t*block, +block)
+    int M, OH, OW, Wp, block
+    const float* grid
+    float* y
+    cy_epilogue ep          # residual at this image; ldr = OH*OW
+    bint apply
+
+
+cdef void _grid_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef GridJob* j = <GridJob*>ctx
+    cdef Py_ssize_t m0 = t * j.block, m1 = m0 + j.block, m, oh, P = j.OH * j.OW
+    if m1 > j.M:
+        m1 = j.M
+    for m in range(m0, m1):
+        for oh in range(j.OH):
+            memcpy(j.y + m * P + oh * j.OW, j.grid + (m * j.OH + oh) * j.Wp,
+                   j.OW * sizeof(float))
+    if not j.apply:
+        return
+    cdef cy_epilogue ep = j.ep
+    if ep.bias_row != NULL:
+        ep.bias_row = ep.bias_row + m0
+    if ep.slope_row != NULL:
+        ep.slope_row = ep.slope_row + m0
+    if ep.residual != NULL:
+        ep.residual = ep.residual + m0 * P
+    epilogue_apply(<int>(m1 - m0), <int>P, j.y + m0 * P, P, &ep)
 
 
 cdef struct ConvJob:

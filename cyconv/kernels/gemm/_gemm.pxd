@@ -27,6 +27,7 @@ cdef extern from "gemm/gemm.h" nogil:
         int packed
         cy_pack_b_fn pack_b
         const void *pack_ctx
+        const ptrdiff_t *row_off
 
     enum:
         CY_ACT_NONE
@@ -71,16 +72,26 @@ cdef inline cy_operand strided_operand(const float *data, ptrdiff_t rs,
                                        ptrdiff_t cs) noexcept nogil:
     cdef cy_operand op
     op.data, op.rs, op.cs, op.packed, op.pack_b, op.pack_ctx = data, rs, cs, 0, NULL, NULL
+    op.row_off = NULL
     return op
 
 cdef inline cy_operand packed_operand(const float *data) noexcept nogil:
     cdef cy_operand op
     op.data, op.rs, op.cs, op.packed, op.pack_b, op.pack_ctx = data, 0, 0, 1, NULL, NULL
+    op.row_off = NULL
     return op
 
 cdef inline cy_operand packer_operand(cy_pack_b_fn pack_b, const void *ctx) noexcept nogil:
     cdef cy_operand op
     op.data, op.rs, op.cs, op.packed, op.pack_b, op.pack_ctx = NULL, 0, 0, 0, pack_b, ctx
+    op.row_off = NULL
+    return op
+
+# B[k, j] = data[row_off[k] + j], read in place (gemm.h; only where gemm_has_row_offsets())
+cdef inline cy_operand offsets_operand(const float *data, const ptrdiff_t *row_off) noexcept nogil:
+    cdef cy_operand op
+    op.data, op.rs, op.cs, op.packed, op.pack_b, op.pack_ctx = data, 0, 0, 0, NULL, NULL
+    op.row_off = row_off
     return op
 
 # C[M,N] = act(alpha*A@B (+C if accumulate) + bias); see gemm.h. Returns CY_OK or CY_E*.
@@ -106,6 +117,7 @@ cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int
 cdef cy_pack_b_fn im2col_packer() noexcept nogil
 cdef cy_pack_b_fn preact_packer() noexcept nogil
 cdef int gemm_mr() noexcept nogil
+cdef bint gemm_has_row_offsets() noexcept nogil
 cdef int gemm_nr() noexcept nogil
 
 cdef class Packed:

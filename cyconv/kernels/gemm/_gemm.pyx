@@ -13,6 +13,7 @@ cnp.import_array()
 cdef extern from "gemm/gemm.h" nogil:
     const char *cy_gemm_isa_name()
     int cy_gemm_mr()
+    int cy_gemm_has_row_offsets()
     int cy_gemm_nr()
     int cy_gemm_set_isa(const char *name)
     size_t cy_sgemm_packed_a_size(int M, int K)
@@ -101,6 +102,9 @@ cdef int gemm_mr() noexcept nogil:
 
 cdef int gemm_nr() noexcept nogil:
     return cy_gemm_nr()
+
+cdef bint gemm_has_row_offsets() noexcept nogil:
+    return cy_gemm_has_row_offsets() != 0
 
 
 # ---- ISA --------------------------------------------------------------------------------

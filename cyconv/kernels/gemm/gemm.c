@@ -120,7 +120,7 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
      * per KC block; NC shrinks to keep a packing buffer of the usual KC x NC. Decided on the
      * whole M, never on a thread's share, so the sums do not depend on the thread count. */
     const int small_m = M_total <= MR;
-    const int gemv = M_total == 1 && isa->gemv != NULL;
+    const int gemv = M_total == 1 && isa->gemv != NULL && !B->row_off;
     const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc;
     int NC = isa->nc;
     if (small_m && K > isa->kc) {
@@ -138,7 +138,8 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
     const int kc_max = K < KC ? K : KC;
     const size_t a_need = gemv ? (size_t)kc_max
         : A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
-    const size_t b_need = B->packed ? 0 : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;
+    const size_t b_need = B->packed || B->row_off ? 0
+        : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;
     float *abuf = NULL, *bbuf = NULL;
     if (a_need + b_need) {
         abuf = cy_thread_scratch(CY_SCRATCH_GEMM, a_need + b_need);
@@ -162,7 +163,10 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
             const int kc = min_i(KC, K - pc);
             const float *bp;
             ptrdiff_t b_stride;
-            if (B->packed) {
+            if (B->row_off) {
+                bp = B->data + jc;          /* panel jr: bp + jr, row k: + row_off[pc + k] */
+                b_stride = 0;
+            } else if (B->packed) {
                 bp = B->data + (size_t)(jc / NR) * K * NR + (size_t)pc * NR;
                 b_stride = (ptrdiff_t)K * NR;
             } else if (B->pack_b) {
@@ -223,9 +227,14 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                         t.bias_col = bias_col ? bias_col + jc + jr : NULL;
                         t.residual = residual ? residual + (ptrdiff_t)(ic + ir) * t.ldr + jc + jr
                                               : NULL;
-                        isa->kernel(kc, a_panel, bp + (jr / NR) * b_stride,
-                                    C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
-                                    min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
+                        if (B->row_off)
+                            isa->kernel_offsets(kc, a_panel, bp + jr, B->row_off + pc,
+                                                C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
+                                                min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
+                        else
+                            isa->kernel(kc, a_panel, bp + (jr / NR) * b_stride,
+                                        C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
+                                        min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
                     }
                 }
             }
@@ -306,10 +315,13 @@ static void gemm_piece(void *ctx, long w, int tid)
     if (e) g->err = e;          /* any failing piece's code; all failures are the same kind */
 }
 
+int cy_gemm_has_row_offsets(void) { return cy_gemm_isa_get()->kernel_offsets != NULL; }
+
 int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, int accumulate,
                 float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads)
 {
     if (M < 0 || N < 0 || K < 0) return CY_EINVAL;
+    if (B.row_off && (!cy_gemm_has_row_offsets() || K == 0)) return CY_EINVAL;
     if (M == 0 || N == 0) return CY_OK;
     const cy_gemm_isa *isa = cy_gemm_isa_get();
     /* Columns are dealt in half panels where B is packed per piece: the 16-column tile runs

@@ -67,10 +67,19 @@ typedef struct cy_operand {
     int packed;
     cy_pack_b_fn pack_b;
     const void *pack_ctx;
+    /* B only, when cy_gemm_has_row_offsets(): element (k, j) at data[row_off[k] + j], read
+     * in place by the micro-kernel (no packing). A stride-1 conv over a zero-padded image
+     * is such a matrix: row (c, kh, kw) starts at c*Hp*Wp + kh*dh*Wp + kw*dw and column j is
+     * output position j of the padded-width grid (conv.pyx). data must be readable NR
+     * floats past the last column any row reaches. */
+    const ptrdiff_t *row_off;
 } cy_operand;
 
 /* Error codes */
 enum { CY_OK = 0, CY_ENOMEM = -1, CY_EINVAL = -2 };
+
+/* Whether the micro-kernel in use reads B given by row offsets (cy_operand.row_off). */
+int cy_gemm_has_row_offsets(void);
 
 /* Name of the micro-kernel in use ("avx512f", "avx2", "generic") and its register tile. */
 const char *cy_gemm_isa_name(void);

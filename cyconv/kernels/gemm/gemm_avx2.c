@@ -98,5 +98,6 @@ TARGET static void epilogue_avx2(int M, int N, float *c, ptrdiff_t ldc, const cy
 }
 
 /* MC x KC = 144 x 256 floats = 144 KiB of A in L2; KC x NC = 256 x 4080 = 4 MiB of B. */
-const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_avx2, epilogue_avx2, NULL};
+const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_avx2, epilogue_avx2, NULL,
+                                   NULL};
 #endif

@@ -24,8 +24,9 @@ TARGET INLINE __mmask16 lane_mask(int n)
 /* One step of k: acc[i][v] += a[k*MR + i] * b[k*NR + 16v] for the tile's rows/columns. */
 #define STEP(acc, k)                                                          \
     do {                                                                      \
-        const float *ak_ = a + (k) * MR, *bk_ = b + (k) * NR;                 \
-        _mm_prefetch((const char *)(bk_ + 16 * NR), _MM_HINT_T0);             \
+        const float *ak_ = a + (k) * MR;                                      \
+        const float *bk_ = boff ? b + boff[k] : b + (k) * NR;                 \
+        if (!boff) _mm_prefetch((const char *)(bk_ + 16 * NR), _MM_HINT_T0);  \
         __m512 b0_ = _mm512_loadu_ps(bk_);                                    \
         __m512 b1_ = COLS > 1 ? _mm512_loadu_ps(bk_ + 16) : b0_;              \
         _Pragma("GCC unroll 12")                                              \
@@ -42,7 +43,8 @@ TARGET INLINE __mmask16 lane_mask(int n)
  * sets (even and odd k) added at the end; the order of the sum depends only on the tile
  * shape, never on the thread count. */
 TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, const float *b,
-                        float *c, ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+                        const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr, int nr,
+                        const cy_tile *t)
 {
     __m512 acc[MR][2], acc2[MR][2];
 #pragma GCC unroll 12
@@ -117,20 +119,36 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
     }
 }
 
+/* boff: NULL (b is a packed panel, row k at b + k*NR) or the offsets of B's rows (row k at
+ * b + boff[k], columns contiguous: a conv read straight from its padded input, see
+ * gemm.h's cy_operand.row_off). Both compile from one template, the test hoisted out. */
+TARGET INLINE void kernel_body(int kc, const float *a, const float *b, const ptrdiff_t *boff,
+                               float *c, ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+{
+    if (nr > 16) {
+        if (mr > 8) tile(12, 2, kc, a, b, boff, c, ldc, mr, nr, t);
+        else if (mr > 4) tile(8, 2, kc, a, b, boff, c, ldc, mr, nr, t);
+        else if (mr > 1) tile(4, 2, kc, a, b, boff, c, ldc, mr, nr, t);
+        else tile(1, 2, kc, a, b, boff, c, ldc, mr, nr, t);
+    } else {
+        if (mr > 8) tile(12, 1, kc, a, b, boff, c, ldc, mr, nr, t);
+        else if (mr > 4) tile(8, 1, kc, a, b, boff, c, ldc, mr, nr, t);
+        else if (mr > 1) tile(4, 1, kc, a, b, boff, c, ldc, mr, nr, t);
+        else tile(1, 1, kc, a, b, boff, c, ldc, mr, nr, t);
+    }
+}
+
 TARGET static void kernel_avx512(int kc, const float *a, const float *b, float *c,
                                  ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
 {
-    if (nr > 16) {
-        if (mr > 8) tile(12, 2, kc, a, b, c, ldc, mr, nr, t);
-        else if (mr > 4) tile(8, 2, kc, a, b, c, ldc, mr, nr, t);
-        else if (mr > 1) tile(4, 2, kc, a, b, c, ldc, mr, nr, t);
-        else tile(1, 2, kc, a, b, c, ldc, mr, nr, t);
-    } else {
-        if (mr > 8) tile(12, 1, kc, a, b, c, ldc, mr, nr, t);
-        else if (mr > 4) tile(8, 1, kc, a, b, c, ldc, mr, nr, t);
-        else if (mr > 1) tile(4, 1, kc, a, b, c, ldc, mr, nr, t);
-        else tile(1, 1, kc, a, b, c, ldc, mr, nr, t);
-    }
+    kernel_body(kc, a, b, NULL, c, ldc, mr, nr, t);
+}
+
+TARGET static void kernel_offsets_avx512(int kc, const float *a, const float *b,
+                                         const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr,
+                                         int nr, const cy_tile *t)
+{
+    kernel_body(kc, a, b, boff, c, ldc, mr, nr, t);
 }
 
 /* M == 1: one row of A against NR-column panels of B. The MR x NR kernel would broadcast A
@@ -202,5 +220,5 @@ TARGET static void epilogue_avx512(int M, int N, float *c, ptrdiff_t ldc, const 
 
 /* MC x KC = 240 x 384 floats = 360 KiB of A in L2; KC x NC = 384 x 3072 = 4.5 MiB of B in L3. */
 const cy_gemm_isa cy_gemm_avx512 = {"avx512f", MR, NR, 240, 384, 3072, kernel_avx512,
-                                     epilogue_avx512, gemv_avx512};
+                                     epilogue_avx512, gemv_avx512, kernel_offsets_avx512};
 #endif

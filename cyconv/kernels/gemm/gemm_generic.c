@@ -40,4 +40,4 @@ static void epilogue_generic(int M, int N, float *c, ptrdiff_t ldc, const cy_epi
 }
 
 const cy_gemm_isa cy_gemm_generic = {"generic", MR, NR, 128, 256, 2048, kernel_generic,
-                                     epilogue_generic, NULL};
+                                     epilogue_generic, NULL, NULL};

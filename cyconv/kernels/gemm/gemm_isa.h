@@ -32,6 +32,12 @@ typedef struct cy_tile {
 typedef void (*cy_ukernel)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
                            int mr, int nr, const cy_tile *t);
 
+/* The micro-kernel with B's row k at b + boff[k] (columns contiguous) instead of a packed
+ * panel: a stride-1 conv read straight from its zero-padded input (cy_operand.row_off). */
+typedef void (*cy_ukernel_offsets)(int kc, const float *a, const float *b,
+                                   const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr,
+                                   int nr, const cy_tile *t);
+
 /* The epilogue on its own, over an M x N block of C already computed (kernels that are not
  * GEMMs, e.g. depthwise conv, reuse it): C = act(C + bias_row + bias_col + residual). */
 typedef void (*cy_epilogue_fn)(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep);
@@ -49,6 +55,7 @@ typedef struct cy_gemm_isa {
     cy_ukernel kernel;
     cy_epilogue_fn epilogue;
     cy_gemv_kernel gemv;     /* or NULL: M == 1 runs the MR x NR kernel */
+    cy_ukernel_offsets kernel_offsets;   /* or NULL: no B operand given by row offsets */
 } cy_gemm_isa;
 
 /* Defined in gemm_<isa>.c; the x86 ones exist only when the compiler targets x86. */

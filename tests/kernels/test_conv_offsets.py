@@ -1,0 +1,106 @@
+"""The row-offset conv path (ConvPlan._run_offsets): a kxk stride-1 conv on a small plane, read
+in place from its zero-padded input by the micro-kernel (gemm.h's cy_operand.row_off), no
+im2col packing. Against the float64 reference over kernel sizes, dilations, pad patterns,
+widths whose padded-width grid rows straddle the 32-column panels, channel counts around the
+12-row tiles, batches, epilogues (bias, residual, activations); bitwise equal for 1, 2 and 3
+threads; and the AVX2 / generic kernels, which have no such path, in a subprocess."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cyconv.kernels import conv as kc
+from cyconv.kernels.gemm import _gemm
+from cyconv.ops.conv import conv_reference
+
+pytestmark = pytest.mark.skipif(_gemm.isa() != "avx512f" or not kc.OFFSETS_ENABLED,
+                                reason="the row-offset kernel is AVX-512 only")
+
+
+def check(rng, N, C, H, W, M, k, d, pads, act=None, residual=False, kw=None):
+    kw = k if kw is None else kw
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((M, C, k, kw)).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32)
+    kwargs = {"activation": act, "act_alpha": 0.1, "act_beta": 0.0} if act == "LeakyRelu" \
+        else {"activation": act, "act_alpha": -1.0, "act_beta": 2.0} if act == "Clip" \
+        else {"activation": act}
+    plan = kc.ConvPlan(w, b, (1, 1), (d, d), 1, **kwargs)
+    assert plan.uses_row_offsets(H, W, pads)
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          strides=[1, 1], dilations=[d, d], pads=list(pads))
+    z = rng.standard_normal(want.shape).astype(np.float32) if residual else None
+    if z is not None:
+        want = want + z
+    if act == "Relu":
+        want = np.maximum(want, 0)
+    elif act == "LeakyRelu":
+        want = np.where(want < 0, 0.1 * want, want)
+    elif act == "Clip":
+        want = np.clip(want, -1.0, 2.0)
+    outs = [plan.run(x, pads, t, z=z) for t in (1, 2, 3)]
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("W", [3, 7, 14, 15, 16, 17, 30, 31])
+def test_widths(rng, W):
+    check(rng, 1, 8, 9, W, 13, 3, 1, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (2, 0, 1, 3), (0, 3, 3, 0), (4, 4, 4, 4)])
+def test_pads(rng, pads):
+    check(rng, 2, 9, 11, 10, 20, 3, 1, pads)
+
+
+@pytest.mark.parametrize("k,kw,d", [(2, 2, 1), (5, 5, 1), (3, 3, 2), (3, 1, 1), (1, 3, 1),
+                                    (7, 7, 1)])
+def test_kernel_shapes(rng, k, kw, d):
+    check(rng, 1, 8, 16, 16, 24, k, d, (2, 2, 2, 2) if kw > 1 else (2, 0, 2, 0), kw=kw)
+
+
+@pytest.mark.parametrize("M", [1, 5, 12, 13, 32, 100])
+def test_output_channels(rng, M):
+    check(rng, 2, 16, 13, 13, M, 3, 1, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("act", [None, "Relu", "LeakyRelu", "Clip"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_epilogues(rng, act, residual):
+    check(rng, 3, 12, 8, 9, 17, 3, 1, (1, 1, 1, 1), act=act, residual=residual)
+
+
+def test_in_place_grid(rng):
+    # no horizontal padding and a 1-wide kernel: the grid is y itself (epilogue in the GEMM)
+    check(rng, 2, 8, 12, 12, 16, 3, 1, (1, 0, 1, 0), act="Relu", residual=True, kw=1)
+
+
+def test_choice():
+    w = np.zeros((32, 32, 3, 3), np.float32)
+    plan = kc.ConvPlan(w, None, (1, 1), (1, 1), 1)
+    assert plan.uses_row_offsets(30, 30, (1, 1, 1, 1)) is True     # padded 32x32 = 1024
+    assert plan.uses_row_offsets(31, 31, (1, 1, 1, 1)) is False    # padded 33x33
+    assert plan.uses_row_offsets(56, 56, (1, 1, 1, 1)) is False    # large plane: im2col
+    assert not kc.ConvPlan(np.zeros((8, 8, 1, 1), np.float32), None, (1, 1), (1, 1),
+                           1).uses_row_offsets(7, 7, (0, 0, 0, 0))  # 1x1: packed copy pays
+    assert not kc.ConvPlan(np.zeros((8, 4, 3, 3), np.float32), None, (1, 1), (1, 1),
+                           1).uses_row_offsets(7, 7, (1, 1, 1, 1))  # few input channels
+    assert not kc.ConvPlan(w, None, (2, 2), (1, 1), 1).uses_row_offsets(16, 16, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("cap", ["avx2", "generic"])
+def test_other_isas_use_im2col(cap):
+    code = ("import numpy as np, sys; sys.path.insert(0, %r); "
+            "from cyconv.kernels import conv as kc; "
+            "p = kc.ConvPlan(np.ones((16, 8, 3, 3), np.float32), None, (1, 1), (1, 1), 1); "
+            "assert not p.uses_row_offsets(14, 14, (1, 1, 1, 1)); "
+            "x = np.ones((1, 8, 14, 14), np.float32); y = p.run(x, (1, 1, 1, 1), 2); "
+            "assert y[0, 0, 5, 5] == 72 and y[0, 0, 0, 0] == 32" % os.path.dirname(__file__))
+    import cyconv
+    env = dict(os.environ, CYCONV_GEMM_ISA=cap,
+               PYTHONPATH=os.path.dirname(os.path.dirname(cyconv.__file__)))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]

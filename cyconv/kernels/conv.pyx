@@ -96,9 +96,10 @@ cdef extern from *:
                   const float* w, float b, Py_ssize_t L, Py_ssize_t R, int sw, int d) nogil
 
 cdef extern from "conv_dw.h" nogil:
-    int cy_dw3x3_isa()
-    int cy_dw3x3_plane(const float* x, int H, int W, const float* w, float bias, float* y,
-                       int OH, int OW, int s, int pt, int pl, int clamp, float lo, float hi)
+    int cy_dw_supported(int K, int s)
+    int cy_dw_plane(const float* x, int H, int W, const float* w, float bias, float* y,
+                    int OH, int OW, int K, int s, int pt, int pl, int clamp, float lo,
+                    float hi)
 
 cdef enum:
     # Floats of col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
@@ -235,8 +236,8 @@ cdef struct DwJob:
     const float* bp
     Py_ssize_t H, W, OH, OW, M, C, mult, KK
     Geometry geo
-    bint relu, extra, vec3
-    bint clamp              # vec3 only: clamp(y, lo, hi) in the kernel (ReLU, Clip)
+    bint relu, extra, vec
+    bint clamp              # vec only: clamp(y, lo, hi) in the kernel (ReLU, Clip)
     float lo, hi
     Py_ssize_t per_piece    # planes per piece (small planes are grouped)
     Py_ssize_t planes
@@ -259,8 +260,9 @@ cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
     cdef float b = j.bp[m] if j.bp != NULL else 0.0
     cdef float* y = j.yp + q * plane
     cdef cy_epilogue ep
-    if j.vec3 and cy_dw3x3_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y, <int>j.OH,
-                                 <int>j.OW, j.geo.sh, j.geo.pt, j.geo.pl, j.clamp, j.lo, j.hi):
+    if j.vec and cy_dw_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y, <int>j.OH,
+                             <int>j.OW, j.geo.KH, j.geo.sh, j.geo.pt, j.geo.pl, j.clamp, j.lo,
+                             j.hi):
         pass
     else:
         _depthwise_plane(x, j.wp + m * j.KK, b, y, j.H, j.W, j.OH, j.OW, j.geo, j.relu)
@@ -518,24 +520,23 @@ cdef class ConvPlan:
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
         cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, C = self.C
         cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW
-        # 3x3, stride 1 or 2 (MobileNet's): the vector kernel of conv_dw.h
-        cdef bint vec3 = (geo.KH == 3 and geo.KW == 3 and geo.dh == 1 and geo.dw == 1
-                          and geo.sh == geo.sw and (geo.sh == 1 or geo.sh == 2)
-                          and cy_dw3x3_isa() > 0)
+        # 3x3 / 5x5, stride 1 or 2 (MobileNet's, PaddleOCR's): the vector kernel of conv_dw.h
+        cdef bint vec = (geo.KH == geo.KW and geo.dh == 1 and geo.dw == 1
+                         and geo.sh == geo.sw and cy_dw_supported(geo.KH, geo.sh) != 0)
         # ReLU and Clip (ReLU6) are applied in the kernel's registers (the vector kernel) or
         # its rows (ReLU, scalar kernel); anything else (residual, other activations) runs
         # as an epilogue pass over the plane while it is in L1.
         cdef bint plain = ep0.residual == NULL
         cdef DwJob job
-        job.clamp = vec3 and plain and (ep0.act == CY_ACT_RELU or ep0.act == CY_ACT_CLIP)
+        job.clamp = vec and plain and (ep0.act == CY_ACT_RELU or ep0.act == CY_ACT_CLIP)
         job.lo = ep0.act_alpha if ep0.act == CY_ACT_CLIP else 0.0
         job.hi = ep0.act_beta if ep0.act == CY_ACT_CLIP else INFINITY
-        job.relu = not vec3 and plain and ep0.act == CY_ACT_RELU
+        job.relu = not vec and plain and ep0.act == CY_ACT_RELU
         job.extra = not job.clamp and not job.relu and (not plain or ep0.act != CY_ACT_NONE)
         job.xp, job.yp, job.wp, job.bp = xp, yp, wp, bp
         job.H, job.W, job.OH, job.OW, job.M, job.C = H, W, OH, OW, M, C
         job.mult, job.KK, job.geo = mult, KK, geo
-        job.vec3, job.ep0 = vec3, ep0
+        job.vec, job.ep0 = vec, ep0
         cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
         # pieces of >= ~16k multiply-adds: a 7x7 plane alone is too little to claim
         job.planes = N * M

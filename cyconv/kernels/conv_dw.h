@@ -1,8 +1,9 @@
-/* Depthwise 3x3 (stride 1 or 2, dilation 1) on one plane, with the vector kernel of the
- * widest ISA the CPU has (conv_dw_avx512.h, conv_dw_avx2.h), chosen at run time; never
+/* Depthwise 3x3 and 5x5 (stride 1 or 2, dilation 1) on one plane, with the vector kernel of
+ * the widest ISA the CPU has (conv_dw_avx512.h, conv_dw_avx2.h), chosen at run time; never
  * compiled for the host with -march=native.
  *
- *   cy_dw3x3_plane(...)   returns 0 when no vector kernel applies (the caller falls back)
+ *   cy_dw_supported(K, s)   whether a vector kernel applies (the caller falls back if not)
+ *   cy_dw_plane(...)        the plane through it
  *
  * The kernels read the plane in place (padding by load masks) and apply
  * clamp(v, lo, hi) when clamp is set: ReLU is (0, +inf), Clip (min, max).
@@ -23,7 +24,7 @@
 
 /* Output rows per register tile: all of a plane of <= 8 rows, else the largest of 8..5
  * that divides OH (no row computed twice), else 8 (the last tile overlaps the one before). */
-static inline int cy_dw3x3_rows_per_tile(int OH)
+static inline int cy_dw_rows_per_tile(int OH)
 {
     if (OH <= 8) return OH;
     for (int r = 8; r >= 5; r--)
@@ -33,7 +34,7 @@ static inline int cy_dw3x3_rows_per_tile(int OH)
 
 /* 2: AVX-512, 1: AVX2+FMA, 0: none. CYCONV_GEMM_ISA=avx2|generic caps it as it caps the
  * GEMM (tests run every variant that way). */
-static inline int cy_dw3x3_isa(void)
+static inline int cy_dw_isa(void)
 {
 #if CY_DW_X86
     static int isa = -1;
@@ -52,16 +53,26 @@ static inline int cy_dw3x3_isa(void)
 #endif
 }
 
-static inline int cy_dw3x3_plane(const float *x, int H, int W, const float *w, float bias,
-                                 float *y, int OH, int OW, int s, int pt, int pl, int clamp,
-                                 float lo, float hi)
+/* Whether a vector kernel computes a KxK stride-s depthwise conv (dilation 1) on this CPU:
+ * 3x3 on AVX2 and AVX-512, 5x5 on AVX-512 (MobileNetV3 / PaddleOCR), stride 1 or 2. */
+static inline int cy_dw_supported(int K, int s)
 {
-    const int isa = cy_dw3x3_isa();
-    if (!isa || (s != 1 && s != 2) || OH < 1 || OW < 1) return 0;
+    const int isa = cy_dw_isa();
+    return (s == 1 || s == 2) && (K == 3 ? isa >= 1 : K == 5 ? isa == 2 : 0);
+}
+
+/* y = the plane's conv when cy_dw_supported(K, s) (returns 1), else untouched (returns 0) */
+static inline int cy_dw_plane(const float *x, int H, int W, const float *w, float bias,
+                              float *y, int OH, int OW, int K, int s, int pt, int pl,
+                              int clamp, float lo, float hi)
+{
+    if (!cy_dw_supported(K, s) || OH < 1 || OW < 1) return 0;
 #if CY_DW_X86
-    const int R = cy_dw3x3_rows_per_tile(OH);
-    if (isa == 2) cy_dw3x3_plane_avx512(x, H, W, w, bias, y, OH, OW, s, pt, pl, R, clamp, lo, hi);
-    else cy_dw3x3_plane_avx2(x, H, W, w, bias, y, OH, OW, s, pt, pl, R, clamp, lo, hi);
+    const int R = cy_dw_rows_per_tile(OH);
+    if (cy_dw_isa() == 2)
+        cy_dw_plane_avx512(x, H, W, w, bias, y, OH, OW, s, K, pt, pl, R, clamp, lo, hi);
+    else
+        cy_dw3x3_plane_avx2(x, H, W, w, bias, y, OH, OW, s, pt, pl, R, clamp, lo, hi);
     return 1;
 #else
     (void)x; (void)H; (void)W; (void)w; (void)bias; (void)y; (void)pt; (void)pl;

@@ -71,6 +71,22 @@ def test_dw3x3_epilogues(rng, act, params, residual):
                  residual=residual)
 
 
+@pytest.mark.parametrize("W", [1, 4, 7, 12, 16, 17, 30, 33])
+@pytest.mark.parametrize("H", [2, 5, 9, 13])
+@pytest.mark.parametrize("s", [1, 2])
+def test_dw5x5(rng, W, H, s):
+    # 5x5 (PaddleOCR, MobileNetV3): the AVX-512 kernel's K = 5 tiles, scalar elsewhere
+    check_dw(rng, 1, 4, H, W, 1, 5, s, (2, 2, 2, 2))
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 3, 2, 0), (4, 4, 4, 4)])
+@pytest.mark.parametrize("act,params", [("Relu", None), ("Clip", (0.0, 6.0)),
+                                        ("HardSigmoid", (0.2, 0.5))])
+def test_dw5x5_pads_and_epilogues(rng, pads, act, params):
+    for s in (1, 2):
+        check_dw(rng, 2, 5, 11, 19, 1, 5, s, pads, act=act, params=params)
+
+
 @pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2), (0, 2, 2, 0),
                                   (3, 3, 3, 3)])
 @pytest.mark.parametrize("s", [1, 2])
@@ -102,7 +118,9 @@ def test_capped_isa_variants(cap):
             "import test_conv_depthwise as t; rng = np.random.default_rng(1); "
             "[t.check_dw(rng, 1, 3, H, W, 1, 3, s, (1, 0, 1, 2), act=a, params=p) "
             "for W in (5, 8, 9, 16, 17, 40) for H in (6, 13) for s in (1, 2) "
-            "for a, p in (('Relu', None), ('Clip', (0.0, 6.0)), (None, None))]"
+            "for a, p in (('Relu', None), ('Clip', (0.0, 6.0)), (None, None))]; "
+            "[t.check_dw(rng, 1, 3, 7, W, 1, 5, s, (2, 2, 2, 2), act=a) "
+            "for W in (5, 17) for s in (1, 2) for a in ('Relu', None)]"
             % os.path.dirname(__file__))
     # The cyconv this test imported (installed or built in place), not whatever the cwd holds.
     import cyconv

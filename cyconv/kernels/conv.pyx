@@ -96,10 +96,10 @@ cdef extern from *:
                   const float* w, float b, Py_ssize_t L, Py_ssize_t R, int sw, int d) nogil
 
 cdef extern from "conv_dw.h" nogil:
-    int cy_dw_supported(int K, int s)
+    int cy_dw_supported(int K, int sh, int sw)
     int cy_dw_plane(const float* x, int H, int W, const float* w, float bias, float* y,
-                    int OH, int OW, int K, int s, int pt, int pl, int clamp, float lo,
-                    float hi)
+                    int OH, int OW, int K, int sh, int sw, int pt, int pl, int clamp,
+                    float lo, float hi)
 
 cdef enum:
     # Floats of col2im scratch per chunk (1 MiB): fits L2 beside the packed weights.
@@ -261,8 +261,8 @@ cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
     cdef float* y = j.yp + q * plane
     cdef cy_epilogue ep
     if j.vec and cy_dw_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y, <int>j.OH,
-                             <int>j.OW, j.geo.KH, j.geo.sh, j.geo.pt, j.geo.pl, j.clamp, j.lo,
-                             j.hi):
+                             <int>j.OW, j.geo.KH, j.geo.sh, j.geo.sw, j.geo.pt, j.geo.pl,
+                             j.clamp, j.lo, j.hi):
         pass
     else:
         _depthwise_plane(x, j.wp + m * j.KK, b, y, j.H, j.W, j.OH, j.OW, j.geo, j.relu)
@@ -520,9 +520,9 @@ cdef class ConvPlan:
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
         cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, C = self.C
         cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW
-        # 3x3 / 5x5, stride 1 or 2 (MobileNet's, PaddleOCR's): the vector kernel of conv_dw.h
+        # 3x3 / 5x5, strides 1 and 2 (MobileNet's, PaddleOCR's): the vector kernel of conv_dw.h
         cdef bint vec = (geo.KH == geo.KW and geo.dh == 1 and geo.dw == 1
-                         and geo.sh == geo.sw and cy_dw_supported(geo.KH, geo.sh) != 0)
+                         and cy_dw_supported(geo.KH, geo.sh, geo.sw) != 0)
         # ReLU and Clip (ReLU6) are applied in the kernel's registers (the vector kernel) or
         # its rows (ReLU, scalar kernel); anything else (residual, other activations) runs
         # as an epilogue pass over the plane while it is in L1.

@@ -1,8 +1,8 @@
-/* Depthwise 3x3 and 5x5 (stride 1 or 2, dilation 1) on one plane, with the vector kernel of
+/* Depthwise 3x3 and 5x5 (strides 1 and 2, dilation 1) on one plane, with the vector kernel of
  * the widest ISA the CPU has (conv_dw_avx512.h, conv_dw_avx2.h), chosen at run time; never
  * compiled for the host with -march=native.
  *
- *   cy_dw_supported(K, s)   whether a vector kernel applies (the caller falls back if not)
+ *   cy_dw_supported(K, sh, sw)   whether a vector kernel applies (else the caller falls back)
  *   cy_dw_plane(...)        the plane through it
  *
  * The kernels read the plane in place (padding by load masks) and apply
@@ -53,26 +53,29 @@ static inline int cy_dw_isa(void)
 #endif
 }
 
-/* Whether a vector kernel computes a KxK stride-s depthwise conv (dilation 1) on this CPU:
- * 3x3 on AVX2 and AVX-512, 5x5 on AVX-512 (MobileNetV3 / PaddleOCR), stride 1 or 2. */
-static inline int cy_dw_supported(int K, int s)
+/* Whether a vector kernel computes a KxK depthwise conv of strides (sh, sw), dilation 1, on
+ * this CPU: 3x3 on AVX2 and AVX-512, 5x5 on AVX-512 (MobileNetV3, PaddleOCR); strides
+ * (1, 1) and (2, 2), and on AVX-512 also (2, 1) (PaddleOCR halves only the height). */
+static inline int cy_dw_supported(int K, int sh, int sw)
 {
     const int isa = cy_dw_isa();
-    return (s == 1 || s == 2) && (K == 3 ? isa >= 1 : K == 5 ? isa == 2 : 0);
+    if (!((sh == 1 && sw == 1) || (sh == 2 && sw == 2) || (isa == 2 && sh == 2 && sw == 1)))
+        return 0;
+    return K == 3 ? isa >= 1 : K == 5 ? isa == 2 : 0;
 }
 
-/* y = the plane's conv when cy_dw_supported(K, s) (returns 1), else untouched (returns 0) */
+/* y = the plane's conv when cy_dw_supported(K, sh, sw) (returns 1), else untouched (0) */
 static inline int cy_dw_plane(const float *x, int H, int W, const float *w, float bias,
-                              float *y, int OH, int OW, int K, int s, int pt, int pl,
+                              float *y, int OH, int OW, int K, int sh, int sw, int pt, int pl,
                               int clamp, float lo, float hi)
 {
-    if (!cy_dw_supported(K, s) || OH < 1 || OW < 1) return 0;
+    if (!cy_dw_supported(K, sh, sw) || OH < 1 || OW < 1) return 0;
 #if CY_DW_X86
     const int R = cy_dw_rows_per_tile(OH);
     if (cy_dw_isa() == 2)
-        cy_dw_plane_avx512(x, H, W, w, bias, y, OH, OW, s, K, pt, pl, R, clamp, lo, hi);
+        cy_dw_plane_avx512(x, H, W, w, bias, y, OH, OW, sh, sw, K, pt, pl, R, clamp, lo, hi);
     else
-        cy_dw3x3_plane_avx2(x, H, W, w, bias, y, OH, OW, s, pt, pl, R, clamp, lo, hi);
+        cy_dw3x3_plane_avx2(x, H, W, w, bias, y, OH, OW, sh, pt, pl, R, clamp, lo, hi);
     return 1;
 #else
     (void)x; (void)H; (void)W; (void)w; (void)bias; (void)y; (void)pt; (void)pl;

@@ -46,8 +46,8 @@ DW5_TARGET DW5_INLINE __m512 dw5_shift(__m512 hi, __m512 lo, const int n)
  * acc[] stays in registers; the K*K weights are broadcast from memory by the FMAs. */
 DW5_TARGET DW5_INLINE void dw5_tile(const float *x, int H, int W, const float *wk, __m512 b,
                                     float *y, int OW, int oh0, int ow0, int pt, int pl,
-                                    int clamp, __m512 lo, __m512 hi, const int R, const int S,
-                                    const int K)
+                                    int clamp, __m512 lo, __m512 hi, const int R, const int SH,
+                                    const int S, const int K)
 {
     __m512 acc[8];
 #pragma GCC unroll 8
@@ -57,9 +57,9 @@ DW5_TARGET DW5_INLINE void dw5_tile(const float *x, int H, int W, const float *w
     const __mmask16 m0 = dw5_cols(c, W);
     const __mmask16 m1 = dw5_cols(c + 16, W) & (S == 1 ? (1u << (K - 1)) - 1u : 0xffff);
     const __mmask16 m2 = dw5_cols(c + 32, W) & ((1u << (K - 2)) - 1u);
-    const int ih0 = oh0 * S - pt;
+    const int ih0 = oh0 * SH - pt;
 #pragma GCC unroll 20
-    for (int k = 0; k < (R - 1) * S + K; k++) {
+    for (int k = 0; k < (R - 1) * SH + K; k++) {
         const int ih = ih0 + k;
         if ((unsigned)ih >= (unsigned)H) continue;     /* a zero row: adds nothing */
         const float *p = x + (ptrdiff_t)ih * W + c;
@@ -98,7 +98,7 @@ DW5_TARGET DW5_INLINE void dw5_tile(const float *x, int H, int W, const float *w
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const int i = k - r * S;                   /* kernel row of input row k for r */
+            const int i = k - r * SH;                  /* kernel row of input row k for r */
             if (i < 0 || i >= K) continue;
 #pragma GCC unroll 5
             for (int j = 0; j < K; j++)
@@ -117,26 +117,29 @@ DW5_TARGET DW5_INLINE void dw5_tile(const float *x, int H, int W, const float *w
 /* All column blocks of output rows oh0 .. oh0+R-1, R, S and K constants */
 DW5_TARGET DW5_INLINE void dw5_rows(const float *x, int H, int W, const float *wk, __m512 b,
                                     float *y, int OW, int oh0, int pt, int pl, int clamp,
-                                    __m512 lo, __m512 hi, const int R, const int S,
-                                    const int K)
+                                    __m512 lo, __m512 hi, const int R, const int SH,
+                                    const int S, const int K)
 {
     for (int ow0 = 0; ow0 < OW; ow0 += 16)
-        dw5_tile(x, H, W, wk, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, S, K);
+        dw5_tile(x, H, W, wk, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K);
 }
 
+#define DW5_ROWS(R_, SH_, SW_, K_) \
+    dw5_rows(x, H, W, wk, b, y, OW, oh0, pt, pl, clamp, l, h, R_, SH_, SW_, K_)
 #define DW5_ROWS_CASE(R_)                                                              \
     case R_:                                                                           \
-        if (S == 1 && K == 3) dw5_rows(x, H, W, wk, b, y, OW, oh0, pt, pl, clamp, l, h, R_, 1, 3); \
-        else if (S == 1) dw5_rows(x, H, W, wk, b, y, OW, oh0, pt, pl, clamp, l, h, R_, 1, 5);      \
-        else if (K == 3) dw5_rows(x, H, W, wk, b, y, OW, oh0, pt, pl, clamp, l, h, R_, 2, 3);      \
-        else dw5_rows(x, H, W, wk, b, y, OW, oh0, pt, pl, clamp, l, h, R_, 2, 5);                  \
+        if (SH == 1) { if (K == 3) DW5_ROWS(R_, 1, 1, 3); else DW5_ROWS(R_, 1, 1, 5); } \
+        else if (SW == 2) { if (K == 3) DW5_ROWS(R_, 2, 2, 3); else DW5_ROWS(R_, 2, 2, 5); } \
+        else { if (K == 3) DW5_ROWS(R_, 2, 1, 3); else DW5_ROWS(R_, 2, 1, 5); }        \
         break;
 
-/* K = 3 or 5, S = 1 or 2. R: rows per tile, from cy_dw_rows_per_tile; the last tile starts
- * at OH - R (rows computed twice are computed identically). */
+/* K = 3 or 5; strides (SH, SW) = (1, 1), (2, 2) or (2, 1) (PaddleOCR halves only the
+ * height). R: rows per tile, from cy_dw_rows_per_tile; the last tile starts at OH - R
+ * (rows computed twice are computed identically). */
 DW5_TARGET static void cy_dw_plane_avx512(const float *x, int H, int W, const float *wk,
-                                         float bias, float *y, int OH, int OW, int S, int K,
-                                         int pt, int pl, int R, int clamp, float lo, float hi)
+                                         float bias, float *y, int OH, int OW, int SH, int SW,
+                                         int K, int pt, int pl, int R, int clamp, float lo,
+                                         float hi)
 {
     const __m512 b = _mm512_set1_ps(bias), l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
     for (int t = 0; t < OH; t += R) {
@@ -147,5 +150,6 @@ DW5_TARGET static void cy_dw_plane_avx512(const float *x, int H, int W, const fl
         }
     }
 }
+#undef DW5_ROWS
 #undef DW5_ROWS_CASE
 #endif

@@ -19,11 +19,12 @@ def rand(rng, *shape):
 
 
 def check_dw(rng, N, C, H, W, mult, k, s, pads, dil=1, relu=False, act=None, params=None,
-             residual=False):
+             residual=False, sw=None):
     """One depthwise conv through the registry vs the float64 reference; relu=True is
     act="Relu". FusedConv (act or residual) applies act(conv + b + z)."""
     x, w, b = rand(rng, N, C, H, W), rand(rng, C * mult, 1, k, k), rand(rng, C * mult)
-    attrs = {"group": C, "strides": [s, s], "pads": list(pads), "dilations": [dil, dil]}
+    sw = s if sw is None else sw
+    attrs = {"group": C, "strides": [s, sw], "pads": list(pads), "dilations": [dil, dil]}
     act = "Relu" if relu else act
     inputs = [x, w, b]
     if act is None and not residual:
@@ -35,7 +36,7 @@ def check_dw(rng, N, C, H, W, mult, k, s, pads, dil=1, relu=False, act=None, par
         if params is not None:
             attrs["activation_params"] = list(params)
         if residual:
-            inputs.append(rand(rng, *conv_reference(x, w, b, group=C, strides=[s, s],
+            inputs.append(rand(rng, *conv_reference(x, w, b, group=C, strides=[s, sw],
                                                     pads=list(pads),
                                                     dilations=[dil, dil]).shape))
         want = fused_conv_reference(*(v.astype(np.float64) for v in inputs), **attrs)
@@ -77,6 +78,14 @@ def test_dw3x3_epilogues(rng, act, params, residual):
 def test_dw5x5(rng, W, H, s):
     # 5x5 (PaddleOCR, MobileNetV3): the AVX-512 kernel's K = 5 tiles, scalar elsewhere
     check_dw(rng, 1, 4, H, W, 1, 5, s, (2, 2, 2, 2))
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("W", [6, 17, 40])
+def test_dw_height_stride_only(rng, k, W):
+    # strides (2, 1): PaddleOCR halves the height of its text-line features only
+    check_dw(rng, 2, 6, 13, W, 1, k, 2, (k // 2,) * 4, sw=1, act="Relu")
+    check_dw(rng, 1, 6, 12, W, 1, k, 2, (1, 0, 2, 1), sw=1)
 
 
 @pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 3, 2, 0), (4, 4, 4, 4)])

@@ -39,6 +39,7 @@ from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_CLIP, CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
     cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand,
     offsets_operand, gemm_has_row_offsets, packer_operand, parallel_for, preact_packer,
+    units_per_task,
     sgemm_ex, sgemm_pack_a, strided_operand,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
@@ -538,9 +539,9 @@ cdef class ConvPlan:
         job.mult, job.KK, job.geo = mult, KK, geo
         job.vec, job.ep0 = vec, ep0
         cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
-        # pieces of >= ~16k multiply-adds: a 7x7 plane alone is too little to claim
+        # several planes per piece: a 7x7 plane alone is too little to claim
         job.planes = N * M
-        job.per_piece = 16384 // (OH * OW * KK) if OH * OW * KK < 16384 else 1
+        job.per_piece = units_per_task(N * M, OH * OW * KK, nt)
         cdef long pieces = (job.planes + job.per_piece - 1) // job.per_piece
         with nogil:
             parallel_for(pieces, nt, _dw_task, &job)
@@ -589,8 +590,8 @@ cdef class ConvPlan:
         cdef int err = CY_OK
         gj.M, gj.OH, gj.OW, gj.Wp, gj.grid = <int>M, <int>OH, <int>OW, <int>Wp, grid
         gj.apply = (ep0.bias_row != NULL or ep0.residual != NULL or ep0.act != CY_ACT_NONE)
-        gj.block = max(1, 16384 // max(1, P))
         cdef int nt = n_threads if M * P >= 65536 else 1
+        gj.block = <int>units_per_task(M, P, nt)
         with nogil:
             for n in range(N):
                 for c in range(C):

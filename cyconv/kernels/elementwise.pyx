@@ -18,7 +18,7 @@ separate :func:`binary_same`), scalar (``M = 1``), per-channel ``[1, C, 1, 1]`` 
 """
 from libc.math cimport expf, log1pf, sqrtf, powf, fabsf
 
-from cyconv.kernels.gemm._gemm cimport parallel_for
+from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
 
 cdef extern from "elementwise.h" nogil:
     # Vectorised exp-based loops (polynomial exp, per-ISA clones): see elementwise.h.
@@ -66,7 +66,6 @@ ADD, SUB, MUL, DIV, POW, PRELU = B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_PRELU
 # vector loop of the previous chunk; large enough that claiming a task is amortised.
 cdef enum:
     CHUNK = 16384
-    PIECE = 16384       # elements per task at least where whole rows are grouped
 # Below this many elements per thread a parallel region costs more than it saves
 # (a few us to fork the GEMM's thread pool vs ~0.3 ns per cheap element; transcendental ops
 # are ~10x dearer per element). The pool (gemm/pool.h), not OpenMP: the GEMM's workers spin
@@ -84,17 +83,6 @@ cdef inline int _threads_for(Py_ssize_t n, int n_threads, bint dear) noexcept no
     if useful < n_threads:
         return <int>useful
     return n_threads if n_threads > 0 else 1
-
-
-cdef inline Py_ssize_t _rows_per_task(Py_ssize_t rows, Py_ssize_t size, int nt) noexcept nogil:
-    """Rows of ``size`` elements per task: >= PIECE elements, so a task is claimed per few
-    microseconds rather than per (possibly tiny) row (the shared counter's cache line bounced
-    between the cores at every row), but no fewer tasks than threads."""
-    cdef Py_ssize_t per = (PIECE + size - 1) // size
-    cdef Py_ssize_t cap = (rows + nt - 1) // nt
-    if per > cap:
-        per = cap
-    return per if per > 1 else 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,7 +392,7 @@ def binary_bcast(const float[::1] big, const float[::1] small, float[::1] y, int
                 for r in range(P):
                     _vec_vec_ordered(op, pb + r * M, ps, py + r * M, M, small_first)
             else:
-                job.rows, job.chunks, job.per = P, 1, _rows_per_task(P, M, nt)
+                job.rows, job.chunks, job.per = P, 1, units_per_task(P, M, nt)
                 parallel_for((P + job.per - 1) // job.per, nt, _bcast_rows_task, &job)
         elif nt == 1:
             for r in range(P * M):
@@ -415,7 +403,7 @@ def binary_bcast(const float[::1] big, const float[::1] small, float[::1] y, int
             # are grouped per task.
             job.rows, job.chunks = P * M, (Q + CHUNK - 1) // CHUNK
             units = job.rows * job.chunks
-            job.per = _rows_per_task(units, Q, nt) if job.chunks == 1 else 1
+            job.per = units_per_task(units, Q, nt) if job.chunks == 1 else 1
             parallel_for((units + job.per - 1) // job.per, nt, _bcast_runs_task, &job)
 
 

@@ -6,7 +6,7 @@ opset < 9 ``spatial=0`` BatchNormalization), ``P`` the batch, ``Q`` the pixels o
 """
 from libc.math cimport powf
 
-from cyconv.kernels.gemm._gemm cimport parallel_for
+from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
 
 cdef extern from "elementwise_loops.h" nogil:
     # Per-ISA clones (AVX-512 / AVX2 / baseline) of the affine loops: see elementwise_loops.h.
@@ -19,7 +19,6 @@ cdef enum:
     # (gemm/pool.h), not OpenMP: the GEMM's workers spin between ops, and an OpenMP team next
     # to them fought them for the two cores.
     GRAIN = 65536
-    PIECE = 16384        # element-visits per task at least (rows grouped)
 
 
 cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexcept nogil:
@@ -29,17 +28,6 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
     if t > n_threads:
         t = n_threads
     return <int>t if t > 1 else 1
-
-
-cdef inline Py_ssize_t _rows_per_task(Py_ssize_t rows, Py_ssize_t size, int nt) noexcept nogil:
-    """Rows of ``size`` element-visits per task: >= PIECE, so a task is claimed per few
-    microseconds rather than per (possibly tiny) row (the shared counter's cache line bounced
-    between the cores at every row), but no fewer tasks than threads."""
-    cdef Py_ssize_t per = (PIECE + size - 1) // size
-    cdef Py_ssize_t cap = (rows + nt - 1) // nt
-    if per > cap:
-        per = cap
-    return per if per > 1 else 1
 
 
 cdef inline void _affine_run(const float* x, float* y, Py_ssize_t n, float s,
@@ -117,7 +105,7 @@ def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] 
                 for r in range(P):
                     _affine_vec(px + r * M, py + r * M, M, ps, pb)
             else:
-                job.rows, job.per = P, _rows_per_task(P, M, nt)
+                job.rows, job.per = P, units_per_task(P, M, nt)
                 parallel_for((P + job.per - 1) // job.per, nt, _affine_vec_task, &job)
         else:
             nt = _threads(n, P * M, n_threads)
@@ -125,7 +113,7 @@ def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] 
                 for r in range(P * M):
                     _affine_run(px + r * Q, py + r * Q, Q, ps[r % M], pb[r % M])
             else:
-                job.rows, job.per = P * M, _rows_per_task(P * M, Q, nt)
+                job.rows, job.per = P * M, units_per_task(P * M, Q, nt)
                 parallel_for((job.rows + job.per - 1) // job.per, nt, _affine_run_task, &job)
 
 
@@ -207,5 +195,5 @@ def lrn(const float[:, :, ::1] x, float[:, :, ::1] y, int size, float alpha, flo
             for t in range(N * C):
                 _lrn_row(px + (t // C) * C * Q, py + t * Q, C, Q, t % C, size, a, beta, bias)
         else:
-            job.per = _rows_per_task(N * C, Q * (size + 4), nt)
+            job.per = units_per_task(N * C, Q * (size + 4), nt)
             parallel_for((N * C + job.per - 1) // job.per, nt, _lrn_task, &job)

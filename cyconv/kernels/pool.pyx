@@ -19,7 +19,7 @@ with the same operations whatever the partition, so results do not depend on the
 from libc.stdlib cimport malloc, free
 from libc.math cimport INFINITY
 
-from cyconv.kernels.gemm._gemm cimport parallel_for
+from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
 
 cdef extern from "pool_plane.h" nogil:
     ctypedef struct cy_pool_isa:
@@ -44,7 +44,6 @@ cdef enum:
     # at 2 threads ran slower than at 1).
     GRAIN = 65536
     BANDS_PER_THREAD = 4    # tasks per thread when there are too few planes to share out
-    PIECE = 16384           # element-visits per task at least (planes grouped)
 
 cdef const cy_pool_isa *_isa = cy_pool_isa_best()
 
@@ -167,11 +166,8 @@ def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh,
     cdef Py_ssize_t bands = 1
     if nt > 1 and NC < BANDS_PER_THREAD * nt:
         bands = min(OH, (BANDS_PER_THREAD * nt + NC - 1) // NC)
-    # Many small planes: several per task (>= PIECE element-visits), a task claimed per
-    # ~microsecond rather than per plane (7x7 planes: the shared counter's cache line bounced
-    # between the cores at every plane).
-    cdef Py_ssize_t visits = OH * OW * (kh + kw)
-    cdef Py_ssize_t per = PIECE // visits if bands == 1 and visits < PIECE else 1
+    # Many small planes: several per task (units_per_task)
+    cdef Py_ssize_t per = units_per_task(NC, OH * OW * (kh + kw), nt) if bands == 1 else 1
     cdef Py_ssize_t tasks = (NC + per - 1) // per * bands
     cdef Py_ssize_t tmp_len = cy_pool_tmp_len(W, OW, kw, sw, dw, pw)
     # Row buffers, one per thread, then (average) the reciprocals of the tap counts.
@@ -226,7 +222,6 @@ def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=
     cdef int nt = _threads(NC * HW, NC, n_threads)
     cdef GlobalJob job
     job.isa, job.x, job.y, job.NC, job.HW, job.is_max = _isa, px, py, NC, HW, is_max
-    # planes grouped to >= PIECE inputs per task (not one 7x7 plane per claim)
-    job.per = PIECE // HW if HW < PIECE else 1
+    job.per = units_per_task(NC, HW, nt)      # planes grouped (not one 7x7 plane per claim)
     with nogil:
         parallel_for((NC + job.per - 1) // job.per, nt, _global_task, &job)

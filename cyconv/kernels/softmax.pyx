@@ -13,7 +13,7 @@ adjacent columns are normalised together so the loops over columns are contiguou
 """
 from libc.math cimport log, INFINITY
 
-from cyconv.kernels.gemm._gemm cimport parallel_for
+from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
 
 cdef extern from "elementwise.h" nogil:
     # Vectorised polynomial exp loops (per-ISA clones): see elementwise.h.
@@ -29,7 +29,6 @@ cdef enum:
     # (gemm/pool.h), not OpenMP: the GEMM's workers spin between ops, and an OpenMP team next
     # to them fought them for the two cores.
     GRAIN = 8192
-    PIECE = 16384        # elements per task at least (rows / column blocks grouped)
 
 
 cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexcept nogil:
@@ -39,17 +38,6 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexc
     if t > n_threads:
         t = n_threads
     return <int>t if t > 1 else 1
-
-
-cdef inline Py_ssize_t _units_per_task(Py_ssize_t units, Py_ssize_t size, int nt) noexcept nogil:
-    """Rows or column blocks of ``size`` elements per task: >= PIECE, so a task is claimed per
-    few microseconds rather than per (possibly tiny) row (the shared counter's cache line
-    bounced between the cores at every row), but no fewer tasks than threads."""
-    cdef Py_ssize_t per = (PIECE + size - 1) // size
-    cdef Py_ssize_t cap = (units + nt - 1) // nt
-    if per > cap:
-        per = cap
-    return per if per > 1 else 1
 
 
 cdef void _row(const float* x, float* y, Py_ssize_t L, bint as_log) noexcept nogil:
@@ -159,7 +147,7 @@ def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
                 for r in range(outer):
                     _row(px + r * L, py + r * L, L, as_log)
             else:
-                job.units, job.blocks, job.per = outer, 1, _units_per_task(outer, L, nt)
+                job.units, job.blocks, job.per = outer, 1, units_per_task(outer, L, nt)
                 parallel_for((outer + job.per - 1) // job.per, nt, _rows_task, &job)
         else:
             blocks = (inner + BLOCK - 1) // BLOCK
@@ -172,5 +160,5 @@ def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
                              min(BLOCK, inner - j0), as_log)
             else:
                 job.units, job.blocks = outer * blocks, blocks
-                job.per = _units_per_task(job.units, L * min(BLOCK, inner), nt)
+                job.per = units_per_task(job.units, L * min(BLOCK, inner), nt)
                 parallel_for((job.units + job.per - 1) // job.per, nt, _columns_task, &job)

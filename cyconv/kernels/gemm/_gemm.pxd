@@ -66,6 +66,20 @@ cdef extern from "gemm/pool.h" nogil:
 # thread that has not started (see pool.h). Returns the threads that took part.
 cdef int parallel_for(long n, int nt, cy_task_fn fn, void *ctx) noexcept nogil
 
+cdef enum:
+    TASK_WORK = 16384       # element-visits per parallel_for piece at least (units grouped)
+
+# Units (rows, planes, column blocks) of ``size`` element-visits each per piece of a
+# parallel_for over ``units``: >= TASK_WORK, so a piece is claimed per few microseconds rather
+# than per (possibly tiny) unit (the shared counter's cache line bounced between the cores at
+# every 7x7 plane), but no fewer pieces than the nt threads.
+cdef inline Py_ssize_t units_per_task(Py_ssize_t units, Py_ssize_t size, int nt) noexcept nogil:
+    cdef Py_ssize_t per = (TASK_WORK + size - 1) // size if size > 0 else TASK_WORK
+    cdef Py_ssize_t cap = (units + nt - 1) // nt if nt > 0 else units
+    if per > cap:
+        per = cap
+    return per if per > 1 else 1
+
 # cy_operand with every field set (build operands only through these: a field left unset,
 # pack_b above all, is read as garbage by the GEMM)
 cdef inline cy_operand strided_operand(const float *data, ptrdiff_t rs,

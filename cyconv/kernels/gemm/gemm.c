@@ -341,9 +341,13 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
          * are whole tiles, so the arithmetic of every C element is the same however they
          * are dealt. */
         int tm, tn, pm, pn;
-        const double one = partition(M, N, isa, cu, nth, A.packed, B.packed, &tm, &tn);
+        /* B read in place by its row offsets is not packed either: splitting M then only
+         * rereads the padded image (L2-sized), where splitting N made each thread stream all
+         * the weights (ResNet's 512-channel 7x7 layers: 2 threads ran no faster than 1). */
+        const int b_in_place = B.packed || B.row_off != NULL;
+        const double one = partition(M, N, isa, cu, nth, A.packed, b_in_place, &tm, &tn);
         const double many = partition(M, N, isa, cu, nth * PIECES_PER_THREAD, A.packed,
-                                      B.packed, &pm, &pn);
+                                      b_in_place, &pm, &pn);
         if (pm * pn < nth * PIECES_PER_THREAD || many * PIECES_PER_THREAD > 1.1 * one) {
             pm = tm;
             pn = tn;

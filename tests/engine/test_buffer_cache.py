@@ -1,5 +1,5 @@
-"""The session's cache of large activation blocks (cyconv/kernels/buffers.pyx): a run reuses the
-blocks of >= 32 MiB that the previous run freed; results, the caller's memory handler and the
+"""The session's cache of activation blocks (cyconv/kernels/buffers.pyx): a run reuses the
+blocks of >= 1 MiB that the previous run freed; results, the caller's memory handler and the
 arrays handed out are unaffected."""
 import gc
 import threading
@@ -88,3 +88,52 @@ def test_cache_is_bounded():
     finally:
         buffers.set_handler(outer)
     assert buffers.cached_bytes(handler) == 80 << 20
+
+
+def with_handler(handler, fn):
+    outer = buffers.set_handler(handler)
+    try:
+        return fn()
+    finally:
+        buffers.set_handler(outer)
+
+
+def test_a_smaller_request_reuses_a_block_up_to_twice_its_size():
+    handler = buffers.new_handler(1 << 30)
+
+    def work():
+        a = np.empty(3 << 20, np.uint8)
+        del a                                        # cached: 3 MiB
+        b = np.empty(2 << 20, np.uint8)              # fits (3 <= 2 x 2): reused
+        held_b = buffers.cached_bytes(handler)
+        c = np.empty(1 << 20, np.uint8)              # 3 MiB block taken; nothing else fits
+        return held_b, b, c
+
+    held_b, b, c = with_handler(handler, work)
+    assert held_b == 0
+    assert buffers.cached_bytes(handler) == 0
+    del b, c
+    gc.collect()
+    # 3 MiB back, plus a fresh 1 MiB (capacity rounded to 64 bytes)
+    assert buffers.cached_bytes(handler) == (3 << 20) + (1 << 20)
+
+
+def test_blocks_are_64_byte_aligned_and_realloc_keeps_contents():
+    handler = buffers.new_handler(1 << 30)
+
+    def work():
+        out = []
+        for n in (1, 100, 5000, (1 << 20) + 3):
+            a = np.arange(n, dtype=np.uint8)
+            assert a.ctypes.data % 64 == 0
+            out.append(a)
+        grown = np.arange(300000, dtype=np.float32)
+        grown.resize(700000, refcheck=False)         # numpy reallocs the data
+        shrunk = np.arange(700000, dtype=np.float32)
+        shrunk.resize(1000, refcheck=False)
+        return out, grown, shrunk
+
+    out, grown, shrunk = with_handler(handler, work)
+    np.testing.assert_array_equal(grown[:300000], np.arange(300000, dtype=np.float32))
+    assert not grown[300000:].any()                  # numpy zero-fills what resize adds
+    np.testing.assert_array_equal(shrunk, np.arange(1000, dtype=np.float32))

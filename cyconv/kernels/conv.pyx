@@ -37,7 +37,7 @@ from libc.math cimport INFINITY
 
 from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_CLIP, CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
-    cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand,
+    cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand, phase_split,
     offsets_operand, gemm_has_row_offsets, packer_operand, parallel_for, preact_packer,
     units_per_task,
     sgemm_ex, sgemm_pack_a, strided_operand,
@@ -618,6 +618,25 @@ cdef class ConvPlan:
         if err != CY_OK:
             raise RuntimeError(f"Conv: GEMM failed ({err})")
 
+    cdef _phase_split(self, x, Geometry geo, ConvJob* job, int n_threads):
+        # x zero-padded and split by column phase, (N, C, sw, Hq, Wq): each tap of a
+        # column-stride-sw conv is then a contiguous run for the im2col packer (plain copies
+        # instead of strided gathers and per-run edge tests). ResNet's 7x7 stride-2 first
+        # layer spent a third of its time packing; the split costs one pass over the input.
+        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3], sw = geo.sw
+        cdef Py_ssize_t Hq = H + geo.pt + geo.pb, Wq = (W + geo.pl + geo.pr + sw - 1) // sw
+        xq_arr = np.empty(N * self.C * sw * Hq * Wq, np.float32)
+        cdef SplitJob sj
+        sj.x, sj.xq = <const float*>cnp.PyArray_DATA(x), <float*>cnp.PyArray_DATA(xq_arr)
+        sj.H, sj.W, sj.pt, sj.pl, sj.sw, sj.Hq, sj.Wq = H, W, geo.pt, geo.pl, sw, Hq, Wq
+        sj.planes = N * self.C
+        sj.per = units_per_task(sj.planes, sw * Hq * Wq, n_threads)
+        cdef int nt = n_threads if N * self.C * H * W >= 65536 else 1
+        with nogil:
+            parallel_for((sj.planes + sj.per - 1) // sj.per, nt, _split_task, &sj)
+        job.xq, job.phases, job.Hq, job.Wq = sj.xq, <int>sw, <int>Hq, <int>Wq
+        return xq_arr
+
     cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads,
                    pre=None):
         # One parallel region for the whole op: pieces are (image, group, column range),
@@ -640,6 +659,13 @@ cdef class ConvPlan:
         job.direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
                       and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
         job.pre_scale = job.pre_shift = NULL
+        job.xq, job.phases, job.Hq, job.Wq = NULL, 0, 0, 0
+        xq_arr = None
+        # wide kernels only: measured (in-process A/B, 1 and 2 threads) AlexNet's 11x11 s4
+        # 0.85-0.88x, ResNet's 7x7 s2 0.95-0.99x, but 3x3 s2 layers 1.02-1.24x (their packing
+        # is already cheap against the split's extra pass over the input)
+        if not job.direct and pre is None and geo.sw >= 2 and self.KW >= 5:
+            xq_arr = self._phase_split(x, geo, &job, n_threads)
         if pre is not None:
             job.pre_scale = <const float*>cnp.PyArray_DATA(pre[0])
             job.pre_shift = <const float*>cnp.PyArray_DATA(pre[1])
@@ -670,6 +696,23 @@ cdef class ConvPlan:
             raise MemoryError("Conv: could not allocate GEMM packing buffers")
         if err != CY_OK:
             raise RuntimeError(f"Conv: GEMM failed ({err})")
+
+
+cdef struct SplitJob:
+    # ConvPlan._phase_split: task t = planes [t*per, (t+1)*per) of the N*C
+    const float* x
+    float* xq
+    Py_ssize_t H, W, pt, pl, sw, Hq, Wq, planes, per
+
+
+cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef SplitJob* j = <SplitJob*>ctx
+    cdef Py_ssize_t p, p1 = (t + 1) * j.per
+    if p1 > j.planes:
+        p1 = j.planes
+    for p in range(t * j.per, p1):
+        phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sw,
+                    <int>j.Hq, <int>j.Wq, j.xq + p * j.sw * j.Hq * j.Wq)
 
 
 cdef struct GridJob:
@@ -716,6 +759,10 @@ cdef struct ConvJob:
     const float* pre_scale  # direct path: relu(pre_scale * x + pre_shift) per channel, or NULL
     const float* pre_shift
     Geometry geo
+    # column stride >= 2 (kxk): x zero-padded and split by column phase once per call,
+    # (N, C, phases, Hq, Wq) (gemm/im2col.h); phases = 0 when im2col reads x itself
+    const float* xq
+    int phases, Hq, Wq
 
 
 cdef struct PieceJob:
@@ -747,17 +794,22 @@ cdef int _conv_piece(const ConvJob* job, Py_ssize_t n, Py_ssize_t g, Py_ssize_t 
         ep.slope_row = ep.slope_row + g * Mg
     if ep.residual != NULL:
         ep.residual = ep.residual + off
+    if job.phases:
+        return _gemm_columns(job.xq + (n * job.C + g * job.Cg) * job.phases * job.Hq * job.Wq,
+                             job.y + off, job.w + g * job.group_size, &ep, q0, q1, job.Mg,
+                             job.Kg, job.Hq, job.Wq, job.OW, job.P, job.geo, job.direct,
+                             job.pre_scale, job.pre_shift, n_threads, job.phases)
     return _gemm_columns(job.x + (n * job.C + g * job.Cg) * job.H * job.W, job.y + off,
                          job.w + g * job.group_size, &ep, q0, q1, job.Mg, job.Kg, job.H,
                          job.W, job.OW, job.P, job.geo, job.direct, job.pre_scale,
-                         job.pre_shift, n_threads)
+                         job.pre_shift, n_threads, 0)
 
 
 cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epilogue* ep0,
                        Py_ssize_t q0, Py_ssize_t q1, int Mg, int Kg, Py_ssize_t H, Py_ssize_t W,
                        Py_ssize_t OW, Py_ssize_t P, Geometry geo, bint direct,
                        const float* pre_scale, const float* pre_shift,
-                       int n_threads) noexcept nogil:
+                       int n_threads, int phases) noexcept nogil:
     # y_g[:, q0:q1] = act(w_g @ col[:, q0:q1] + bias + z_g[:, q0:q1]) where col is x_g itself
     # (direct: Cg x P) or its im2col matrix, which the GEMM packs straight from the image
     # panel by panel (gemm/im2col.h) and is never stored. ep0: the group's epilogue,
@@ -779,6 +831,9 @@ cdef int _gemm_columns(const float* xg, float* yg, const float* wg, const cy_epi
         im.H, im.W, im.OW, im.p0 = <int>H, <int>W, <int>OW, <int>q0
         im.KH, im.KW, im.sh, im.sw = geo.KH, geo.KW, geo.sh, geo.sw
         im.dh, im.dw, im.pt, im.pl = geo.dh, geo.dw, geo.pt, geo.pl
+        im.phases = phases
+        if phases:
+            im.pt = im.pl = 0          # x_g is the padded phase split: H x W = Hq x Wq
         B = packer_operand(im2col_packer(), &im)
     return sgemm_ex(Mg, <int>(q1 - q0), Kg, 1.0, packed_operand(wg), B, 0, yg + q0, P, &ep,
                     n_threads)

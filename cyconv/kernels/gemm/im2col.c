@@ -30,14 +30,21 @@ CY_CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc,
                              float *dst)
 {
     const cy_im2col *g = (const cy_im2col *)ctx;
-    const int KK = g->KH * g->KW, OW = g->OW, sw = g->sw;
+    const int KK = g->KH * g->KW, OW = g->OW, sw = g->phases ? 1 : g->sw;
     const int panels = (nc + NR - 1) / NR;
     /* output position of the block's first pixel; panels follow each other */
     const int first_oh = (g->p0 + j0) / OW, first_ow = (g->p0 + j0) % OW;
     for (int k = k0; k < k0 + kc; k++) {
         const int c = k / KK, kh = (k % KK) / g->KW, kw = k % g->KW;
-        const float *xc = g->x + (size_t)c * g->H * g->W;
-        const int off = kw * g->dw - g->pl;      /* input column = ow*sw + off */
+        const float *xc;
+        int off;                                 /* input column = ow*sw + off */
+        if (g->phases) {
+            xc = g->x + (size_t)(c * g->phases + (kw * g->dw) % g->phases) * g->H * g->W;
+            off = (kw * g->dw) / g->phases;
+        } else {
+            xc = g->x + (size_t)c * g->H * g->W;
+            off = kw * g->dw - g->pl;
+        }
         int lo, hi;
         valid_cols(off, sw, g->W, OW, &lo, &hi);
         int panel_oh = first_oh, panel_ow = first_ow;
@@ -91,6 +98,32 @@ CY_CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc,
                 ow = 0;
             }
             for (int j = p_end - p_begin; j < NR; j++) d[j] = 0.0f;
+        }
+    }
+}
+
+CY_CLONES void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sw,
+                                     int Hp, int Wq, float *dst)
+{
+    for (int p = 0; p < sw; p++) {
+        /* columns j in [ja, jb) read x column j*sw + p - pl inside [0, W) */
+        int ja = 0, jb = Wq;
+        while (ja < Wq && ja * sw + p - pl < 0) ja++;
+        while (jb > ja && (jb - 1) * sw + p - pl >= W) jb--;
+        for (int r = 0; r < Hp; r++) {
+            float *d = dst + ((size_t)p * Hp + r) * Wq;
+            const int ih = r - pt;
+            if (ih < 0 || ih >= H) {
+                memset(d, 0, (size_t)Wq * sizeof(float));
+                continue;
+            }
+            const float *xr = x + (size_t)ih * W + p - pl;
+            for (int j = 0; j < ja; j++) d[j] = 0.0f;
+            if (sw == 2)
+                for (int j = ja; j < jb; j++) d[j] = xr[2 * j];
+            else
+                for (int j = ja; j < jb; j++) d[j] = xr[(ptrdiff_t)j * sw];
+            for (int j = jb; j < Wq; j++) d[j] = 0.0f;
         }
     }
 }

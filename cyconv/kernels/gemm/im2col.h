@@ -18,7 +18,19 @@ typedef struct cy_im2col {
     const float *x;
     int H, W, OW, p0;
     int KH, KW, sh, sw, dh, dw, pt, pl;
+    /* 0: x is the image. phases = sw >= 2: x is its column-phase split (below), H x W the
+     * padded height and the phase width, pt = pl = 0; tap (c, kh, kw) then reads plane
+     * c*sw + (kw*dw) % sw from column ow + (kw*dw) / sw on, contiguously. */
+    int phases;
 } cy_im2col;
+
+/* One image plane, zero-padded and split by column phase for a conv of column stride sw:
+ * dst[p][r][j] = x[r - pt][j*sw + p - pl] (0 outside x), p < sw, r < Hp, j < Wq, where
+ * Wq >= ceil((W + pl + pr) / sw). Every stride-sw tap of the padded image is then a
+ * contiguous run of one phase row, so im2col packs strided convs (ResNet's 7x7 and 3x3
+ * stride-2 layers) with plain copies instead of strided gathers and edge tests. */
+void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sw, int Hp,
+                           int Wq, float *dst);
 
 /* cy_pack_b_fn for ctx = const cy_im2col *. */
 void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst);

@@ -70,8 +70,9 @@ typedef struct cy_operand {
     /* B only, when cy_gemm_has_row_offsets(): element (k, j) at data[row_off[k] + j], read
      * in place by the micro-kernel (no packing). A stride-1 conv over a zero-padded image
      * is such a matrix: row (c, kh, kw) starts at c*Hp*Wp + kh*dh*Wp + kw*dw and column j is
-     * output position j of the padded-width grid (conv.pyx). data must be readable NR
-     * floats past the last column any row reaches. */
+     * output position j of the padded-width grid (conv.pyx); so is a 1x1 conv's input
+     * itself (row k at k*H*W). The kernel loads only the columns < N (masked), so nothing
+     * past the last column of a row is read. */
     const ptrdiff_t *row_off;
 } cy_operand;
 

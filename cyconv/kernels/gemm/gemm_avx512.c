@@ -35,8 +35,10 @@ TARGET INLINE __mmask16 lane_mask(int n)
         const float *bk_ = boff ? b + boff[k] : b + (k) * NR;                 \
         if (!boff) _mm_prefetch((const char *)(bk_ + 16 * NR), _MM_HINT_T0);  \
         _mm_prefetch((const char *)(ak_ + A_PREFETCH), _MM_HINT_T0);          \
-        __m512 b0_ = _mm512_loadu_ps(bk_);                                    \
-        __m512 b1_ = COLS > 1 ? _mm512_loadu_ps(bk_ + 16) : b0_;              \
+        __m512 b0_ = boff ? _mm512_maskz_loadu_ps(bm_[0], bk_)                \
+                          : _mm512_loadu_ps(bk_);                             \
+        __m512 b1_ = COLS < 2 ? b0_ : boff ? _mm512_maskz_loadu_ps(bm_[1], bk_ + 16) \
+                                           : _mm512_loadu_ps(bk_ + 16);       \
         _Pragma("GCC unroll 12")                                              \
         for (int i = 0; i < ROWS; i++) {                                      \
             __m512 ai_ = _mm512_set1_ps(ak_[i]);                              \
@@ -90,6 +92,9 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
      * hardware prefetchers: an unprefetched residual made a 64->256 1x1 conv with a 3 MiB
      * residual 1.8x slower than without one. */
     const float *res_pf = t->last ? t->residual : 0;
+    /* B read in place (boff) is loaded with the tile's column mask: a row's last panel then
+     * never reads past the columns that exist (a 1x1 conv reads its input tensor itself) */
+    const __mmask16 bm_[2] = {lane_mask(nr), lane_mask(nr - 16)};
 #pragma GCC unroll 12
     for (int i = 0; i < ROWS; i++) {
         if (i >= mr) break;

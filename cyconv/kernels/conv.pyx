@@ -620,12 +620,13 @@ cdef class ConvPlan:
 
     cdef _phase_split(self, x, Geometry geo, ConvJob* job, int n_threads):
         # x zero-padded and split by column phase, (N, C, sw, Hq, Wq): each tap of a
-        # column-stride-sw conv is then a contiguous run for the im2col packer (plain copies
-        # instead of strided gathers and per-run edge tests). ResNet's 7x7 stride-2 first
-        # layer spent a third of its time packing; the split costs one pass over the input.
+        # column-stride-sw conv is then a contiguous run for the im2col packer, copied in
+        # whole vectors (gemm/im2col.c pack_phases) instead of strided gathers with per-run
+        # edge tests (3 cycles a float on 14-wide rows). The split costs one pass over x.
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3], sw = geo.sw
         cdef Py_ssize_t Hq = H + geo.pt + geo.pb, Wq = (W + geo.pl + geo.pr + sw - 1) // sw
-        xq_arr = np.empty(N * self.C * sw * Hq * Wq, np.float32)
+        # + 16: the packer copies runs in whole 16-float chunks (gemm/im2col.c)
+        xq_arr = np.empty(N * self.C * sw * Hq * Wq + 16, np.float32)
         cdef SplitJob sj
         sj.x, sj.xq = <const float*>cnp.PyArray_DATA(x), <float*>cnp.PyArray_DATA(xq_arr)
         sj.H, sj.W, sj.pt, sj.pl, sj.sw, sj.Hq, sj.Wq = H, W, geo.pt, geo.pl, sw, Hq, Wq
@@ -661,10 +662,12 @@ cdef class ConvPlan:
         job.pre_scale = job.pre_shift = NULL
         job.xq, job.phases, job.Hq, job.Wq = NULL, 0, 0, 0
         xq_arr = None
-        # wide kernels only: measured (in-process A/B, 1 and 2 threads) AlexNet's 11x11 s4
-        # 0.85-0.88x, ResNet's 7x7 s2 0.95-0.99x, but 3x3 s2 layers 1.02-1.24x (their packing
-        # is already cheap against the split's extra pass over the input)
-        if not job.direct and pre is None and geo.sw >= 2 and self.KW >= 5:
+        # Measured against the direct packer (in-process A/B, 1 and 2 threads): AlexNet's
+        # 11x11 s4 0.77-0.79x, ResNet's 7x7 s2 0.90x, its 3x3 s2 layers 0.82-1.01x; a 3x3 s2
+        # conv on 3 channels (MobileNetV2's first) 1.16x: there the split's pass over the
+        # input outweighs the cheap packing of 27 rows.
+        if (not job.direct and pre is None and geo.sw >= 2 and self.KH * self.KW > 1
+                and (self.KW >= 5 or self.Cg >= 16)):
             xq_arr = self._phase_split(x, geo, &job, n_threads)
         if pre is not None:
             job.pre_scale = <const float*>cnp.PyArray_DATA(pre[0])

@@ -1,6 +1,7 @@
-"""Wide strided convs (kernel width >= 5, column stride >= 2: ResNet's 7x7 s2 and AlexNet's
-11x11 s4 first layers) pack im2col from a zero-padded, column-phase-split copy of the input
-(ConvPlan._phase_split, gemm/im2col.h's cy_im2col_phase_split). Against the float64
+"""Strided convs (column stride >= 2, kernel width >= 5 or >= 16 channels per group: ResNet's
+7x7 s2 and 3x3 s2 layers, AlexNet's 11x11 s4) pack im2col from a zero-padded, column-phase-
+split copy of the input (ConvPlan._phase_split, gemm/im2col.h's cy_im2col_phase_split), in
+runs copied as whole 16-float vectors (output rows of 5 to 28 pixels here). Against the float64
 reference over strides, dilations, asymmetric pads, widths that leave partial phase rows,
 groups, batches and a residual epilogue; bitwise equal for 1, 2 and 3 threads."""
 import numpy as np
@@ -18,6 +19,10 @@ CASES = [
     (1, 2, 20, 26, 9, (5, 5), (1, 2), (1, 1), (2, 2, 2, 2), 1),
     (1, 6, 21, 25, 12, (5, 5), (2, 2), (2, 2), (4, 4, 4, 4), 2),
     (3, 3, 17, 19, 40, (7, 5), (2, 3), (1, 2), (1, 0, 2, 3), 1),
+    (1, 16, 14, 14, 24, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 1),
+    (2, 32, 15, 13, 20, (3, 3), (2, 2), (2, 2), (2, 1, 0, 2), 2),
+    (1, 20, 9, 9, 14, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 1),
+    (1, 24, 56, 57, 13, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 1),
 ]
 
 

@@ -113,11 +113,54 @@ class InferenceSession:
         feeds = self._check_feed(input_feed)
         outer = buffers.set_handler(self._buffers)
         try:
-            slots = self._execute(feeds)
+            slots = self._execute_plain(feeds)
             fed = [a for _, a in feeds]
             return [self._owned(slots[s], fed) for s in wanted]
         finally:
             buffers.set_handler(outer)
+
+    def _execute_plain(self, feeds):
+        """``_execute`` without an observer, its per-step work cut to the minimum: the steps
+        are flattened once into tuples of locals (no attribute lookups), a single output is
+        stored without the tuple dance, and errors are mapped to their node only when one
+        is raised (a try block costs nothing in Python 3.11 until it catches). It took
+        1.9 us a step before, as much as a small depthwise conv."""
+        flat = self._flat_steps
+        if flat is None:
+            flat = self._flat_steps = [
+                (st.run, st.args, st.outputs[0] if len(st.outputs) == 1 else None,
+                 st.outputs, st.free) for st in self._steps]
+        slots = list(self._initial_slots)
+        for slot, array in feeds:
+            slots[slot] = array
+        ctx = RunContext(self._threads)
+        ndarray = np.ndarray
+        k = 0
+        try:
+            for k, (run, arg_slots, out, outs, free) in enumerate(flat):
+                result = run(ctx, *[slots[i] if i >= 0 else None for i in arg_slots])
+                if out is not None:
+                    if type(result) is tuple or type(result) is list:
+                        result = result[0]
+                    if out >= 0:
+                        slots[out] = result if type(result) is ndarray else np.asarray(result)
+                else:
+                    if type(result) is not tuple and type(result) is not list:
+                        result = (result,)
+                    for slot, value in zip(outs, result):
+                        if slot >= 0:
+                            slots[slot] = value if type(value) is ndarray else np.asarray(value)
+                for slot in free:
+                    slots[slot] = None
+        except CyconvError:
+            raise
+        except (ValueError, IndexError, TypeError) as exc:
+            step = self._steps[k]
+            args = [slots[i] if i >= 0 else None for i in step.args]
+            shapes = ", ".join(str(getattr(a, "shape", None)) for a in args)
+            raise InputError(f"{step.op_type} node {step.node_name!r} failed on inputs of "
+                             f"shapes [{shapes}]: {exc}") from exc
+        return slots
 
     def _execute(self, feeds, observer=None):
         """Run every step on ``feeds`` [(slot, array)]; returns the final slot list.
@@ -260,6 +303,7 @@ class InferenceSession:
                   tuple(slot_of[o] if o and slot_of[o] in used else -1 for o in node.outputs),
                   tuple(frees[k]), node.name, node.op_type, captured)
             for k, (node, run, reads, captured) in enumerate(built)]
+        self._flat_steps = None          # _execute_plain's copy, made on the first run
 
         self._initial_slots = [None] * len(slot_of)
         for name, value in constants.items():

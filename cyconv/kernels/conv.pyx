@@ -538,7 +538,13 @@ cdef class ConvPlan:
         job.H, job.W, job.OH, job.OW, job.M, job.C = H, W, OH, OW, M, C
         job.mult, job.KK, job.geo = mult, KK, geo
         job.vec, job.ep0 = vec, ep0
-        cdef int nt = _threads(<double>N * M * OH * OW * KK, N * M, n_threads)
+        # Work in multiply-add equivalents: a plane costs ~500 more in setup (masks, tile
+        # bookkeeping) and a strided one twice per tap (its rows are deinterleaved). Counted
+        # by taps alone, MobileNetV2's 576-channel 14x14 -> 7x7 stride-2 layer stayed on one
+        # thread: 57 us there, 31 us on two.
+        cdef double work = <double>N * M * (OH * OW * KK * (2 if geo.sh * geo.sw > 1 else 1)
+                                             + 512)
+        cdef int nt = _threads(work, N * M, n_threads)
         # several planes per piece: a 7x7 plane alone is too little to claim
         job.planes = N * M
         job.per_piece = units_per_task(N * M, OH * OW * KK, nt)

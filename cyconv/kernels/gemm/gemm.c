@@ -256,10 +256,9 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
  * column pieces of 16, a 7x7 layer (N = 49) read its 9 MiB of weights 4 times over. Weighted
  * lightly: splitting M instead makes every piece im2col-pack all of B, which measured
  * slower for that layer than reading its weights twice. */
-static double dbg_pw = 16.0, dbg_aw = 2.0;
 static double piece_cost(double rows, double cols, int a_packed, int b_packed)
 {
-    return rows * cols + (a_packed ? dbg_aw : 16.0) * rows + (b_packed ? 2.0 : dbg_pw) * cols;
+    return rows * cols + (a_packed ? 2.0 : 16.0) * rows + (b_packed ? 2.0 : 16.0) * cols;
 }
 
 /* The grid tm x tn of whole MR-row x cu-column tiles, tm*tn == n_pieces, with the cheapest
@@ -331,8 +330,6 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     const int cu = !B.packed && isa->nr >= 32 ? isa->nr / 2 : isa->nr;
     const long mt = (M + isa->mr - 1) / isa->mr, nt = (N + cu - 1) / cu;
     int nth = n_threads < 1 ? 1 : n_threads;
-    { const char *e_ = getenv("CYDBG_PW"); dbg_pw = e_ ? atof(e_) : 16.0;
-      e_ = getenv("CYDBG_AW"); dbg_aw = e_ ? atof(e_) : 2.0; }
     /* below ~0.4 MFLOP the fork/join costs more than it saves (workers spin between ops, so
      * a fork costs a few us; see GRAIN in conv.pyx) */
     if ((double)M * N * K < 2e5) nth = 1;

@@ -293,6 +293,20 @@ cdef _check_x(x, Py_ssize_t C, str what):
 OFFSETS_ENABLED = os.environ.get("CYCONV_OFFSETS", "1").strip() != "0"
 
 
+cdef enum:
+    # multiply-adds (over the padded-width grid) below which a row-offset conv stays on one
+    # thread and few-channel convs may take the row-offset path (ConvPlan._offsets_pay)
+    TINY_WORK = 400000
+
+
+cdef inline double _offsets_work(Py_ssize_t M, Py_ssize_t K, Py_ssize_t H, Py_ssize_t W,
+                                 Geometry geo) noexcept nogil:
+    # M x K x (OH * Wp): the row-offset GEMM's multiply-adds for one image
+    cdef Py_ssize_t Wp = W + geo.pl + geo.pr
+    cdef Py_ssize_t OH = (H + geo.pt + geo.pb - (geo.KH - 1) * geo.dh - 1) // geo.sh + 1
+    return <double>M * K * OH * Wp
+
+
 cdef inline bint offsets_pay(Py_ssize_t C, int sh, int sw, Py_ssize_t Hp,
                              Py_ssize_t Wp) noexcept nogil:
     # The row-offset path (ConvPlan._run_offsets: a kxk stride-1 conv read in place from its
@@ -560,8 +574,17 @@ cdef class ConvPlan:
                                            self.dw, pads), H, W)
 
     cdef bint _offsets_pay(self, Geometry geo, Py_ssize_t H, Py_ssize_t W):
-        return (OFFSETS_ENABLED and self.KH * self.KW > 1 and self.group == 1
-                and offsets_pay(self.C, geo.sh, geo.sw, H + geo.pt + geo.pb, W + geo.pl + geo.pr))
+        cdef Py_ssize_t Hp = H + geo.pt + geo.pb, Wp = W + geo.pl + geo.pr
+        if not OFFSETS_ENABLED or self.KH * self.KW == 1 or self.group != 1:
+            return False
+        if offsets_pay(self.C, geo.sh, geo.sw, Hp, Wp):
+            return True
+        # Few input channels: only tiny convs (LeNet's), which then run on one thread
+        # (_run_offsets): packing im2col cost more than their multiply-adds. LeNet-5's
+        # 1->6 5x5 on 32x32: 11-16 -> 8 us; 6->16 on 14x14: 14-23 -> 9 us; 3->32 3x3 on
+        # 30x30 (too big for this) ran 19 us as im2col on two threads, 28-32 us here.
+        return (offsets_pay(8, geo.sh, geo.sw, Hp, Wp)
+                and _offsets_work(self.M, self.C * self.KH * self.KW, H, W, geo) <= TINY_WORK)
 
     cdef _run_offsets(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
         # A stride-1 conv as a GEMM over its zero-padded input read in place: row
@@ -598,6 +621,8 @@ cdef class ConvPlan:
         gj.apply = (ep0.bias_row != NULL or ep0.residual != NULL or ep0.act != CY_ACT_NONE)
         cdef int nt = n_threads if M * P >= 65536 else 1
         gj.block = <int>units_per_task(M, P, nt)
+        if _offsets_work(M, K, H, W, geo) <= TINY_WORK:
+            n_threads = 1                       # see _offsets_pay
         with nogil:
             for n in range(N):
                 for c in range(C):

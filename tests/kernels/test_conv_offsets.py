@@ -28,7 +28,7 @@ def check(rng, N, C, H, W, M, k, d, pads, act=None, residual=False, kw=None):
         else {"activation": act, "act_alpha": -1.0, "act_beta": 2.0} if act == "Clip" \
         else {"activation": act}
     plan = kc.ConvPlan(w, b, (1, 1), (d, d), 1, **kwargs)
-    assert plan.uses_row_offsets(H, W, pads)
+    assert plan.uses_row_offsets(H, W, pads), (C, H, W, M, k, pads)
     want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                           strides=[1, 1], dilations=[d, d], pads=list(pads))
     z = rng.standard_normal(want.shape).astype(np.float32) if residual else None
@@ -73,6 +73,15 @@ def test_epilogues(rng, act, residual):
     check(rng, 3, 12, 8, 9, 17, 3, 1, (1, 1, 1, 1), act=act, residual=residual)
 
 
+@pytest.mark.parametrize("N,C,H,M,k,pads", [(1, 1, 32, 6, 5, (0, 0, 0, 0)),
+                                             (2, 6, 14, 16, 5, (0, 0, 0, 0)),
+                                             (1, 3, 24, 16, 3, (1, 1, 1, 1)),
+                                             (3, 4, 9, 5, 3, (1, 0, 2, 1))])
+def test_tiny_few_channel_convs(rng, N, C, H, M, k, pads):
+    # LeNet-5's convs and the like: below 8 input channels only tiny convs take this path
+    check(rng, N, C, H, H, M, k, 1, pads, act="Relu")
+
+
 def test_in_place_grid(rng):
     # no horizontal padding and a 1-wide kernel: the grid is y itself (epilogue in the GEMM)
     check(rng, 2, 8, 12, 12, 16, 3, 1, (1, 0, 1, 0), act="Relu", residual=True, kw=1)
@@ -86,8 +95,11 @@ def test_choice():
     assert plan.uses_row_offsets(56, 56, (1, 1, 1, 1)) is False    # large plane: im2col
     assert not kc.ConvPlan(np.zeros((8, 8, 1, 1), np.float32), None, (1, 1), (1, 1),
                            1).uses_row_offsets(7, 7, (0, 0, 0, 0))  # 1x1: packed copy pays
-    assert not kc.ConvPlan(np.zeros((8, 4, 3, 3), np.float32), None, (1, 1), (1, 1),
-                           1).uses_row_offsets(7, 7, (1, 1, 1, 1))  # few input channels
+    # few input channels: only tiny convs (LeNet's), which then run on one thread
+    assert kc.ConvPlan(np.zeros((8, 4, 3, 3), np.float32), None, (1, 1), (1, 1),
+                       1).uses_row_offsets(7, 7, (1, 1, 1, 1))
+    assert not kc.ConvPlan(np.zeros((64, 4, 3, 3), np.float32), None, (1, 1), (1, 1),
+                           1).uses_row_offsets(30, 30, (1, 1, 1, 1))
     assert not kc.ConvPlan(w, None, (2, 2), (1, 1), 1).uses_row_offsets(16, 16, (1, 1, 1, 1))
 
 

@@ -39,7 +39,7 @@ from cyconv.kernels.gemm._gemm cimport (
     CY_ACT_CLIP, CY_ACT_NONE, CY_ACT_RELU, CY_ENOMEM, CY_OK, cy_epilogue, cy_im2col, cy_operand,
     cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand, phase_split,
     offsets_operand, gemm_has_row_offsets, packer_operand, parallel_for, preact_packer,
-    units_per_task,
+    task_end, units_per_task,
     sgemm_ex, sgemm_pack_a, strided_operand,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
@@ -247,9 +247,7 @@ cdef struct DwJob:
 
 cdef void _dw_task(void* ctx, long piece, int tid) noexcept nogil:
     cdef DwJob* j = <DwJob*>ctx
-    cdef Py_ssize_t q = piece * j.per_piece, end = q + j.per_piece
-    if end > j.planes:
-        end = j.planes
+    cdef Py_ssize_t q = piece * j.per_piece, end = task_end(q, j.per_piece, j.planes)
     while q < end:
         _dw_plane(j, q, tid)
         q += 1
@@ -741,10 +739,8 @@ cdef struct SplitJob:
 
 cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
     cdef SplitJob* j = <SplitJob*>ctx
-    cdef Py_ssize_t p, p1 = (t + 1) * j.per
-    if p1 > j.planes:
-        p1 = j.planes
-    for p in range(t * j.per, p1):
+    cdef Py_ssize_t p
+    for p in range(t * j.per, task_end(t * j.per, j.per, j.planes)):
         phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sw,
                     <int>j.Hq, <int>j.Wq, j.xq + p * j.sw * j.Hq * j.Wq)
 
@@ -761,9 +757,7 @@ cdef struct GridJob:
 
 cdef void _grid_task(void* ctx, long t, int tid) noexcept nogil:
     cdef GridJob* j = <GridJob*>ctx
-    cdef Py_ssize_t m0 = t * j.block, m1 = m0 + j.block, m, oh, P = j.OH * j.OW
-    if m1 > j.M:
-        m1 = j.M
+    cdef Py_ssize_t m0 = t * j.block, m1 = task_end(m0, j.block, j.M), m, oh, P = j.OH * j.OW
     for m in range(m0, m1):
         for oh in range(j.OH):
             memcpy(j.y + m * P + oh * j.OW, j.grid + (m * j.OH + oh) * j.Wp,

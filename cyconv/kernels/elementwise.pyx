@@ -18,7 +18,7 @@ separate :func:`binary_same`), scalar (``M = 1``), per-channel ``[1, C, 1, 1]`` 
 """
 from libc.math cimport expf, log1pf, sqrtf, powf, fabsf
 
-from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
+from cyconv.kernels.gemm._gemm cimport parallel_for, task_end, units_per_task
 
 cdef extern from "elementwise.h" nogil:
     # Vectorised exp-based loops (polynomial exp, per-ISA clones): see elementwise.h.
@@ -297,9 +297,7 @@ cdef struct BcastJob:
 
 cdef void _bcast_rows_task(void* ctx, long t, int tid) noexcept nogil:
     cdef BcastJob* j = <BcastJob*>ctx
-    cdef Py_ssize_t r = t * j.per, end = r + j.per
-    if end > j.rows:
-        end = j.rows
+    cdef Py_ssize_t r = t * j.per, end = task_end(r, j.per, j.rows)
     while r < end:
         _vec_vec_ordered(j.op, j.big + r * j.M, j.small, j.y + r * j.M, j.M, j.small_first)
         r += 1
@@ -307,9 +305,7 @@ cdef void _bcast_rows_task(void* ctx, long t, int tid) noexcept nogil:
 
 cdef void _bcast_runs_task(void* ctx, long t, int tid) noexcept nogil:
     cdef BcastJob* j = <BcastJob*>ctx
-    cdef Py_ssize_t i = t * j.per, end = i + j.per, r, lo, hi
-    if end > j.rows * j.chunks:
-        end = j.rows * j.chunks
+    cdef Py_ssize_t i = t * j.per, end = task_end(i, j.per, j.rows * j.chunks), r, lo, hi
     while i < end:
         r = i // j.chunks
         lo = (i % j.chunks) * CHUNK

@@ -6,7 +6,7 @@ opset < 9 ``spatial=0`` BatchNormalization), ``P`` the batch, ``Q`` the pixels o
 """
 from libc.math cimport powf
 
-from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
+from cyconv.kernels.gemm._gemm cimport parallel_for, task_end, units_per_task
 
 cdef extern from "elementwise_loops.h" nogil:
     # Per-ISA clones (AVX-512 / AVX2 / baseline) of the affine loops: see elementwise_loops.h.
@@ -52,9 +52,7 @@ cdef struct AffineJob:
 
 cdef void _affine_vec_task(void* ctx, long t, int tid) noexcept nogil:
     cdef AffineJob* j = <AffineJob*>ctx
-    cdef Py_ssize_t r = t * j.per, end = r + j.per
-    if end > j.rows:
-        end = j.rows
+    cdef Py_ssize_t r = t * j.per, end = task_end(r, j.per, j.rows)
     while r < end:
         _affine_vec(j.x + r * j.M, j.y + r * j.M, j.M, j.scale, j.shift)
         r += 1
@@ -62,9 +60,7 @@ cdef void _affine_vec_task(void* ctx, long t, int tid) noexcept nogil:
 
 cdef void _affine_run_task(void* ctx, long t, int tid) noexcept nogil:
     cdef AffineJob* j = <AffineJob*>ctx
-    cdef Py_ssize_t r = t * j.per, end = r + j.per
-    if end > j.rows:
-        end = j.rows
+    cdef Py_ssize_t r = t * j.per, end = task_end(r, j.per, j.rows)
     while r < end:
         _affine_run(j.x + r * j.Q, j.y + r * j.Q, j.Q, j.scale[r % j.M], j.shift[r % j.M])
         r += 1
@@ -152,9 +148,7 @@ cdef struct LrnJob:
 
 cdef void _lrn_task(void* ctx, long t, int tid) noexcept nogil:
     cdef LrnJob* j = <LrnJob*>ctx
-    cdef Py_ssize_t r = t * j.per, end = r + j.per
-    if end > j.rows:
-        end = j.rows
+    cdef Py_ssize_t r = t * j.per, end = task_end(r, j.per, j.rows)
     while r < end:
         _lrn_row(j.x + (r // j.C) * j.C * j.Q, j.y + r * j.Q, j.C, j.Q, r % j.C, j.size,
                  j.alpha_over_size, j.beta, j.bias)

@@ -19,7 +19,7 @@ with the same operations whatever the partition, so results do not depend on the
 from libc.stdlib cimport malloc, free
 from libc.math cimport INFINITY
 
-from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
+from cyconv.kernels.gemm._gemm cimport parallel_for, task_end, units_per_task
 
 cdef extern from "pool_plane.h" nogil:
     ctypedef struct cy_pool_isa:
@@ -94,9 +94,7 @@ cdef struct PoolJob:
 
 cdef void _pool_task(void* ctx, long t, int tid) noexcept nogil:
     cdef PoolJob* j = <PoolJob*>ctx
-    cdef Py_ssize_t b = t % j.bands, p = t // j.bands * j.per, end = p + j.per
-    if end > j.NC:
-        end = j.NC
+    cdef Py_ssize_t b = t % j.bands, p = t // j.bands * j.per, end = task_end(p, j.per, j.NC)
     while p < end:
         cy_pool_plane_rows(j.isa, j.x + p * j.H * j.W, j.y + p * j.OH * j.OW, j.H, j.W, j.OW,
                            b * j.OH // j.bands, (b + 1) * j.OH // j.bands, j.kh, j.kw, j.sh,
@@ -116,9 +114,7 @@ cdef struct GlobalJob:
 
 cdef void _global_task(void* ctx, long t, int tid) noexcept nogil:
     cdef GlobalJob* j = <GlobalJob*>ctx
-    cdef Py_ssize_t p = t * j.per, end = p + j.per
-    if end > j.NC:
-        end = j.NC
+    cdef Py_ssize_t p = t * j.per, end = task_end(p, j.per, j.NC)
     while p < end:
         j.y[p] = j.isa.gmax(j.x + p * j.HW, j.HW) if j.is_max else \
             <float>(j.isa.gsum(j.x + p * j.HW, j.HW) / j.HW)

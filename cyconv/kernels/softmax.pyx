@@ -13,7 +13,7 @@ adjacent columns are normalised together so the loops over columns are contiguou
 """
 from libc.math cimport log, INFINITY
 
-from cyconv.kernels.gemm._gemm cimport parallel_for, units_per_task
+from cyconv.kernels.gemm._gemm cimport parallel_for, task_end, units_per_task
 
 cdef extern from "elementwise.h" nogil:
     # Vectorised polynomial exp loops (per-ISA clones): see elementwise.h.
@@ -97,9 +97,7 @@ cdef struct SoftmaxJob:
 
 cdef void _rows_task(void* ctx, long t, int tid) noexcept nogil:
     cdef SoftmaxJob* j = <SoftmaxJob*>ctx
-    cdef Py_ssize_t r = t * j.per, end = r + j.per
-    if end > j.units:
-        end = j.units
+    cdef Py_ssize_t r = t * j.per, end = task_end(r, j.per, j.units)
     while r < end:
         _row(j.x + r * j.L, j.y + r * j.L, j.L, j.as_log)
         r += 1
@@ -107,9 +105,7 @@ cdef void _rows_task(void* ctx, long t, int tid) noexcept nogil:
 
 cdef void _columns_task(void* ctx, long t, int tid) noexcept nogil:
     cdef SoftmaxJob* j = <SoftmaxJob*>ctx
-    cdef Py_ssize_t i = t * j.per, end = i + j.per, o, j0
-    if end > j.units:
-        end = j.units
+    cdef Py_ssize_t i = t * j.per, end = task_end(i, j.per, j.units), o, j0
     while i < end:
         o = i // j.blocks
         j0 = (i % j.blocks) * BLOCK

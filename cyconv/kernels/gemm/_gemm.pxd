@@ -84,6 +84,10 @@ cdef inline Py_ssize_t units_per_task(Py_ssize_t units, Py_ssize_t size, int nt)
         per = cap
     return per if per > 1 else 1
 
+# End of the piece of ``per`` units that starts at unit ``first``, clipped to the ``n`` units.
+cdef inline Py_ssize_t task_end(Py_ssize_t first, Py_ssize_t per, Py_ssize_t n) noexcept nogil:
+    return first + per if first + per < n else n
+
 # cy_operand with every field set (build operands only through these: a field left unset,
 # pack_b above all, is read as garbage by the GEMM)
 cdef inline cy_operand strided_operand(const float *data, ptrdiff_t rs,

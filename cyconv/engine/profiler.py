@@ -1,7 +1,8 @@
 """Per-node timing and peak activation memory of an InferenceSession run.
 
-The profiler drives the session's own executor (``InferenceSession._execute``) with an
-observer, so what it times is what ``run`` runs. Memory: after each step, the bytes of every
+The profiler drives the session's own executor with an observer
+(``InferenceSession._execute_observed``, the same steps as ``run``'s ``_execute_plain``) and
+times ``total_ms`` with ``run``'s own loop. Memory: after each step, the bytes of every
 live run-time tensor (feeds and computed values; constants excluded), counting a buffer once
 even when several values view it; the peak over the run is the activation high-water mark.
 """
@@ -109,10 +110,10 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
                                             if o >= 0 and slots[o] is not None]
                     peak = max(peak, _live_bytes(slots, constant_ids))
 
-            session._execute(feeds, observe)
+            session._execute_observed(feeds, observe)
         for _ in range(repeats):
             start = time.perf_counter()
-            session._execute(feeds)
+            session._execute_plain(feeds)
             totals.append((time.perf_counter() - start) * 1e3)
     finally:
         buffers.set_handler(outer)

@@ -62,6 +62,14 @@ class _Step:
         self.args = tuple(args)
 
 
+def _step_failed(step, args, exc) -> InputError:
+    """The error a kernel's ValueError / IndexError / TypeError becomes: which node, on which
+    input shapes."""
+    shapes = ", ".join(str(getattr(a, "shape", None)) for a in args)
+    return InputError(f"{step.op_type} node {step.node_name!r} failed on inputs of "
+                      f"shapes [{shapes}]: {exc}")
+
+
 class InferenceSession:
     """Run an ONNX model on the CPU.
 
@@ -120,11 +128,13 @@ class InferenceSession:
             buffers.set_handler(outer)
 
     def _execute_plain(self, feeds):
-        """``_execute`` without an observer, its per-step work cut to the minimum: the steps
-        are flattened once into tuples of locals (no attribute lookups), a single output is
-        stored without the tuple dance, and errors are mapped to their node only when one
-        is raised (a try block costs nothing in Python 3.11 until it catches). It took
-        1.9 us a step before, as much as a small depthwise conv."""
+        """Run every step on ``feeds`` [(slot, array)]; returns the final slot list.
+
+        The per-step work is cut to the minimum: the steps are flattened once into tuples of
+        locals (no attribute lookups), a single output is stored without the tuple dance,
+        and errors are mapped to their node only when one is raised (a try block costs
+        nothing in Python 3.11 until it catches). It took 1.9 us a step before, as much as a
+        small depthwise conv."""
         flat = self._flat_steps
         if flat is None:
             flat = self._flat_steps = [
@@ -156,18 +166,13 @@ class InferenceSession:
             raise
         except (ValueError, IndexError, TypeError) as exc:
             step = self._steps[k]
-            args = [slots[i] if i >= 0 else None for i in step.args]
-            shapes = ", ".join(str(getattr(a, "shape", None)) for a in args)
-            raise InputError(f"{step.op_type} node {step.node_name!r} failed on inputs of "
-                             f"shapes [{shapes}]: {exc}") from exc
+            raise _step_failed(step, [slots[i] if i >= 0 else None for i in step.args],
+                               exc) from exc
         return slots
 
-    def _execute(self, feeds, observer=None):
-        """Run every step on ``feeds`` [(slot, array)]; returns the final slot list.
-
-        ``observer(step, seconds, slots)``, when given, is called after each step (before its
-        dead values are released): the profiler's hook; the plain path pays one test per step.
-        """
+    def _execute_observed(self, feeds, observer):
+        """``_execute_plain`` with ``observer(step, seconds, slots)`` called after each step
+        (before its dead values are released): the profiler's hook."""
         slots = list(self._initial_slots)
         for slot, array in feeds:
             slots[slot] = array
@@ -175,23 +180,20 @@ class InferenceSession:
         clock = time.perf_counter
         for step in self._steps:
             args = [slots[i] if i >= 0 else None for i in step.args]
-            start = clock() if observer is not None else 0.0
+            start = clock()
             try:
                 result = step.run(ctx, *args)
             except CyconvError:
                 raise
             except (ValueError, IndexError, TypeError) as exc:
-                shapes = ", ".join(str(getattr(a, "shape", None)) for a in args)
-                raise InputError(f"{step.op_type} node {step.node_name!r} failed on inputs of "
-                                 f"shapes [{shapes}]: {exc}") from exc
+                raise _step_failed(step, args, exc) from exc
             if type(result) is not tuple and type(result) is not list:
                 result = (result,)
             for slot, value in zip(step.outputs, result):
                 if slot >= 0:
                     # numpy scalars (np.take with a scalar index) become 0-d tensors
                     slots[slot] = value if type(value) is np.ndarray else np.asarray(value)
-            if observer is not None:
-                observer(step, clock() - start, slots)
+            observer(step, clock() - start, slots)
             for slot in step.free:
                 slots[slot] = None
         return slots

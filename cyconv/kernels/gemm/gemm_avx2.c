@@ -1,6 +1,16 @@
-/* AVX2+FMA micro-kernel: 6 x 16 register tile (12 ymm accumulators, 2 for the B row,
- * 1 broadcast), the classic Haswell shape. Partial columns are stored with maskstore;
- * full ones with plain stores (masked stores are slow on AMD, see store_tile). */
+/* AVX2+FMA micro-kernel: 6 x 16 register tile, the classic Haswell / Zen shape.
+ *
+ * Registers (16 ymm): 6 rows x 2 ymm = 12 accumulators, 2 for the B row, 1 broadcast of A.
+ * Per k: 2 loads of B, 6 broadcasts of A, 12 FMAs (6 cycles on two FMA pipes).
+ * Edge tiles run a narrower instance (4, 2 or 1 rows; 8 columns) of the same template.
+ * The structure follows gemm_avx512.c: software prefetch of A, B, C and the residual, a
+ * straight-line store for the common epilogue, a B operand read in place by row offsets, and
+ * a dedicated M == 1 kernel.
+ *
+ * Full-width vectors use plain loads and stores, masks only the ragged right edge: on AMD Zen
+ * vmaskmovps stores are microcoded (about one per 12 cycles), and a full 6 x 16 tile stored
+ * through masks cost ~15% of a K = 256 GEMM on Zen 3 (L1 kernel 65-80 -> 84-89 GFLOP/s).
+ */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "gemm_isa.h"
@@ -17,7 +27,8 @@ TARGET INLINE __m256i lane_mask(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota);
 }
 
-/* 8 floats of a tile row: plain moves when the tile is FULL width, else masked by m. */
+/* 8 floats of a tile row: plain moves when the whole vector is in range (FULL), else masked
+ * by m (vmaskmovps neither reads nor faults on a masked-off lane). */
 TARGET INLINE __m256 load8(const int FULL, const float *p, __m256i m)
 {
     return FULL ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
@@ -29,12 +40,63 @@ TARGET INLINE void store8(const int FULL, float *p, __m256i m, __m256 x)
     else _mm256_maskstore_ps(p, m, x);
 }
 
-/* Write an MR x 8*COLS accumulator tile to C, rows >= mr and columns >= nr left alone:
- * alpha, accumulate (C +=) and, on the last K block, the epilogue (bias, residual, act). */
-TARGET INLINE void store_tile(const int COLS, const int FULL, __m256 acc[MR][2], float *c,
-                              ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+/* Floats of A read ahead (32 k steps), as in gemm_avx512.c: at batch 1 a weight micro-panel is
+ * used by a few column panels only (N = 49 on a 7x7 plane), so it comes from L3 or memory and
+ * each 6 KiB slice is too short a stream for the hardware prefetchers to ramp up on. */
+#define A_PREFETCH (32 * MR)
+/* Floats of a packed B panel read ahead (16 k steps, one cache line each). */
+#define B_PREFETCH (16 * NR)
+
+/* One step of k: acc[i][v] += a[k*MR + i] * b[k*NR + 8v] for the tile's rows and columns.
+ * B is a packed panel (boff NULL) or row k lies at b + boff[k] (read in place). */
+#define STEP(acc, k)                                                                    \
+    do {                                                                                \
+        const float *ak_ = a + (k) * MR;                                                \
+        const float *bk_ = boff ? b + boff[k] : b + (k) * NR;                           \
+        if (!boff) _mm_prefetch((const char *)(bk_ + B_PREFETCH), _MM_HINT_T0);         \
+        if (((k) & 1) == 0) _mm_prefetch((const char *)(ak_ + A_PREFETCH), _MM_HINT_T0); \
+        const __m256 b0_ = boff ? load8(FULL, bk_, bm0) : _mm256_loadu_ps(bk_);         \
+        const __m256 b1_ = COLS < 2 ? b0_                                               \
+                           : boff ? load8(FULL, bk_ + 8, bm1) : _mm256_loadu_ps(bk_ + 8); \
+        _Pragma("GCC unroll 6")                                                         \
+        for (int i = 0; i < ROWS; i++) {                                                \
+            const __m256 ai_ = _mm256_broadcast_ss(ak_ + i);                            \
+            acc[i][0] = _mm256_fmadd_ps(ai_, b0_, acc[i][0]);                           \
+            if (COLS > 1) acc[i][1] = _mm256_fmadd_ps(ai_, b1_, acc[i][1]);             \
+        }                                                                               \
+    } while (0)
+
+/* C = act(acc + bias_row (+ residual)) for a tile whose K is one block; ACT (NONE, RELU or
+ * CLIP), FULL and the tile shape are compile-time constants after inlining. */
+TARGET INLINE void store_tile_fast(const int ROWS, const int COLS, const int FULL, const int ACT,
+                                   __m256 acc[MR][2], float *c, ptrdiff_t ldc, int mr,
+                                   const __m256i m[2], const cy_tile *t)
 {
-    const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
+    const float *brow = t->bias_row, *res = t->residual;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 lo = _mm256_set1_ps(t->act_alpha), hi = _mm256_set1_ps(t->act_beta);
+#pragma GCC unroll 6
+    for (int i = 0; i < ROWS; i++) {
+        if (i >= mr) break;
+        float *ci = c + i * ldc;
+        const __m256 bi = brow ? _mm256_set1_ps(brow[i]) : zero;
+#pragma GCC unroll 2
+        for (int v = 0; v < COLS; v++) {
+            __m256 x = _mm256_add_ps(acc[i][v], bi);
+            if (res) x = _mm256_add_ps(x, load8(FULL, res + i * t->ldr + 8 * v, m[v]));
+            if (ACT == CY_ACT_RELU) x = _mm256_max_ps(x, zero);
+            if (ACT == CY_ACT_CLIP) x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+            store8(FULL, ci + 8 * v, m[v], x);
+        }
+    }
+}
+
+/* Every other case: alpha, accumulate (C +=, a K block after the first), and on the last K
+ * block bias (row and column), residual and any activation. */
+TARGET INLINE void store_tile_general(const int ROWS, const int COLS, const int FULL,
+                                      __m256 acc[MR][2], float *c, ptrdiff_t ldc, int mr,
+                                      const __m256i m[2], const cy_tile *t)
+{
     const __m256 alpha = _mm256_set1_ps(t->alpha), zero = _mm256_setzero_ps();
     const int scale = t->alpha != 1.0f, accumulate = t->accumulate, last = t->last;
     const int act = last ? t->act : CY_ACT_NONE;
@@ -46,7 +108,7 @@ TARGET INLINE void store_tile(const int COLS, const int FULL, __m256 acc[MR][2],
         if (COLS > 1) bcol[1] = load8(FULL, t->bias_col + 8, m[1]);
     }
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < ROWS; i++) {
         if (i >= mr) break;
         float *ci = c + i * ldc;
 #pragma GCC unroll 2
@@ -57,8 +119,7 @@ TARGET INLINE void store_tile(const int COLS, const int FULL, __m256 acc[MR][2],
             if (last) {
                 if (brow) x = _mm256_add_ps(x, _mm256_set1_ps(brow[i]));
                 x = _mm256_add_ps(x, bcol[v]);
-                if (res)
-                    x = _mm256_add_ps(x, load8(FULL, res + i * t->ldr + 8 * v, m[v]));
+                if (res) x = _mm256_add_ps(x, load8(FULL, res + i * t->ldr + 8 * v, m[v]));
                 if (act == CY_ACT_RELU) x = _mm256_max_ps(x, zero);
                 else if (act) x = cy_act256(x, act, t->act_alpha, t->act_beta,
                                             t->slope_row ? t->slope_row[i] : t->act_alpha);
@@ -68,42 +129,126 @@ TARGET INLINE void store_tile(const int COLS, const int FULL, __m256 acc[MR][2],
     }
 }
 
-TARGET INLINE void tile(const int COLS, int kc, const float *a, const float *b, float *c,
-                        ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+/* ROWS <= MR rows, COLS <= 2 ymm columns, FULL (nr == 8 * COLS): compile-time constants
+ * after inlining, so the accumulators live in registers. A single row (M = 1) has only 2
+ * accumulators, too few to hide the FMA latency, so it keeps two sets (even and odd k) added
+ * at the end; the order of the sum depends only on the tile shape, never on the threads. */
+TARGET INLINE void tile(const int ROWS, const int COLS, const int FULL, int kc, const float *a,
+                        const float *b, const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr,
+                        int nr, const cy_tile *t)
 {
-    __m256 acc[MR][2];
+    __m256 acc[MR][2], acc2[MR][2];
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
-        acc[i][0] = _mm256_setzero_ps();
-        acc[i][1] = _mm256_setzero_ps();
+    for (int i = 0; i < ROWS; i++) {
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        acc2[i][0] = acc2[i][1] = _mm256_setzero_ps();
     }
-#pragma GCC unroll 2
-    for (int k = 0; k < kc; k++) {
-        const float *ak = a + k * MR, *bk = b + k * NR;
-        __m256 b0 = _mm256_loadu_ps(bk);
-        __m256 b1 = COLS > 1 ? _mm256_loadu_ps(bk + 8) : b0;
+    /* C and the residual are touched once, at the end: start pulling their rows in now
+     * (tiles walk down blocks of C, more streams than the hardware prefetchers follow). */
+    const float *res_pf = t->last ? t->residual : 0;
 #pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
-            __m256 ai = _mm256_broadcast_ss(ak + i);
-            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-            if (COLS > 1) acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+    for (int i = 0; i < ROWS; i++) {
+        if (i >= mr) break;
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        if (res_pf) _mm_prefetch((const char *)(res_pf + i * t->ldr), _MM_HINT_T0);
+    }
+    /* masks of an in-place B's partial last panel (unused, and folded away, when FULL) */
+    const __m256i bm0 = lane_mask(nr), bm1 = lane_mask(nr - 8);
+    if (ROWS == 1) {
+        int k = 0;
+        for (; k + 1 < kc; k += 2) {
+            STEP(acc, k);
+            STEP(acc2, k + 1);
         }
+        if (k < kc) STEP(acc, k);
+        acc[0][0] = _mm256_add_ps(acc[0][0], acc2[0][0]);
+        acc[0][1] = _mm256_add_ps(acc[0][1], acc2[0][1]);
+    } else {
+#pragma GCC unroll 2
+        for (int k = 0; k < kc; k++) STEP(acc, k);
     }
 
-    /* Full-width tiles use plain loads and stores: on AMD Zen, vmaskmovps stores are
-     * microcoded (about one per 12 cycles), which cost a full 6 x 16 tile ~15% of a K = 256
-     * GEMM on Zen 3. The masked moves remain for the ragged right edge only. */
-    if (COLS == 2 && nr == NR)
-        store_tile(2, 1, acc, c, ldc, mr, nr, t);
-    else
-        store_tile(COLS, 0, acc, c, ldc, mr, nr, t);
+    const __m256i m[2] = {bm0, bm1};
+    const int act = t->last ? t->act : CY_ACT_NONE;
+    if (t->last && !t->accumulate && t->alpha == 1.0f && !t->bias_col &&
+        (act == CY_ACT_NONE || act == CY_ACT_RELU || act == CY_ACT_CLIP)) {
+        /* the common case (one K block, a conv's bias, ReLU / ReLU6 or none), activation
+         * chosen once per tile instead of per vector */
+        if (act == CY_ACT_RELU)
+            store_tile_fast(ROWS, COLS, FULL, CY_ACT_RELU, acc, c, ldc, mr, m, t);
+        else if (act == CY_ACT_CLIP)
+            store_tile_fast(ROWS, COLS, FULL, CY_ACT_CLIP, acc, c, ldc, mr, m, t);
+        else
+            store_tile_fast(ROWS, COLS, FULL, CY_ACT_NONE, acc, c, ldc, mr, m, t);
+        return;
+    }
+    store_tile_general(ROWS, COLS, FULL, acc, c, ldc, mr, m, t);
+}
+
+/* One tile shape per (rows, columns): 6/4/2/1 rows so small channel counts waste little;
+ * full 16 columns, or a masked 8/16-column edge. */
+#define ROWS_DISPATCH(COLS, FULL)                                                          \
+    do {                                                                                   \
+        if (mr > 4) tile(6, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);                \
+        else if (mr > 2) tile(4, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);           \
+        else if (mr > 1) tile(2, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);           \
+        else tile(1, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);                       \
+    } while (0)
+
+/* boff: NULL (b is a packed panel, row k at b + k*NR) or the offsets of B's rows (row k at
+ * b + boff[k], columns contiguous: a conv read straight from its padded input, see gemm.h's
+ * cy_operand.row_off). Both compile from one template, the test hoisted out. */
+TARGET INLINE void kernel_body(int kc, const float *a, const float *b, const ptrdiff_t *boff,
+                               float *c, ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+{
+    if (nr == NR) ROWS_DISPATCH(2, 1);
+    else if (nr > 8) ROWS_DISPATCH(2, 0);
+    else if (nr == 8) ROWS_DISPATCH(1, 1);
+    else ROWS_DISPATCH(1, 0);
 }
 
 TARGET static void kernel_avx2(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
                                int mr, int nr, const cy_tile *t)
 {
-    if (nr > 8) tile(2, kc, a, b, c, ldc, mr, nr, t);
-    else tile(1, kc, a, b, c, ldc, mr, nr, t);
+    kernel_body(kc, a, b, NULL, c, ldc, mr, nr, t);
+}
+
+TARGET static void kernel_offsets_avx2(int kc, const float *a, const float *b,
+                                       const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr,
+                                       int nr, const cy_tile *t)
+{
+    kernel_body(kc, a, b, boff, c, ldc, mr, nr, t);
+}
+
+/* M == 1: one row of A against NR-column panels of B (gemm_avx512.c's gemv at 8 lanes): x
+ * contiguous, k unrolled by 4 into 8 independent accumulators, so the loop is bound by
+ * streaming B (one cache line per k), not by FMA latency. Sum order depends on kc only. */
+TARGET static void gemv_avx2(int kc, const float *x, const float *b, float *c, int nr,
+                             const cy_tile *t)
+{
+    __m256 s0[4], s1[4];
+    for (int u = 0; u < 4; u++) s0[u] = s1[u] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 4 <= kc; k += 4) {
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            _mm_prefetch((const char *)(b + (k + u) * NR + B_PREFETCH * 2), _MM_HINT_T0);
+            const __m256 xa = _mm256_broadcast_ss(x + k + u);
+            s0[u] = _mm256_fmadd_ps(xa, _mm256_loadu_ps(b + (k + u) * NR), s0[u]);
+            s1[u] = _mm256_fmadd_ps(xa, _mm256_loadu_ps(b + (k + u) * NR + 8), s1[u]);
+        }
+    }
+    for (; k < kc; k++) {
+        const __m256 xa = _mm256_broadcast_ss(x + k);
+        s0[0] = _mm256_fmadd_ps(xa, _mm256_loadu_ps(b + k * NR), s0[0]);
+        s1[0] = _mm256_fmadd_ps(xa, _mm256_loadu_ps(b + k * NR + 8), s1[0]);
+    }
+    __m256 acc[MR][2];
+    acc[0][0] = _mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), _mm256_add_ps(s0[2], s0[3]));
+    acc[0][1] = _mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), _mm256_add_ps(s1[2], s1[3]));
+    const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
+    if (nr == NR) store_tile_general(1, 2, 1, acc, c, 0, 1, m, t);
+    else store_tile_general(1, 2, 0, acc, c, 0, 1, m, t);
 }
 
 TARGET static void epilogue_avx2(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep)
@@ -113,25 +258,26 @@ TARGET static void epilogue_avx2(int M, int N, float *c, ptrdiff_t ldc, const cy
         const float *ri = ep->residual ? ep->residual + i * ep->ldr : 0;
         const __m256 brow = _mm256_set1_ps(ep->bias_row ? ep->bias_row[i] : 0.0f);
         const float slope = ep->slope_row ? ep->slope_row[i] : ep->act_alpha;
-        for (int j = 0; j < N; j += 8) {
-            /* full vectors with plain moves (see store_tile), the last partial one masked */
-            const int full = j + 8 <= N;
+        int j = 0;
+        for (; j + 8 <= N; j += 8) {
+            __m256 x = _mm256_add_ps(_mm256_loadu_ps(ci + j), brow);
+            if (ep->bias_col) x = _mm256_add_ps(x, _mm256_loadu_ps(ep->bias_col + j));
+            if (ri) x = _mm256_add_ps(x, _mm256_loadu_ps(ri + j));
+            _mm256_storeu_ps(ci + j, cy_act256(x, ep->act, ep->act_alpha, ep->act_beta, slope));
+        }
+        if (j < N) {
             const __m256i m = lane_mask(N - j);
-            __m256 x = _mm256_add_ps(full ? _mm256_loadu_ps(ci + j) : _mm256_maskload_ps(ci + j, m),
-                                     brow);
-            if (ep->bias_col)
-                x = _mm256_add_ps(x, full ? _mm256_loadu_ps(ep->bias_col + j)
-                                          : _mm256_maskload_ps(ep->bias_col + j, m));
-            if (ri)
-                x = _mm256_add_ps(x, full ? _mm256_loadu_ps(ri + j) : _mm256_maskload_ps(ri + j, m));
-            x = cy_act256(x, ep->act, ep->act_alpha, ep->act_beta, slope);
-            if (full) _mm256_storeu_ps(ci + j, x);
-            else _mm256_maskstore_ps(ci + j, m, x);
+            __m256 x = _mm256_add_ps(_mm256_maskload_ps(ci + j, m), brow);
+            if (ep->bias_col) x = _mm256_add_ps(x, _mm256_maskload_ps(ep->bias_col + j, m));
+            if (ri) x = _mm256_add_ps(x, _mm256_maskload_ps(ri + j, m));
+            _mm256_maskstore_ps(ci + j, m, cy_act256(x, ep->act, ep->act_alpha, ep->act_beta,
+                                                     slope));
         }
     }
 }
 
-/* MC x KC = 144 x 256 floats = 144 KiB of A in L2; KC x NC = 256 x 4080 = 4 MiB of B. */
-const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_avx2, epilogue_avx2, NULL,
-                                   NULL};
+/* MC x KC = 144 x 256 floats = 144 KiB of A; KC x NC = 256 x 4080 = 4 MiB of B (NC is cut to
+ * gemm.c's B_BLOCK_FLOATS). */
+const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, 256, 4080, kernel_avx2, epilogue_avx2,
+                                   gemv_avx2, kernel_offsets_avx2};
 #endif

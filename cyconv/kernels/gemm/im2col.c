@@ -58,14 +58,27 @@ pack_phases(const cy_im2col *g, int k0, int kc, int j0, int nc, int NR, float *d
                     oh++;
                 }
             }
+            /* full panels with a fixed count (a few vector moves), per ISA panel width */
             if (cols == 32 && NR == 32) {
                 memcpy(d, stage, 32 * sizeof(float));
+            } else if (cols == 16 && NR == 16) {
+                memcpy(d, stage, 16 * sizeof(float));
             } else {
                 for (int t = 0; t < cols; t++) d[t] = stage[t];
                 for (int t = cols; t < NR; t++) d[t] = 0.0f;
             }
         }
     }
+}
+
+/* d[o] = xr[o * sw] for o < n, sw 1 or 2; n a constant after inlining (fixed-count moves) */
+static inline __attribute__((always_inline)) void
+copy_strided(float *d, const float *xr, int sw, const int n)
+{
+    if (sw == 1)
+        for (int o = 0; o < n; o++) d[o] = xr[o];
+    else
+        for (int o = 0; o < n; o++) d[o] = xr[2 * o];
 }
 
 /* The packer over the image itself: runs clipped to the image, zeros for the padding. */
@@ -93,16 +106,15 @@ pack_direct(const cy_im2col *g, int k0, int kc, int j0, int nc, int NR, float *d
                 panel_ow -= OW;
                 panel_oh++;
             }
-            /* the common case: a whole 32-pixel panel inside one output row and inside the
-             * image, copied with a fixed count the compiler turns into a few vector moves */
+            /* the common case: a whole panel (32 pixels with AVX-512, 16 with AVX2) inside
+             * one output row and inside the image, copied with a fixed count the compiler
+             * turns into a few vector moves */
             const int ih0 = oh * g->sh - g->pt + kh * g->dh;
-            if (NR == 32 && p_end - p_begin == 32 && ow + 32 <= OW && ow >= lo &&
-                ow + 32 <= hi && ih0 >= 0 && ih0 < g->H && (sw == 1 || sw == 2)) {
+            if ((NR == 32 || NR == 16) && p_end - p_begin == NR && ow + NR <= OW && ow >= lo &&
+                ow + NR <= hi && ih0 >= 0 && ih0 < g->H && (sw == 1 || sw == 2)) {
                 const float *xr = xc + (size_t)ih0 * g->W + off + (ptrdiff_t)ow * sw;
-                if (sw == 1)
-                    for (int o = 0; o < 32; o++) d[o] = xr[o];
-                else
-                    for (int o = 0; o < 32; o++) d[o] = xr[2 * o];
+                if (NR == 32) copy_strided(d, xr, sw, 32);
+                else copy_strided(d, xr, sw, 16);
                 continue;
             }
             while (p < p_end) {

@@ -1,9 +1,10 @@
 """The row-offset conv path (ConvPlan._run_offsets): a kxk stride-1 conv on a small plane, read
 in place from its zero-padded input by the micro-kernel (gemm.h's cy_operand.row_off), no
 im2col packing. Against the float64 reference over kernel sizes, dilations, pad patterns,
-widths whose padded-width grid rows straddle the 32-column panels, channel counts around the
+widths whose padded-width grid rows straddle the 16- and 32-column panels, channel counts around the 6- and
 12-row tiles, batches, epilogues (bias, residual, activations); bitwise equal for 1, 2 and 3
-threads; and the AVX2 / generic kernels, which have no such path, in a subprocess."""
+threads; on every micro-kernel the CPU has that reads B by row offsets (AVX-512 and AVX2);
+and the generic kernel, which has no such path, in a subprocess."""
 import os
 import subprocess
 import sys
@@ -15,8 +16,29 @@ from cyconv.kernels import conv as kc
 from cyconv.kernels.gemm import _gemm
 from cyconv.ops.conv import conv_reference
 
-pytestmark = pytest.mark.skipif(_gemm.isa() != "avx512f" or not kc.OFFSETS_ENABLED,
-                                reason="the row-offset kernel is AVX-512 only")
+# the micro-kernels with a row-offset variant that this CPU runs
+OFFSET_ISAS = []
+for _name in ("avx2", "avx512f"):
+    _prev = _gemm.isa()
+    try:
+        _gemm.set_isa(_name)
+        OFFSET_ISAS.append(_name)
+    except ValueError:
+        pass
+    finally:
+        _gemm.set_isa(_prev)
+
+pytestmark = pytest.mark.skipif(not OFFSET_ISAS or not kc.OFFSETS_ENABLED,
+                                reason="no micro-kernel with row offsets on this CPU")
+
+
+@pytest.fixture(autouse=True, params=OFFSET_ISAS)
+def isa(request):
+    """Every test runs on each row-offset kernel (plans repack their weights per ISA)."""
+    prev = _gemm.isa()
+    _gemm.set_isa(request.param)
+    yield request.param
+    _gemm.set_isa(prev)
 
 
 def check(rng, N, C, H, W, M, k, d, pads, act=None, residual=False, kw=None):
@@ -103,7 +125,7 @@ def test_choice():
     assert not kc.ConvPlan(w, None, (2, 2), (1, 1), 1).uses_row_offsets(16, 16, (1, 1, 1, 1))
 
 
-@pytest.mark.parametrize("cap", ["avx2", "generic"])
+@pytest.mark.parametrize("cap", ["generic"])
 def test_other_isas_use_im2col(cap):
     code = ("import numpy as np; "
             "from cyconv.kernels import conv as kc; "

@@ -74,6 +74,7 @@ int cy_gemm_nr(void) { return cy_gemm_isa_get()->nr; }
 /* ---- prepacking ------------------------------------------------------------------------ */
 
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+static int min_i(int a, int b) { return a < b ? a : b; }
 
 size_t cy_sgemm_packed_a_size(int M, int K)
 {
@@ -85,11 +86,21 @@ size_t cy_sgemm_packed_b_size(int K, int N)
     return round_up((size_t)N, (size_t)cy_gemm_nr()) * (size_t)K;
 }
 
-/* Whole-K panels: a KC slice of panel p starts at p*K*MR + pc*MR, so one packed copy serves
- * every blocking. */
+/* Packed A in the order the GEMM reads it: KC-deep blocks, and in block pc (at pc * Mpad,
+ * Mpad = M rounded up to MR) the MR-row panels one after another, [M / MR][kc][MR]. A block's
+ * panels, which the tiles walk down for each K block, are then one sequential stream. With
+ * whole-K panels instead (slice pc of panel p at p*K*MR + pc*MR) each 6 KiB slice started a
+ * new stream 18 KiB-110 KiB past the last, and the weights of a batch-1 7x7 layer (used by
+ * few column panels, so streamed from L3 or memory) arrived too slowly for the kernel.
+ * KC is the ISA's (isa->kc); a single panel (M <= MR) reads the same either way, so it also
+ * serves the whole-K blocking of small M. Each ISA has its own MR, which is what a caller
+ * checks to know whether its packed copy is still valid. */
 void cy_sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, float *dst)
 {
-    cy_pack_a_block(M, K, A, rsa, csa, cy_gemm_mr(), dst);
+    const int MR = cy_gemm_mr(), KC = cy_gemm_isa_get()->kc;
+    const size_t Mpad = round_up((size_t)M, (size_t)MR);
+    for (int pc = 0; pc < K; pc += KC)
+        cy_pack_a_block(M, min_i(KC, K - pc), A + pc * csa, rsa, csa, MR, dst + pc * Mpad);
 }
 
 void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float *dst)
@@ -98,8 +109,6 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
 }
 
 /* ---- one thread's share --------------------------------------------------------------- */
-
-static int min_i(int a, int b) { return a < b ? a : b; }
 
 /* Floats of packed B per KC x NC block: 512 KiB, a quarter of a 2 MiB L2, leaving room for
  * the A block (MC x KC) and C's rows. Measured on 1x1-conv shapes (K = 64..576, N = 3136),
@@ -205,8 +214,10 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                     continue;
                 }
                 if (A->packed) {
-                    ap = A->data + (size_t)(ic / MR) * K * MR + (size_t)pc * MR;
-                    a_stride = (ptrdiff_t)K * MR;
+                    /* block pc, then panel ic / MR of it (cy_sgemm_pack_a's layout) */
+                    ap = A->data + (size_t)pc * round_up((size_t)M_total, (size_t)MR)
+                         + (size_t)(ic / MR) * kc * MR;
+                    a_stride = (ptrdiff_t)kc * MR;
                 } else {
                     cy_pack_a_block(mc, kc, A->data + ic * A->rs + pc * A->cs, A->rs, A->cs,
                                     MR, abuf);

@@ -70,9 +70,9 @@ typedef struct cy_operand {
     /* B only, when cy_gemm_has_row_offsets(): element (k, j) at data[row_off[k] + j], read
      * in place by the micro-kernel (no packing). A stride-1 conv over a zero-padded image
      * is such a matrix: row (c, kh, kw) starts at c*Hp*Wp + kh*dh*Wp + kw*dw and column j is
-     * output position j of the padded-width grid (conv.pyx); so is a 1x1 conv's input
-     * itself (row k at k*H*W). The kernel loads only the columns < N (masked), so nothing
-     * past the last column of a row is read. */
+     * output position j of the padded-width grid (conv.pyx). The kernels read rows in whole
+     * vectors of their panel (NR floats): the NR - 1 floats after a row's last column
+     * (j = N - 1) must be readable; what they hold never reaches C. */
     const ptrdiff_t *row_off;
 } cy_operand;
 
@@ -90,8 +90,9 @@ int cy_gemm_nr(void);
  * Must not be called while a GEMM runs; panels packed before must be packed again. */
 int cy_gemm_set_isa(const char *name);
 
-/* Prepacking. A[M,K] is stored as ceil(M/MR) panels of [K][MR]; B[K,N] as ceil(N/NR)
- * panels of [K][NR]; edges zero-padded. Sizes are in floats. */
+/* Prepacking. A[M,K] is stored as KC-deep blocks (KC per ISA), each ceil(M/MR) panels of
+ * [kc][MR] (gemm.c, cy_sgemm_pack_a); B[K,N] as ceil(N/NR) panels of [K][NR]; edges
+ * zero-padded. Sizes are in floats. */
 size_t cy_sgemm_packed_a_size(int M, int K);
 size_t cy_sgemm_packed_b_size(int K, int N);
 void cy_sgemm_pack_a(int M, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa, float *dst);

@@ -48,16 +48,19 @@ TARGET INLINE void store8(const int FULL, float *p, __m256i m, __m256 x)
 #define B_PREFETCH (16 * NR)
 
 /* One step of k: acc[i][v] += a[k*MR + i] * b[k*NR + 8v] for the tile's rows and columns.
- * B is a packed panel (boff NULL) or row k lies at b + boff[k] (read in place). */
+ * B is a packed panel (boff NULL) or row k lies at b + boff[k] (read in place). Either way
+ * whole 8-float vectors are loaded, also in a partial last panel: a packed panel is zero
+ * padded, and an in-place B has readable slack past its last column (gemm.h, row_off).
+ * Masked loads there (vmaskmovps, extra uops on AMD Zen) had made the 15-column last panel
+ * of ResNet's 7x7 row-offset layers the slowest part of them. */
 #define STEP(acc, k)                                                                    \
     do {                                                                                \
         const float *ak_ = a + (k) * MR;                                                \
         const float *bk_ = boff ? b + boff[k] : b + (k) * NR;                           \
         if (!boff) _mm_prefetch((const char *)(bk_ + B_PREFETCH), _MM_HINT_T0);         \
         if (((k) & 1) == 0) _mm_prefetch((const char *)(ak_ + A_PREFETCH), _MM_HINT_T0); \
-        const __m256 b0_ = boff ? load8(FULL, bk_, bm0) : _mm256_loadu_ps(bk_);         \
-        const __m256 b1_ = COLS < 2 ? b0_                                               \
-                           : boff ? load8(FULL, bk_ + 8, bm1) : _mm256_loadu_ps(bk_ + 8); \
+        const __m256 b0_ = _mm256_loadu_ps(bk_);                                        \
+        const __m256 b1_ = COLS < 2 ? b0_ : _mm256_loadu_ps(bk_ + 8);                   \
         _Pragma("GCC unroll 6")                                                         \
         for (int i = 0; i < ROWS; i++) {                                                \
             const __m256 ai_ = _mm256_broadcast_ss(ak_ + i);                            \
@@ -152,8 +155,6 @@ TARGET INLINE void tile(const int ROWS, const int COLS, const int FULL, int kc, 
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         if (res_pf) _mm_prefetch((const char *)(res_pf + i * t->ldr), _MM_HINT_T0);
     }
-    /* masks of an in-place B's partial last panel (unused, and folded away, when FULL) */
-    const __m256i bm0 = lane_mask(nr), bm1 = lane_mask(nr - 8);
     if (ROWS == 1) {
         int k = 0;
         for (; k + 1 < kc; k += 2) {
@@ -168,7 +169,7 @@ TARGET INLINE void tile(const int ROWS, const int COLS, const int FULL, int kc, 
         for (int k = 0; k < kc; k++) STEP(acc, k);
     }
 
-    const __m256i m[2] = {bm0, bm1};
+    const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
     const int act = t->last ? t->act : CY_ACT_NONE;
     if (t->last && !t->accumulate && t->alpha == 1.0f && !t->bias_col &&
         (act == CY_ACT_NONE || act == CY_ACT_RELU || act == CY_ACT_CLIP)) {

@@ -3,8 +3,8 @@ in place from its zero-padded input by the micro-kernel (gemm.h's cy_operand.row
 im2col packing. Against the float64 reference over kernel sizes, dilations, pad patterns,
 widths whose padded-width grid rows straddle the 16- and 32-column panels, channel counts
 around the 6- and 12-row tiles, batches, epilogues (bias, residual, activations); bitwise
-equal for 1, 2 and 3 threads; on every micro-kernel the CPU has that reads B by row offsets (AVX-512 and AVX2);
-and the generic kernel, which has no such path, in a subprocess."""
+equal for 1, 2 and 3 threads; on every micro-kernel the CPU has that reads B by row offsets
+(AVX-512 and AVX2); and the generic kernel, which has no such path, in a subprocess."""
 import os
 import subprocess
 import sys

@@ -111,6 +111,21 @@ def test_thread_count_invariance(isa, rng, M, N, K):
     np.testing.assert_array_equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("M,N,K", [(1024, 49, 600), (600, 37, 1000), (2048, 20, 300)])
+def test_tall_narrow_shares_packed_b(isa, rng, M, N, K):
+    # many rows, few columns: the threads split M and B is packed once for all of them
+    # (gemm.c, shared B); B plain or transposed, weights prepacked or not, residual epilogue
+    a, b = rand(rng, M, K), rand(rng, K, N)
+    z, bias = rand(rng, M, N), rand(rng, M)
+    want = reference(a, b, bias_row=bias) + z
+    outs = [_gemm.sgemm(aa, bb, bias_row=bias, residual=z, n_threads=t)
+            for aa in (a, _gemm.pack_a(a)) for bb in (b, np.asfortranarray(b))
+            for t in (1, 2, 3)]
+    check(outs[0], want, K)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
 @pytest.mark.parametrize("M", [1, 3, 12, 13])
 def test_few_rows_deep_k(isa, rng, M):
     # M <= MR takes all of K in one block (fully connected layers; M == 1 a GEMV kernel where

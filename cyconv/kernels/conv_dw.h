@@ -54,14 +54,13 @@ static inline int cy_dw_isa(void)
 }
 
 /* Whether a vector kernel computes a KxK depthwise conv of strides (sh, sw), dilation 1, on
- * this CPU: 3x3 on AVX2 and AVX-512, 5x5 on AVX-512 (MobileNetV3, PaddleOCR); strides
- * (1, 1) and (2, 2), and on AVX-512 also (2, 1) (PaddleOCR halves only the height). */
+ * this CPU: 3x3 and 5x5 (MobileNetV3, PaddleOCR), strides (1, 1), (2, 2) and (2, 1)
+ * (PaddleOCR halves only the height), on AVX2 and AVX-512. */
 static inline int cy_dw_supported(int K, int sh, int sw)
 {
-    const int isa = cy_dw_isa();
-    if (!((sh == 1 && sw == 1) || (sh == 2 && sw == 2) || (isa == 2 && sh == 2 && sw == 1)))
+    if (!((sh == 1 && sw == 1) || (sh == 2 && sw == 2) || (sh == 2 && sw == 1)))
         return 0;
-    return K == 3 ? isa >= 1 : K == 5 ? isa == 2 : 0;
+    return (K == 3 || K == 5) && cy_dw_isa() >= 1;
 }
 
 /* y = the plane's conv when cy_dw_supported(K, sh, sw) (returns 1), else untouched (0) */
@@ -75,7 +74,7 @@ static inline int cy_dw_plane(const float *x, int H, int W, const float *w, floa
     if (cy_dw_isa() == 2)
         cy_dw_plane_avx512(x, H, W, w, bias, y, OH, OW, sh, sw, K, pt, pl, R, clamp, lo, hi);
     else
-        cy_dw3x3_plane_avx2(x, H, W, w, bias, y, OH, OW, sh, pt, pl, R, clamp, lo, hi);
+        cy_dw_plane_avx2(x, H, W, w, bias, y, OH, OW, sh, sw, K, pt, pl, R, clamp, lo, hi);
     return 1;
 #else
     (void)x; (void)H; (void)W; (void)w; (void)bias; (void)y; (void)pt; (void)pl;

@@ -1,9 +1,17 @@
-/* Depthwise 3x3 conv, one plane, AVX2+FMA (stride 1 or 2, dilation 1): the register tile of
- * conv_dw_avx512.h (R output rows x one column block, input rows loaded once, padding by
- * load masks) at 8 lanes. Without a cross-lane shift, stride 1 loads the three tap vectors
- * at columns c, c+1, c+2; stride 2 separates even and odd columns of 16 loaded floats with
- * shuffle_ps (within 128-bit lanes) and a cross-lane permute. vmaskmovps neither reads nor
- * faults on a masked-off lane.
+/* Depthwise 3x3 or 5x5 conv, one plane, AVX2+FMA (strides (1, 1), (2, 2) and (2, 1),
+ * dilation 1): the register tile of conv_dw_avx512.h (R output rows x one column block,
+ * each input row loaded once and fed to every output row that reads it, padding by load
+ * masks) at 8 lanes.
+ *
+ * Without a cross-lane shift, column stride 1 loads the K tap vectors at columns c .. c+K-1;
+ * column stride 2 loads 16 floats at c + 2q and c + 2q + 8 and takes their even (tap 2q) and
+ * odd (tap 2q+1) floats with shuffle_ps (within 128-bit lanes) and a cross-lane permute.
+ * 3x3 weights are held as 9 broadcast vectors (the compiler keeps what fits in registers);
+ * 5x5 ones are broadcast from memory by the FMAs. Broadcasting 3x3 weights from memory too
+ * made MobileNetV2's depthwise layers 10-40% slower. vmaskmovps neither reads nor faults on
+ * a masked-off lane; tiles inside the
+ * row use plain loads and full output vectors plain stores, since masked moves are slow on
+ * AMD Zen (stores microcoded, about one per 12 cycles).
  */
 #ifndef CYCONV_CONV_DW_AVX2_H
 #define CYCONV_CONV_DW_AVX2_H
@@ -21,6 +29,12 @@ DW2_TARGET DW2_INLINE __m256i dw2_cols(int c, int W)
                             _mm256_cmpgt_epi32(_mm256_set1_epi32(W - c), lane));
 }
 
+/* 8 floats at p: a plain load inside the row (IN), else masked by m (columns in [0, W)) */
+DW2_TARGET DW2_INLINE __m256 dw2_load(const int IN, const float *p, __m256i m)
+{
+    return IN ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+
 /* even (odd = 0) or odd (odd = 1) floats of a[0..7] b[0..7], in order */
 DW2_TARGET DW2_INLINE __m256 dw2_deinterleave(__m256 a, __m256 b, const int odd)
 {
@@ -30,55 +44,55 @@ DW2_TARGET DW2_INLINE __m256 dw2_deinterleave(__m256 a, __m256 b, const int odd)
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-/* 8 floats at p: a plain load inside the row (IN), else masked to the columns in [0, W) */
-DW2_TARGET DW2_INLINE __m256 dw2_load(const int IN, const float *p, __m256i m)
-{
-    return IN ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
-}
-
-/* One R x 8 output tile. IN: every tap load of the tile lies inside the input row, so none
- * needs a mask; OUT: all 8 output columns exist. Plain moves matter on AMD Zen, where masked
- * stores are microcoded (about one per 12 cycles) and masked loads cost extra uops. */
-DW2_TARGET DW2_INLINE void dw2_tile(const float *x, int H, int W, const __m256 *w, __m256 b,
+/* One R x 8 output tile at rows oh0.., columns ow0.. of a KxK kernel, row stride SH, column
+ * stride S. IN: every load of the tile lies inside the input row (no masks); OUT: all 8
+ * output columns exist. R, SH, S, K, IN and OUT are constants at every call site. */
+DW2_TARGET DW2_INLINE void dw2_tile(const float *x, int H, int W, const float *wk,
+                                    const __m256 *w3, __m256 b,
                                     float *y, int OW, int oh0, int ow0, int pt, int pl,
-                                    int clamp, __m256 lo, __m256 hi, const int R, const int S,
-                                    const int IN, const int OUT)
+                                    int clamp, __m256 lo, __m256 hi, const int R, const int SH,
+                                    const int S, const int K, const int IN, const int OUT)
 {
     __m256 acc[8];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) acc[r] = b;
-    const int c = ow0 * S - pl;
-    /* S = 1: taps at columns c, c+1, c+2. S = 2: floats c..c+15 and c+2..c+17. */
-    const __m256i m0 = dw2_cols(c, W);
-    const __m256i m1 = dw2_cols(S == 1 ? c + 1 : c + 8, W);
-    const __m256i m2 = dw2_cols(c + 2, W);
-    const __m256i m3 = dw2_cols(c + 10, W);
-    const int ih0 = oh0 * S - pt;
-#pragma GCC unroll 18
-    for (int k = 0; k < (R - 1) * S + 3; k++) {
+    const int c = ow0 * S - pl;                       /* column of lane 0, tap 0 */
+    const int ih0 = oh0 * SH - pt;
+    /* the load masks, once per tile: load n reads columns c + off(n) .. + 7, off(n) = n
+     * (S = 1) or 2(n/2) + 8(n%2) (S = 2); unused (folded away) when IN */
+    const int loads = S == 1 ? K : 2 * ((K + 1) / 2);
+    __m256i m[6];
+#pragma GCC unroll 6
+    for (int n = 0; n < loads; n++)
+        m[n] = IN ? _mm256_setzero_si256()
+                  : dw2_cols(c + (S == 1 ? n : 2 * (n / 2) + 8 * (n % 2)), W);
+#pragma GCC unroll 20
+    for (int k = 0; k < (R - 1) * SH + K; k++) {
         const int ih = ih0 + k;
-        if ((unsigned)ih >= (unsigned)H) continue;
+        if ((unsigned)ih >= (unsigned)H) continue;     /* a zero row: adds nothing */
         const float *p = x + (ptrdiff_t)ih * W + c;
-        __m256 t0, t1, t2;
+        __m256 t[5];
         if (S == 1) {
-            t0 = dw2_load(IN, p, m0);
-            t1 = dw2_load(IN, p + 1, m1);
-            t2 = dw2_load(IN, p + 2, m2);
+#pragma GCC unroll 5
+            for (int j = 0; j < K; j++) t[j] = dw2_load(IN, p + j, m[j]);
         } else {
-            const __m256 a = dw2_load(IN, p, m0), bb = dw2_load(IN, p + 8, m1);
-            const __m256 a2 = dw2_load(IN, p + 2, m2);
-            const __m256 b2 = dw2_load(IN, p + 10, m3);
-            t0 = dw2_deinterleave(a, bb, 0);
-            t1 = dw2_deinterleave(a, bb, 1);
-            t2 = dw2_deinterleave(a2, b2, 0);
+#pragma GCC unroll 3
+            for (int q = 0; 2 * q < K; q++) {
+                const __m256 a = dw2_load(IN, p + 2 * q, m[2 * q]);
+                const __m256 a8 = dw2_load(IN, p + 2 * q + 8, m[2 * q + 1]);
+                t[2 * q] = dw2_deinterleave(a, a8, 0);
+                if (2 * q + 1 < K) t[2 * q + 1] = dw2_deinterleave(a, a8, 1);
+            }
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const int i = k - r * S;
-            if (i < 0 || i > 2) continue;
-            acc[r] = _mm256_fmadd_ps(w[3 * i], t0, acc[r]);
-            acc[r] = _mm256_fmadd_ps(w[3 * i + 1], t1, acc[r]);
-            acc[r] = _mm256_fmadd_ps(w[3 * i + 2], t2, acc[r]);
+            const int i = k - r * SH;                  /* kernel row of input row k for r */
+            if (i < 0 || i >= K) continue;
+#pragma GCC unroll 5
+            for (int j = 0; j < K; j++)
+                acc[r] = _mm256_fmadd_ps(K == 3 ? w3[i * K + j]
+                                                : _mm256_broadcast_ss(wk + i * K + j),
+                                         t[j], acc[r]);
         }
     }
     const __m256i mo = dw2_cols(ow0, OW);
@@ -91,34 +105,47 @@ DW2_TARGET DW2_INLINE void dw2_tile(const float *x, int H, int W, const __m256 *
     }
 }
 
-DW2_TARGET DW2_INLINE void dw2_rows(const float *x, int H, int W, const __m256 *w, __m256 b,
+/* All column blocks of output rows oh0 .. oh0+R-1 */
+DW2_TARGET DW2_INLINE void dw2_rows(const float *x, int H, int W, const float *wk,
+                                    const __m256 *w3, __m256 b,
                                     float *y, int OW, int oh0, int pt, int pl, int clamp,
-                                    __m256 lo, __m256 hi, const int R, const int S)
+                                    __m256 lo, __m256 hi, const int R, const int SH,
+                                    const int S, const int K)
 {
-    /* input columns a tile's loads span: c .. c+9 (S = 1) or c .. c+17 (S = 2) */
-    const int span = S == 1 ? 10 : 18;
+    /* input columns a tile's loads span: c .. c+K+6 (S = 1) or c .. c+K+14 (S = 2) */
+    const int span = S == 1 ? K + 7 : K + 15;
     for (int ow0 = 0; ow0 < OW; ow0 += 8) {
         const int c = ow0 * S - pl;
         if (c >= 0 && c + span <= W && ow0 + 8 <= OW)
-            dw2_tile(x, H, W, w, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, S, 1, 1);
+            dw2_tile(x, H, W, wk, w3, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K,
+                     1, 1);
         else
-            dw2_tile(x, H, W, w, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, S, 0, 0);
+            dw2_tile(x, H, W, wk, w3, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K,
+                     0, 0);
     }
 }
 
+#define DW2_ROWS(R_, SH_, SW_, K_) \
+    dw2_rows(x, H, W, wk, w3, b, y, OW, oh0, pt, pl, clamp, l, h, R_, SH_, SW_, K_)
 #define DW2_ROWS_CASE(R_)                                                              \
     case R_:                                                                           \
-        if (S == 1) dw2_rows(x, H, W, w, b, y, OW, oh0, pt, pl, clamp, l, h, R_, 1);   \
-        else dw2_rows(x, H, W, w, b, y, OW, oh0, pt, pl, clamp, l, h, R_, 2);          \
+        if (SH == 1) { if (K == 3) DW2_ROWS(R_, 1, 1, 3); else DW2_ROWS(R_, 1, 1, 5); } \
+        else if (SW == 2) { if (K == 3) DW2_ROWS(R_, 2, 2, 3); else DW2_ROWS(R_, 2, 2, 5); } \
+        else { if (K == 3) DW2_ROWS(R_, 2, 1, 3); else DW2_ROWS(R_, 2, 1, 5); }        \
         break;
 
-DW2_TARGET static void cy_dw3x3_plane_avx2(const float *x, int H, int W, const float *wk,
-                                          float bias, float *y, int OH, int OW, int S, int pt,
-                                          int pl, int R, int clamp, float lo, float hi)
+/* K = 3 or 5; strides (SH, SW) = (1, 1), (2, 2) or (2, 1). R: rows per tile, from
+ * cy_dw_rows_per_tile; the last tile starts at OH - R (rows computed twice are computed
+ * identically). */
+DW2_TARGET static void cy_dw_plane_avx2(const float *x, int H, int W, const float *wk,
+                                        float bias, float *y, int OH, int OW, int SH, int SW,
+                                        int K, int pt, int pl, int R, int clamp, float lo,
+                                        float hi)
 {
-    __m256 w[9];
-    for (int t = 0; t < 9; t++) w[t] = _mm256_set1_ps(wk[t]);
     const __m256 b = _mm256_set1_ps(bias), l = _mm256_set1_ps(lo), h = _mm256_set1_ps(hi);
+    __m256 w3[9];
+    if (K == 3)
+        for (int t = 0; t < 9; t++) w3[t] = _mm256_set1_ps(wk[t]);
     for (int t = 0; t < OH; t += R) {
         const int oh0 = t + R <= OH ? t : OH - R;
         switch (R) {
@@ -127,5 +154,6 @@ DW2_TARGET static void cy_dw3x3_plane_avx2(const float *x, int H, int W, const f
         }
     }
 }
+#undef DW2_ROWS
 #undef DW2_ROWS_CASE
 #endif

@@ -15,18 +15,10 @@ import pytest
 from cyconv.kernels import conv as kc
 from cyconv.kernels.gemm import _gemm
 from cyconv.ops.conv import conv_reference
+from isa_testing import runnable_gemm_isas
 
 # the micro-kernels with a row-offset variant that this CPU runs
-OFFSET_ISAS = []
-for _name in ("avx2", "avx512f"):
-    _prev = _gemm.isa()
-    try:
-        _gemm.set_isa(_name)
-        OFFSET_ISAS.append(_name)
-    except ValueError:
-        pass
-    finally:
-        _gemm.set_isa(_prev)
+OFFSET_ISAS = runnable_gemm_isas(("avx2", "avx512f"))
 
 pytestmark = pytest.mark.skipif(not OFFSET_ISAS or not kc.OFFSETS_ENABLED,
                                 reason="no micro-kernel with row offsets on this CPU")

@@ -5,17 +5,9 @@ import numpy as np
 import pytest
 
 from cyconv.kernels.gemm import _gemm
+from isa_testing import runnable_gemm_isas
 
-ISAS = []
-for _name in ("generic", "avx2", "avx512f"):
-    _prev = _gemm.isa()
-    try:
-        _gemm.set_isa(_name)
-        ISAS.append(_name)
-    except ValueError:
-        pass
-    finally:
-        _gemm.set_isa(_prev)
+ISAS = runnable_gemm_isas()
 
 
 @pytest.fixture(params=ISAS)

@@ -108,6 +108,17 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
     cy_pack_b_block(K, N, B, rsb, csb, cy_gemm_nr(), dst);
 }
 
+/* Rows [k0, k0+kc) x columns [j0, j0+nc) of a B operand that is neither prepacked nor read
+ * in place, into NR-wide panels: through its packer (im2col) or from its strides. */
+static void pack_b_part(const cy_operand *B, int k0, int kc, int j0, int nc, int NR,
+                        float *dst)
+{
+    if (B->pack_b)
+        B->pack_b(B->pack_ctx, k0, kc, j0, nc, NR, dst);
+    else
+        cy_pack_b_block(kc, nc, B->data + k0 * B->rs + j0 * B->cs, B->rs, B->cs, NR, dst);
+}
+
 /* ---- one thread's share --------------------------------------------------------------- */
 
 /* Floats of packed B per KC x NC block: 512 KiB, a quarter of a 2 MiB L2, leaving room for
@@ -145,6 +156,8 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
         if (NC > nc_l2) NC = nc_l2;
     }
     const int kc_max = K < KC ? K : KC;
+    /* rows of a prepacked A (M rounded up to MR): block pc starts at pc * a_rows */
+    const size_t a_rows = round_up((size_t)M_total, (size_t)MR);
     const size_t a_need = gemv ? (size_t)kc_max
         : A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
     const size_t b_need = B->packed || B->row_off ? 0
@@ -178,12 +191,8 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
             } else if (B->packed) {
                 bp = B->data + (size_t)(jc / NR) * K * NR + (size_t)pc * NR;
                 b_stride = (ptrdiff_t)K * NR;
-            } else if (B->pack_b) {
-                B->pack_b(B->pack_ctx, pc, kc, jc, nc, NR, bbuf);
-                bp = bbuf;
-                b_stride = (ptrdiff_t)kc * NR;
             } else {
-                cy_pack_b_block(kc, nc, B->data + pc * B->rs + jc * B->cs, B->rs, B->cs, NR, bbuf);
+                pack_b_part(B, pc, kc, jc, nc, NR, bbuf);
                 bp = bbuf;
                 b_stride = (ptrdiff_t)kc * NR;
             }
@@ -215,8 +224,7 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                 }
                 if (A->packed) {
                     /* block pc, then panel ic / MR of it (cy_sgemm_pack_a's layout) */
-                    ap = A->data + (size_t)pc * round_up((size_t)M_total, (size_t)MR)
-                         + (size_t)(ic / MR) * kc * MR;
+                    ap = A->data + (size_t)pc * a_rows + (size_t)(ic / MR) * kc * MR;
                     a_stride = (ptrdiff_t)kc * MR;
                 } else {
                     cy_pack_a_block(mc, kc, A->data + ic * A->rs + pc * A->cs, A->rs, A->cs,
@@ -348,13 +356,9 @@ static void pack_panel(void *ctx, long q, int tid)
 {
     const pack_job *p = (const pack_job *)ctx;
     (void)tid;
-    const int j0 = (int)q * p->NR, cols = min_i(p->NR, p->N - j0);
-    float *d = p->dst + (size_t)q * p->K * p->NR;
-    if (p->B->pack_b)
-        p->B->pack_b(p->B->pack_ctx, 0, p->K, j0, cols, p->NR, d);
-    else
-        cy_pack_b_block(p->K, cols, p->B->data + (ptrdiff_t)j0 * p->B->cs, p->B->rs, p->B->cs,
-                        p->NR, d);
+    const int j0 = (int)q * p->NR;
+    pack_b_part(p->B, 0, p->K, j0, min_i(p->NR, p->N - j0), p->NR,
+                p->dst + (size_t)q * p->K * p->NR);
 }
 
 int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, int accumulate,
@@ -394,7 +398,7 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
          * grid split N (switching it to M, to halve the weights each thread streams) was
          * no better at batch 1 and 6% slower on batch-8 MobileNetV2. */
         cy_operand shared = B;
-        int share = 0, cu_run = cu;
+        int cu_run = cu;
         if (tm > 1 && !b_in_place && K > 0 &&
             (long)K * (long)round_up((size_t)N, (size_t)isa->nr) <= SHARED_B_MAX_FLOATS) {
             int sm, sn;
@@ -408,7 +412,6 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
                     shared.data = buf;
                     shared.packed = 1;
                     shared.pack_b = NULL;
-                    share = 1;
                     cu_run = isa->nr;
                     one = grid;
                     tm = sm;
@@ -418,7 +421,7 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
         }
         const long nt_run = (N + cu_run - 1) / cu_run;
         const double many = partition(M, N, isa, cu_run, nth * PIECES_PER_THREAD, A.packed,
-                                      b_in_place || share, &pm, &pn);
+                                      b_in_place || shared.packed, &pm, &pn);
         if (pm * pn < nth * PIECES_PER_THREAD || many * PIECES_PER_THREAD > 1.1 * one) {
             pm = tm;
             pn = tn;

@@ -38,7 +38,8 @@ void cy_pack_a_block(int mc, int kc, const float *A, ptrdiff_t rsa, ptrdiff_t cs
 }
 
 /* Whole panels of NR = W floats, row by row: row k of B (contiguous) goes to row k of every
- * panel. W is a constant after inlining, so each copy is a few vector moves. */
+ * panel. Called with a constant W for the ISAs' panel widths, so each copy is a few vector
+ * moves. */
 static inline __attribute__((always_inline)) void
 pack_b_rows(int kc, int panels, const float *B, ptrdiff_t rsb, const int W, float *dst)
 {
@@ -62,11 +63,7 @@ void cy_pack_b_block(int kc, int nc, const float *B, ptrdiff_t rsb, ptrdiff_t cs
         const int full = nc / NR;
         if (NR == 16) pack_b_rows(kc, full, B, rsb, 16, dst);
         else if (NR == 32) pack_b_rows(kc, full, B, rsb, 32, dst);
-        else
-            for (int k = 0; k < kc; k++)
-                for (int q = 0; q < full; q++)
-                    memcpy(dst + ((size_t)q * kc + k) * NR, B + k * rsb + q * NR,
-                           (size_t)NR * sizeof(float));
+        else pack_b_rows(kc, full, B, rsb, NR, dst);
         const int cols = nc - full * NR;
         if (cols > 0) {
             float *d = dst + (size_t)full * kc * NR;

@@ -43,6 +43,7 @@ from cyconv.kernels.gemm._gemm cimport (
     sgemm_ex, sgemm_pack_a, strided_operand,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
+from cyconv.kernels.native cimport NativeOp
 
 cnp.import_array()
 
@@ -277,6 +278,220 @@ cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
         epilogue_apply(<int>j.OH, <int>j.OW, y, j.OW, &ep)
 
 
+cdef struct SplitJob:
+    # ConvPlan._phase_split: task t = planes [t*per, (t+1)*per) of the N*C
+    const float* x
+    float* xq
+    Py_ssize_t H, W, pt, pl, sw, Hq, Wq, planes, per
+
+
+cdef struct GridJob:
+    # one image of the row-offset path: y (M, OH, OW) = the grid (M, OH, Wp) without its
+    # last Wp - OW columns per row, then the epilogue; task t = channels [t*block, +block)
+    int M, OH, OW, Wp, block
+    const float* grid
+    float* y
+    cy_epilogue ep          # residual at this image; ldr = OH*OW
+    bint apply
+
+
+cdef struct ConvJob:
+    # one Conv call: x (N, C, H, W), y (N, M, OH, OW), packed weights, epilogue, geometry
+    const float* x
+    float* y
+    const float* w
+    const cy_epilogue* ep
+    Py_ssize_t C, M, H, W, OW, P
+    int group, Cg, Mg, Kg
+    size_t group_size
+    bint direct
+    const float* pre_scale  # direct path: relu(pre_scale * x + pre_shift) per channel, or NULL
+    const float* pre_shift
+    Geometry geo
+    # column stride >= 2 (kxk): x zero-padded and split by column phase once per call,
+    # (N, C, phases, Hq, Wq) (gemm/im2col.h); phases = 0 when im2col reads x itself
+    const float* xq
+    int phases, Hq, Wq
+
+
+cdef struct PieceJob:
+    # the pieces of a parallel Conv call: piece r = (item r // per, column range r % per)
+    const ConvJob* job
+    Py_ssize_t per, nr
+    int failed
+
+
+# ---- one prepared call ------------------------------------------------------------------
+
+cdef enum:
+    PATH_DEPTHWISE = 1
+    PATH_WINOGRAD = 2
+    PATH_OFFSETS = 3
+    PATH_GEMM = 4
+
+
+cdef struct ConvCall:
+    # A Conv prepared for one input shape (ConvPlan._prepare): the path, its thread split and
+    # jobs with every field but the data pointers, and the scratch it works in. Run by
+    # _conv_exec, from ConvPlan.run (scratch per call) or a native step (scratch kept).
+    int path, n_threads
+    int nt                  # threads of the path's own parallel region (grid copy, pieces)
+    Py_ssize_t N, C, M, H, W, OH, OW
+    Geometry geo
+    cy_epilogue ep          # bias, slopes, activation; the residual comes with each call
+    bint has_z              # a native step's second input is the residual
+    const float* w          # packed weights (offsets path) or Winograd transforms
+    const float* pre_scale  # pre-activation relu(scale * x + shift) (GEMM path) or NULL
+    const float* pre_shift
+    int wino_tile
+    DwJob dw                # depthwise: planes in pieces
+    Py_ssize_t pieces
+    # row-offset path: the zero-padded image (Hp x Wp planes) read by row offsets off[K],
+    # the product on the padded-width grid (M x Q), copied into y by GridJob
+    Py_ssize_t Wp, plane, Q, K
+    bint in_place
+    int gemm_threads
+    GridJob gj
+    # GEMM path: (image, group) items cut into `per` column ranges; the phase split of x
+    ConvJob job
+    SplitJob sj
+    int split_nt
+    Py_ssize_t items, per
+    # scratch: sizes (set by _prepare) and buffers (_scratch_for)
+    Py_ssize_t xpad_floats, off_count, grid_floats, xq_floats
+    float* xpad
+    ptrdiff_t* off
+    float* grid
+    float* xq
+
+
+cdef class _Scratch:
+    """Holds the buffers of one prepared call (see _scratch_for)."""
+    cdef object xpad, off, rest
+
+
+cdef _Scratch _scratch_for(ConvCall* c):
+    # Allocates what _prepare sized and points c at it. The padded image is zeroed once:
+    # calls write only its interior, so the padding stays zero for every later call.
+    cdef _Scratch s = _Scratch.__new__(_Scratch)
+    cdef Py_ssize_t k = 0, ch, kh, kw
+    cdef float* base
+    if c.xpad_floats:
+        s.xpad = np.zeros(c.xpad_floats, np.float32)
+        c.xpad = <float*>cnp.PyArray_DATA(s.xpad)
+    if c.off_count:
+        s.off = np.empty(c.off_count, np.intp)
+        c.off = <ptrdiff_t*>cnp.PyArray_DATA(s.off)
+        for ch in range(c.C):
+            for kh in range(c.geo.KH):
+                for kw in range(c.geo.KW):
+                    c.off[k] = ch * c.plane + kh * c.geo.dh * c.Wp + kw * c.geo.dw
+                    k += 1
+    if c.grid_floats + c.xq_floats:
+        s.rest = np.empty(c.grid_floats + c.xq_floats, np.float32)
+        base = <float*>cnp.PyArray_DATA(s.rest)
+        c.grid = base if c.grid_floats else NULL
+        c.xq = base + c.grid_floats if c.xq_floats else NULL
+    return s
+
+
+cdef int _conv_exec(const ConvCall* c, const float* x, float* y, const float* z) noexcept nogil:
+    # y = act(conv(x) + bias + z) for the shape c was prepared for; CY_OK or an error code
+    cdef cy_epilogue ep = c.ep
+    cdef DwJob dw
+    ep.residual = z
+    if c.path == PATH_DEPTHWISE:
+        dw = c.dw
+        dw.xp, dw.yp, dw.ep0 = x, y, &ep
+        parallel_for(c.pieces, c.nt, _dw_task, &dw)
+        return CY_OK
+    if c.path == PATH_WINOGRAD:
+        return winograd_conv3x3(<int>c.N, <int>c.C, <int>c.H, <int>c.W, <int>c.M, <int>c.OH,
+                                <int>c.OW, c.geo.pt, c.geo.pl, c.wino_tile, x, c.w, y, &ep,
+                                c.n_threads)
+    if c.path == PATH_OFFSETS:
+        return _offsets_exec(c, x, y, &ep)
+    return _gemm_exec(c, x, y, &ep)
+
+
+cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
+                       const cy_epilogue* ep0) noexcept nogil:
+    cdef Py_ssize_t n, ch, i, M = c.M, P = c.OH * c.OW
+    cdef cy_epilogue ep
+    cdef GridJob gj = c.gj
+    cdef int err = CY_OK
+    gj.grid = c.grid
+    gj.apply = gj.apply or ep0.residual != NULL
+    for n in range(c.N):
+        for ch in range(c.C):
+            for i in range(c.H):
+                memcpy(c.xpad + ch * c.plane + (i + c.geo.pt) * c.Wp + c.geo.pl,
+                       x + ((n * c.C + ch) * c.H + i) * c.W, c.W * sizeof(float))
+        ep = ep0[0]
+        if ep.residual != NULL:
+            ep.residual = ep.residual + n * M * P
+        if c.in_place:
+            err = sgemm_ex(<int>M, <int>c.Q, <int>c.K, 1.0, packed_operand(c.w),
+                           offsets_operand(c.xpad, c.off), 0, y + n * M * P, P, &ep,
+                           c.gemm_threads)
+        else:
+            err = sgemm_ex(<int>M, <int>c.Q, <int>c.K, 1.0, packed_operand(c.w),
+                           offsets_operand(c.xpad, c.off), 0, c.grid, c.Q, NULL,
+                           c.gemm_threads)
+            if err == CY_OK:
+                gj.y, gj.ep = y + n * M * P, ep
+                parallel_for((M + gj.block - 1) // gj.block, c.nt, _grid_task, &gj)
+        if err != CY_OK:
+            break
+    return err
+
+
+cdef int _gemm_exec(const ConvCall* c, const float* x, float* y,
+                    const cy_epilogue* ep) noexcept nogil:
+    cdef ConvJob job = c.job
+    cdef SplitJob sj
+    cdef PieceJob pj
+    cdef Py_ssize_t it
+    cdef int err = CY_OK
+    job.x, job.y, job.ep = x, y, ep
+    job.pre_scale, job.pre_shift = c.pre_scale, c.pre_shift
+    if job.phases:
+        sj = c.sj
+        sj.x, sj.xq = x, c.xq
+        parallel_for((sj.planes + sj.per - 1) // sj.per, c.split_nt, _split_task, &sj)
+        job.xq = c.xq
+    if c.nt == 1:
+        for it in range(c.items):
+            err = _conv_piece(&job, it // job.group, it % job.group, 0, job.P, c.n_threads)
+            if err != CY_OK:
+                break
+    else:
+        pj.job, pj.per, pj.nr, pj.failed = &job, c.per, gemm_nr(), 0
+        parallel_for(c.pieces, c.nt, _conv_task, &pj)
+        err = CY_ENOMEM if pj.failed else CY_OK
+    return err
+
+
+cdef _raise_for(int err, int path):
+    if err == CY_OK:
+        return
+    if err == CY_ENOMEM:
+        raise MemoryError("Conv: could not allocate Winograd buffers" if path == PATH_WINOGRAD
+                          else "Conv: could not allocate GEMM packing buffers")
+    raise RuntimeError(f"Conv: {'Winograd' if path == PATH_WINOGRAD else 'GEMM'} failed ({err})")
+
+
+cdef class ConvNative(NativeOp):
+    """A Conv prepared for one input shape as a native step: inputs x (and z), output y."""
+    cdef ConvCall c
+    cdef object plan, pre, scratch     # what c points into
+
+
+cdef int _conv_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef ConvCall* c = <ConvCall*>params
+    return _conv_exec(c, ins[0], outs[0], ins[1] if c.has_z else NULL)
+
+
 # ---- plans ------------------------------------------------------------------------------
 
 cdef _check_x(x, Py_ssize_t C, str what):
@@ -463,45 +678,64 @@ cdef class ConvPlan:
         """
         x = _check_x(x, self.C, "Conv")
         cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
-        OH, OW = self.output_hw(H, W, pads)
-        if OH < 1 or OW < 1:
-            raise ValueError(f"Conv: input {H}x{W} is smaller than the dilated kernel")
-        if not self.depthwise and self.packed_mr != gemm_mr():
-            raise RuntimeError("Conv: GEMM micro-kernel changed since the weights were packed")
-        cdef Geometry geo = _geometry(self.KH, self.KW, self.sh, self.sw, self.dh, self.dw,
-                                      pads)
+        OH, OW = self._checked_output_hw(H, W, pads)
         y = np.empty((N, self.M, OH, OW), np.float32)
         if z is not None:
             if not isinstance(z, np.ndarray) or z.dtype != np.float32 or z.shape != y.shape:
                 raise ValueError(f"Conv: z must be float32 of shape {y.shape}")
             z = np.ascontiguousarray(z)
-        if pre is not None:
-            if not self.preactivation_applies(pads):
-                raise ValueError("Conv: a pre-activation needs a 1x1, stride-1, unpadded conv "
-                                 "of one group")
-            pre = tuple(np.ascontiguousarray(v, np.float32).reshape(self.C) for v in pre)
+        pre = self._checked_pre(pre, pads)
         if N == 0 or self.M == 0:
             return y
-        cdef cy_epilogue ep
-        ep.bias_row = <const float*>cnp.PyArray_DATA(self.bias) if self.bias is not None else NULL
-        ep.bias_col = NULL
-        ep.act = self.act if activate else CY_ACT_NONE
-        ep.act_alpha = self.act_alpha
-        ep.act_beta = self.act_beta
-        ep.slope_row = <const float*>cnp.PyArray_DATA(self.slopes) if self.slopes is not None \
-            else NULL
-        ep.residual = <const float*>cnp.PyArray_DATA(z) if z is not None else NULL
-        ep.ldr = OH * OW
-        if self.depthwise:
-            self._run_depthwise(x, y, geo, &ep, n_threads)
-        elif self.winograd:
-            self._run_winograd(x, y, geo, &ep, n_threads)
-        else:
-            if pre is None and self._offsets_pay(geo, x.shape[2], x.shape[3]):
-                self._run_offsets(x, y, geo, &ep, n_threads)
-            else:
-                self._run_gemm(x, y, geo, &ep, n_threads, pre)
+        cdef ConvCall c
+        self._prepare(&c, N, H, W, pads, activate, z is not None, pre is not None, n_threads)
+        # scratch for this call only (a native plan keeps its own, see native())
+        scratch = _scratch_for(&c)
+        c.pre_scale = <const float*>cnp.PyArray_DATA(pre[0]) if pre is not None else NULL
+        c.pre_shift = <const float*>cnp.PyArray_DATA(pre[1]) if pre is not None else NULL
+        cdef const float* xs = <const float*>cnp.PyArray_DATA(x)
+        cdef float* ys = <float*>cnp.PyArray_DATA(y)
+        cdef const float* zs = <const float*>cnp.PyArray_DATA(z) if z is not None else NULL
+        cdef int err
+        with nogil:
+            err = _conv_exec(&c, xs, ys, zs)
+        _raise_for(err, c.path)
         return y
+
+    def native(self, shape, pads, bint has_z, int n_threads, pre=None):
+        """This conv prepared for inputs of ``shape`` (N, C, H, W) as a native step
+        (kernels/native.pyx): inputs x (and z when ``has_z``), output y."""
+        if len(shape) != 4 or shape[1] != self.C:
+            raise ValueError(f"Conv: expected (N, {self.C}, H, W), got {shape}")
+        N, _, H, W = shape
+        OH, OW = self._checked_output_hw(H, W, pads)
+        pre = self._checked_pre(pre, pads)
+        cdef ConvNative op = ConvNative.__new__(ConvNative)
+        self._prepare(&op.c, N, H, W, pads, True, has_z, pre is not None, n_threads)
+        op.plan, op.pre, op.c.has_z = self, pre, has_z
+        op.c.pre_scale = <const float*>cnp.PyArray_DATA(pre[0]) if pre is not None else NULL
+        op.c.pre_shift = <const float*>cnp.PyArray_DATA(pre[1]) if pre is not None else NULL
+        op.scratch = _scratch_for(&op.c)
+        op.fn, op.params = _conv_native_fn, <void*>&op.c
+        op.out_shapes = ((N, self.M, OH, OW),)
+        op.what = f"Conv {tuple(shape)} -> {(N, self.M, OH, OW)}"
+        return op
+
+    def _checked_output_hw(self, Py_ssize_t H, Py_ssize_t W, pads):
+        OH, OW = self.output_hw(H, W, pads)
+        if OH < 1 or OW < 1:
+            raise ValueError(f"Conv: input {H}x{W} is smaller than the dilated kernel")
+        if not self.depthwise and self.packed_mr != gemm_mr():
+            raise RuntimeError("Conv: GEMM micro-kernel changed since the weights were packed")
+        return OH, OW
+
+    def _checked_pre(self, pre, pads):
+        if pre is None:
+            return None
+        if not self.preactivation_applies(pads):
+            raise ValueError("Conv: a pre-activation needs a 1x1, stride-1, unpadded conv "
+                             "of one group")
+        return tuple(np.ascontiguousarray(v, np.float32).reshape(self.C) for v in pre)
 
     def preactivation_applies(self, pads=(0, 0, 0, 0)):
         """Whether ``run(..., pre=...)`` can apply a per-channel pre-activation: the conv
@@ -509,60 +743,152 @@ cdef class ConvPlan:
         return (self.KH == 1 and self.KW == 1 and self.sh == 1 and self.sw == 1
                 and self.group == 1 and not self.winograd and tuple(pads) == (0, 0, 0, 0))
 
-    cdef _run_winograd(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
-        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
-        cdef const float* up = <const float*>cnp.PyArray_DATA(self.w_winograd)
-        cdef float* yp = <float*>cnp.PyArray_DATA(y)
-        cdef int N = x.shape[0], H = x.shape[2], W = x.shape[3], OH = y.shape[2], OW = y.shape[3]
-        cdef int err
-        with nogil:
-            err = winograd_conv3x3(N, self.C, H, W, self.M, OH, OW, geo.pt, geo.pl,
-                                   self.winograd, xp, up, yp, ep0, n_threads)
-        if err == CY_ENOMEM:
-            raise MemoryError("Conv: could not allocate Winograd buffers")
-        if err != CY_OK:
-            raise RuntimeError(f"Conv: Winograd failed ({err})")
+    cdef int _prepare(self, ConvCall* c, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, pads,
+                      bint activate, bint has_z, bint has_pre, int n_threads) except -1:
+        # Everything a call of this shape decides before touching data: the path, its
+        # thread split and the scratch it needs (sizes; _Scratch allocates, _bind_scratch
+        # fills). Data pointers and the residual come with each call (_conv_exec).
+        cdef Geometry geo = _geometry(self.KH, self.KW, self.sh, self.sw, self.dh, self.dw,
+                                      pads)
+        memset(c, 0, sizeof(ConvCall))
+        c.N, c.C, c.M, c.H, c.W, c.geo = N, self.C, self.M, H, W, geo
+        c.OH = (H + geo.pt + geo.pb - (geo.KH - 1) * geo.dh - 1) // geo.sh + 1
+        c.OW = (W + geo.pl + geo.pr - (geo.KW - 1) * geo.dw - 1) // geo.sw + 1
+        c.n_threads = n_threads
+        c.ep.bias_row = <const float*>cnp.PyArray_DATA(self.bias) if self.bias is not None \
+            else NULL
+        c.ep.bias_col = NULL
+        c.ep.act = self.act if activate else CY_ACT_NONE
+        c.ep.act_alpha = self.act_alpha
+        c.ep.act_beta = self.act_beta
+        c.ep.slope_row = <const float*>cnp.PyArray_DATA(self.slopes) \
+            if self.slopes is not None else NULL
+        c.ep.residual = NULL
+        c.ep.ldr = c.OH * c.OW
+        if self.depthwise:
+            self._prepare_depthwise(c, has_z)
+        elif self.winograd:
+            c.path = PATH_WINOGRAD
+            c.w = <const float*>cnp.PyArray_DATA(self.w_winograd)
+            c.wino_tile = self.winograd
+        elif not has_pre and self._offsets_pay(geo, H, W):
+            self._prepare_offsets(c)
+        else:
+            self._prepare_gemm(c, has_pre)
+        return 0
 
-    cdef _run_depthwise(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
-        cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
-        cdef float* yp = <float*>cnp.PyArray_DATA(y)
-        cdef const float* wp = <const float*>cnp.PyArray_DATA(self.w_direct)
-        cdef const float* bp = NULL
-        if self.bias is not None:
-            bp = <const float*>cnp.PyArray_DATA(self.bias)
-        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
-        cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, C = self.C
-        cdef Py_ssize_t mult = self.multiplier, KK = self.KH * self.KW
+    cdef void _prepare_depthwise(self, ConvCall* c, bint has_z):
+        cdef Geometry geo = c.geo
+        cdef DwJob* job = &c.dw
+        c.path = PATH_DEPTHWISE
         # 3x3 / 5x5, strides 1 and 2 (MobileNet's, PaddleOCR's): the vector kernel of conv_dw.h
         cdef bint vec = (geo.KH == geo.KW and geo.dh == 1 and geo.dw == 1
                          and cy_dw_supported(geo.KH, geo.sh, geo.sw) != 0)
         # ReLU and Clip (ReLU6) are applied in the kernel's registers (the vector kernel) or
         # its rows (ReLU, scalar kernel); anything else (residual, other activations) runs
         # as an epilogue pass over the plane while it is in L1.
-        cdef bint plain = ep0.residual == NULL
-        cdef DwJob job
-        job.clamp = vec and plain and (ep0.act == CY_ACT_RELU or ep0.act == CY_ACT_CLIP)
-        job.lo = ep0.act_alpha if ep0.act == CY_ACT_CLIP else 0.0
-        job.hi = ep0.act_beta if ep0.act == CY_ACT_CLIP else INFINITY
-        job.relu = not vec and plain and ep0.act == CY_ACT_RELU
-        job.extra = not job.clamp and not job.relu and (not plain or ep0.act != CY_ACT_NONE)
-        job.xp, job.yp, job.wp, job.bp = xp, yp, wp, bp
-        job.H, job.W, job.OH, job.OW, job.M, job.C = H, W, OH, OW, M, C
-        job.mult, job.KK, job.geo = mult, KK, geo
-        job.vec, job.ep0 = vec, ep0
+        cdef bint plain = not has_z
+        cdef int act = c.ep.act
+        job.clamp = vec and plain and (act == CY_ACT_RELU or act == CY_ACT_CLIP)
+        job.lo = c.ep.act_alpha if act == CY_ACT_CLIP else 0.0
+        job.hi = c.ep.act_beta if act == CY_ACT_CLIP else INFINITY
+        job.relu = not vec and plain and act == CY_ACT_RELU
+        job.extra = not job.clamp and not job.relu and (not plain or act != CY_ACT_NONE)
+        job.wp = <const float*>cnp.PyArray_DATA(self.w_direct)
+        job.bp = <const float*>cnp.PyArray_DATA(self.bias) if self.bias is not None else NULL
+        job.H, job.W, job.OH, job.OW, job.M, job.C = c.H, c.W, c.OH, c.OW, c.M, c.C
+        job.mult, job.KK, job.geo = self.multiplier, self.KH * self.KW, geo
+        job.vec = vec
         # Work in multiply-add equivalents: a plane costs ~500 more in setup (masks, tile
         # bookkeeping) and a strided one twice per tap (its rows are deinterleaved). Counted
         # by taps alone, MobileNetV2's 576-channel 14x14 -> 7x7 stride-2 layer stayed on one
         # thread: 57 us there, 31 us on two.
-        cdef double work = <double>N * M * (OH * OW * KK * (2 if geo.sh * geo.sw > 1 else 1)
-                                             + 512)
-        cdef int nt = _threads(work, N * M, n_threads)
+        cdef double work = <double>c.N * c.M * (c.OH * c.OW * job.KK
+                                                 * (2 if geo.sh * geo.sw > 1 else 1) + 512)
+        c.nt = _threads(work, c.N * c.M, c.n_threads)
         # several planes per piece: a 7x7 plane alone is too little to claim
-        job.planes = N * M
-        job.per_piece = units_per_task(N * M, OH * OW * KK, nt)
-        cdef long pieces = (job.planes + job.per_piece - 1) // job.per_piece
-        with nogil:
-            parallel_for(pieces, nt, _dw_task, &job)
+        job.planes = c.N * c.M
+        job.per_piece = units_per_task(c.N * c.M, c.OH * c.OW * job.KK, c.nt)
+        c.pieces = (job.planes + job.per_piece - 1) // job.per_piece
+
+    cdef void _prepare_offsets(self, ConvCall* c):
+        # A stride-1 conv as a GEMM over its zero-padded input read in place: row
+        # k = (c, kh, kw) of the im2col matrix, over the padded-width grid of output positions
+        # q = oh*Wp + ow (ow < Wp), is the padded image itself from c*Hp*Wp + kh*dh*Wp + kw*dw
+        # on. The micro-kernel reads those rows directly (gemm.h's row_off), so nothing is
+        # packed; the grid's Wp - OW extra columns per row are computed and dropped when the
+        # grid is copied into y, with the epilogue.
+        cdef Geometry geo = c.geo
+        cdef Py_ssize_t Hp = c.H + geo.pt + geo.pb, P = c.OH * c.OW
+        c.path = PATH_OFFSETS
+        c.w = <const float*>cnp.PyArray_DATA(self.w_packed)
+        c.Wp = c.W + geo.pl + geo.pr
+        c.plane = Hp * c.Wp
+        c.Q = c.OH * c.Wp
+        c.K = c.C * self.KH * self.KW
+        # the last grid row's panel reads up to NR + (KW-1)*dw floats past the plane
+        c.xpad_floats = c.C * c.plane + 2 * gemm_nr() + self.KW * geo.dw + c.Wp
+        c.off_count = c.K
+        c.in_place = c.Wp == c.OW          # the grid is y itself (1x1, unpadded)
+        c.grid_floats = 0 if c.in_place else c.M * c.Q
+        c.gj.M, c.gj.OH, c.gj.OW, c.gj.Wp = <int>c.M, <int>c.OH, <int>c.OW, <int>c.Wp
+        c.gj.apply = (c.ep.bias_row != NULL or c.ep.act != CY_ACT_NONE)   # + a residual
+        c.nt = c.n_threads if c.M * P >= 65536 else 1          # the grid copy's threads
+        c.gj.block = <int>units_per_task(c.M, P, c.nt)
+        c.gemm_threads = c.n_threads
+        if _offsets_work(c.M, c.K, c.H, c.W, geo) <= TINY_WORK:
+            c.gemm_threads = 1                  # see _offsets_pay
+
+    cdef void _prepare_gemm(self, ConvCall* c, bint has_pre):
+        # One parallel region for the whole op: pieces are (image, group, column range),
+        # dealt dynamically, each thread running a one-thread GEMM that packs its own pixels'
+        # im2col panels (no barrier between images or groups). When there are too few pieces
+        # to feed every thread (one image of a 7x7 or 14x14 layer), the items run one after
+        # the other and each GEMM splits its rows across the threads instead.
+        cdef Geometry geo = c.geo
+        cdef ConvJob* job = &c.job
+        cdef Py_ssize_t P = c.OH * c.OW, sw = geo.sw, Hq, Wq
+        c.path = PATH_GEMM
+        job.w = <const float*>cnp.PyArray_DATA(self.w_packed)
+        job.C, job.M, job.H, job.W = c.C, c.M, c.H, c.W
+        job.OW, job.P = c.OW, P
+        job.group, job.Cg, job.Mg = self.group, self.Cg, self.Mg
+        job.Kg = self.Cg * self.KH * self.KW
+        job.group_size = self.group_size
+        job.geo = geo
+        job.direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
+                      and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
+        # Column stride >= 2: x zero-padded and split by column phase, (N, C, sw, Hq, Wq),
+        # so each tap is a contiguous run for the im2col packer, copied in whole vectors
+        # (gemm/im2col.c pack_phases) instead of strided gathers with per-run edge tests
+        # (3 cycles a float on 14-wide rows); the split costs one pass over x. Measured
+        # against the direct packer (in-process A/B, 1 and 2 threads): AlexNet's 11x11 s4
+        # 0.77-0.79x, ResNet's 7x7 s2 0.90x, its 3x3 s2 layers 0.82-1.01x; a 3x3 s2 conv on
+        # 3 channels (MobileNetV2's first) 1.16x: there the split's pass over the input
+        # outweighs the cheap packing of 27 rows.
+        if (not job.direct and not has_pre and geo.sw >= 2 and self.KH * self.KW > 1
+                and (self.KW >= 5 or self.Cg >= 16)):
+            Hq = c.H + geo.pt + geo.pb
+            Wq = (c.W + geo.pl + geo.pr + sw - 1) // sw
+            # + 16: the packer copies runs in whole 16-float chunks (gemm/im2col.c)
+            c.xq_floats = c.N * c.C * sw * Hq * Wq + 16
+            c.sj.H, c.sj.W, c.sj.pt, c.sj.pl, c.sj.sw = c.H, c.W, geo.pt, geo.pl, sw
+            c.sj.Hq, c.sj.Wq = Hq, Wq
+            c.sj.planes = c.N * c.C
+            c.sj.per = units_per_task(c.sj.planes, sw * Hq * Wq, c.n_threads)
+            c.split_nt = c.n_threads if c.N * c.C * c.H * c.W >= 65536 else 1
+            job.phases, job.Hq, job.Wq = <int>sw, <int>Hq, <int>Wq
+        cdef Py_ssize_t nr = gemm_nr(), items = c.N * self.group, per = 1
+        if c.n_threads > 1:
+            # about 4 pieces per thread (slack for a core busy with another process), none
+            # narrower than 4 NR panels
+            per = (4 * c.n_threads + items - 1) // items
+            if per > P // (4 * nr):
+                per = P // (4 * nr)
+            if per < 1:
+                per = 1
+        c.items, c.per, c.pieces = items, per, items * per
+        c.nt = c.n_threads if c.pieces >= c.n_threads and c.n_threads > 1 else 1
 
     def uses_row_offsets(self, Py_ssize_t H, Py_ssize_t W, pads):
         """Whether an ``H x W`` input with ``pads`` runs the row-offset path (_run_offsets)."""
@@ -584,158 +910,6 @@ cdef class ConvPlan:
         return (offsets_pay(8, geo.sh, geo.sw, Hp, Wp)
                 and _offsets_work(self.M, self.C * self.KH * self.KW, H, W, geo) <= TINY_WORK)
 
-    cdef _run_offsets(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads):
-        # A stride-1 conv as a GEMM over its zero-padded input read in place: row
-        # k = (c, kh, kw) of the im2col matrix, over the padded-width grid of output positions
-        # q = oh*Wp + ow (ow < Wp), is the padded image itself from c*Hp*Wp + kh*dh*Wp + kw*dw
-        # on. The micro-kernel reads those rows directly (gemm.h's row_off), so nothing is
-        # packed; the grid's Wp - OW extra columns per row are computed and dropped when the
-        # grid is copied into y, with the epilogue.
-        cdef Py_ssize_t N = x.shape[0], C = self.C, H = x.shape[2], W = x.shape[3]
-        cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], M = self.M, P = OH * OW
-        cdef Py_ssize_t Hp = H + geo.pt + geo.pb, Wp = W + geo.pl + geo.pr, Q = OH * Wp
-        cdef Py_ssize_t K = C * self.KH * self.KW, plane = Hp * Wp, n, c, i, kh, kw, k = 0
-        # the last grid row's panel reads up to NR + (KW-1)*dw floats past the plane
-        cdef Py_ssize_t slack = 2 * gemm_nr() + self.KW * geo.dw + Wp
-        xp_arr = np.zeros(C * plane + slack, np.float32)
-        off_arr = np.empty(max(1, K), np.intp)
-        cdef float* xp = <float*>cnp.PyArray_DATA(xp_arr)
-        cdef ptrdiff_t* off = <ptrdiff_t*>cnp.PyArray_DATA(off_arr)
-        for c in range(C):
-            for kh in range(self.KH):
-                for kw in range(self.KW):
-                    off[k] = c * plane + kh * geo.dh * Wp + kw * geo.dw
-                    k += 1
-        cdef bint in_place = Wp == OW          # the grid is y itself (1x1, unpadded)
-        grid_arr = None if in_place else np.empty(M * Q, np.float32)
-        cdef float* grid = NULL if in_place else <float*>cnp.PyArray_DATA(grid_arr)
-        cdef const float* xs = <const float*>cnp.PyArray_DATA(x)
-        cdef float* ys = <float*>cnp.PyArray_DATA(y)
-        cdef const float* w = <const float*>cnp.PyArray_DATA(self.w_packed)
-        cdef cy_epilogue ep
-        cdef GridJob gj
-        cdef int err = CY_OK
-        gj.M, gj.OH, gj.OW, gj.Wp, gj.grid = <int>M, <int>OH, <int>OW, <int>Wp, grid
-        gj.apply = (ep0.bias_row != NULL or ep0.residual != NULL or ep0.act != CY_ACT_NONE)
-        cdef int nt = n_threads if M * P >= 65536 else 1
-        gj.block = <int>units_per_task(M, P, nt)
-        if _offsets_work(M, K, H, W, geo) <= TINY_WORK:
-            n_threads = 1                       # see _offsets_pay
-        with nogil:
-            for n in range(N):
-                for c in range(C):
-                    for i in range(H):
-                        memcpy(xp + c * plane + (i + geo.pt) * Wp + geo.pl,
-                               xs + ((n * C + c) * H + i) * W, W * sizeof(float))
-                ep = ep0[0]
-                if ep.residual != NULL:
-                    ep.residual = ep.residual + n * M * P
-                if in_place:
-                    err = sgemm_ex(<int>M, <int>Q, <int>K, 1.0, packed_operand(w),
-                                   offsets_operand(xp, off), 0, ys + n * M * P, P, &ep,
-                                   n_threads)
-                else:
-                    err = sgemm_ex(<int>M, <int>Q, <int>K, 1.0, packed_operand(w),
-                                   offsets_operand(xp, off), 0, grid, Q, NULL, n_threads)
-                    if err == CY_OK:
-                        gj.y, gj.ep = ys + n * M * P, ep
-                        parallel_for((M + gj.block - 1) // gj.block, nt, _grid_task, &gj)
-                if err != CY_OK:
-                    break
-        if err == CY_ENOMEM:
-            raise MemoryError("Conv: could not allocate GEMM packing buffers")
-        if err != CY_OK:
-            raise RuntimeError(f"Conv: GEMM failed ({err})")
-
-    cdef _phase_split(self, x, Geometry geo, ConvJob* job, int n_threads):
-        # x zero-padded and split by column phase, (N, C, sw, Hq, Wq): each tap of a
-        # column-stride-sw conv is then a contiguous run for the im2col packer, copied in
-        # whole vectors (gemm/im2col.c pack_phases) instead of strided gathers with per-run
-        # edge tests (3 cycles a float on 14-wide rows). The split costs one pass over x.
-        cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3], sw = geo.sw
-        cdef Py_ssize_t Hq = H + geo.pt + geo.pb, Wq = (W + geo.pl + geo.pr + sw - 1) // sw
-        # + 16: the packer copies runs in whole 16-float chunks (gemm/im2col.c)
-        xq_arr = np.empty(N * self.C * sw * Hq * Wq + 16, np.float32)
-        cdef SplitJob sj
-        sj.x, sj.xq = <const float*>cnp.PyArray_DATA(x), <float*>cnp.PyArray_DATA(xq_arr)
-        sj.H, sj.W, sj.pt, sj.pl, sj.sw, sj.Hq, sj.Wq = H, W, geo.pt, geo.pl, sw, Hq, Wq
-        sj.planes = N * self.C
-        sj.per = units_per_task(sj.planes, sw * Hq * Wq, n_threads)
-        cdef int nt = n_threads if N * self.C * H * W >= 65536 else 1
-        with nogil:
-            parallel_for((sj.planes + sj.per - 1) // sj.per, nt, _split_task, &sj)
-        job.xq, job.phases, job.Hq, job.Wq = sj.xq, <int>sw, <int>Hq, <int>Wq
-        return xq_arr
-
-    cdef _run_gemm(self, x, y, Geometry geo, const cy_epilogue* ep0, int n_threads,
-                   pre=None):
-        # One parallel region for the whole op: pieces are (image, group, column range),
-        # dealt dynamically, each thread running a one-thread GEMM that packs its own pixels'
-        # im2col panels (no barrier between images or groups). When there are too few pieces to feed
-        # every thread (one image of a 7x7 or 14x14 layer), the items run one after the
-        # other and each GEMM splits its rows across the threads instead.
-        cdef ConvJob job
-        cdef Py_ssize_t N = x.shape[0], P = y.shape[2] * y.shape[3]
-        job.x = <const float*>cnp.PyArray_DATA(x)
-        job.y = <float*>cnp.PyArray_DATA(y)
-        job.w = <const float*>cnp.PyArray_DATA(self.w_packed)
-        job.ep = ep0
-        job.C, job.M, job.H, job.W = self.C, self.M, x.shape[2], x.shape[3]
-        job.OW, job.P = y.shape[3], P
-        job.group, job.Cg, job.Mg = self.group, self.Cg, self.Mg
-        job.Kg = self.Cg * self.KH * self.KW
-        job.group_size = self.group_size
-        job.geo = geo
-        job.direct = (self.KH == 1 and self.KW == 1 and geo.sh == 1 and geo.sw == 1
-                      and geo.pt == 0 and geo.pl == 0 and geo.pb == 0 and geo.pr == 0)
-        job.pre_scale = job.pre_shift = NULL
-        job.xq, job.phases, job.Hq, job.Wq = NULL, 0, 0, 0
-        xq_arr = None
-        # Measured against the direct packer (in-process A/B, 1 and 2 threads): AlexNet's
-        # 11x11 s4 0.77-0.79x, ResNet's 7x7 s2 0.90x, its 3x3 s2 layers 0.82-1.01x; a 3x3 s2
-        # conv on 3 channels (MobileNetV2's first) 1.16x: there the split's pass over the
-        # input outweighs the cheap packing of 27 rows.
-        if (not job.direct and pre is None and geo.sw >= 2 and self.KH * self.KW > 1
-                and (self.KW >= 5 or self.Cg >= 16)):
-            xq_arr = self._phase_split(x, geo, &job, n_threads)
-        if pre is not None:
-            job.pre_scale = <const float*>cnp.PyArray_DATA(pre[0])
-            job.pre_shift = <const float*>cnp.PyArray_DATA(pre[1])
-        cdef Py_ssize_t nr = gemm_nr(), items = N * self.group, per = 1, pieces, it
-        if n_threads > 1:
-            # about 4 pieces per thread (slack for a core busy with another process), none
-            # narrower than 4 NR panels
-            per = (4 * n_threads + items - 1) // items
-            if per > P // (4 * nr):
-                per = P // (4 * nr)
-            if per < 1:
-                per = 1
-        pieces = items * per
-        cdef int nt = n_threads if pieces >= n_threads and n_threads > 1 else 1
-        cdef int err = CY_OK
-        cdef PieceJob pj
-        with nogil:
-            if nt == 1:
-                for it in range(items):
-                    err = _conv_piece(&job, it // job.group, it % job.group, 0, P, n_threads)
-                    if err != CY_OK:
-                        break
-            else:
-                pj.job, pj.per, pj.nr, pj.failed = &job, per, nr, 0
-                parallel_for(pieces, nt, _conv_task, &pj)
-                err = CY_ENOMEM if pj.failed else CY_OK
-        if err == CY_ENOMEM:
-            raise MemoryError("Conv: could not allocate GEMM packing buffers")
-        if err != CY_OK:
-            raise RuntimeError(f"Conv: GEMM failed ({err})")
-
-
-cdef struct SplitJob:
-    # ConvPlan._phase_split: task t = planes [t*per, (t+1)*per) of the N*C
-    const float* x
-    float* xq
-    Py_ssize_t H, W, pt, pl, sw, Hq, Wq, planes, per
-
 
 cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
     cdef SplitJob* j = <SplitJob*>ctx
@@ -743,16 +917,6 @@ cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
     for p in range(t * j.per, task_end(t * j.per, j.per, j.planes)):
         phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sw,
                     <int>j.Hq, <int>j.Wq, j.xq + p * j.sw * j.Hq * j.Wq)
-
-
-cdef struct GridJob:
-    # one image of the row-offset path: y (M, OH, OW) = the grid (M, OH, Wp) without its
-    # last Wp - OW columns per row, then the epilogue; task t = channels [t*block, +block)
-    int M, OH, OW, Wp, block
-    const float* grid
-    float* y
-    cy_epilogue ep          # residual at this image; ldr = OH*OW
-    bint apply
 
 
 cdef void _grid_task(void* ctx, long t, int tid) noexcept nogil:
@@ -772,32 +936,6 @@ cdef void _grid_task(void* ctx, long t, int tid) noexcept nogil:
     if ep.residual != NULL:
         ep.residual = ep.residual + m0 * P
     epilogue_apply(<int>(m1 - m0), <int>P, j.y + m0 * P, P, &ep)
-
-
-cdef struct ConvJob:
-    # one Conv call: x (N, C, H, W), y (N, M, OH, OW), packed weights, epilogue, geometry
-    const float* x
-    float* y
-    const float* w
-    const cy_epilogue* ep
-    Py_ssize_t C, M, H, W, OW, P
-    int group, Cg, Mg, Kg
-    size_t group_size
-    bint direct
-    const float* pre_scale  # direct path: relu(pre_scale * x + pre_shift) per channel, or NULL
-    const float* pre_shift
-    Geometry geo
-    # column stride >= 2 (kxk): x zero-padded and split by column phase once per call,
-    # (N, C, phases, Hq, Wq) (gemm/im2col.h); phases = 0 when im2col reads x itself
-    const float* xq
-    int phases, Hq, Wq
-
-
-cdef struct PieceJob:
-    # the pieces of a parallel Conv call: piece r = (item r // per, column range r % per)
-    const ConvJob* job
-    Py_ssize_t per, nr
-    int failed
 
 
 cdef void _conv_task(void* ctx, long r, int tid) noexcept nogil:

@@ -1,0 +1,249 @@
+# cython: language_level=3
+"""The native executor: a graph prepared for one set of input shapes, run as a C loop.
+
+A session (engine/session.py) asks each step's kernel for a :class:`NativeOp`, the op
+prepared for its input shapes: a C function plus parameters (weights, geometry, thread
+split and scratch buffers, all decided once). :class:`NativePlan` strings them together with
+the memory plan (engine/plan.py): every intermediate value lives at a fixed offset of one
+arena, so a run only points the graph inputs at the caller's arrays, allocates the outputs
+it returns, and calls the steps one after another without the GIL: no per-node Python,
+no allocation, no shape checks (done when the plan was made).
+
+Shape legend: values are float32 C-contiguous tensors; ``vals[v]`` is value v's buffer.
+"""
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "gemm/gemm.h" nogil:
+    enum:
+        CY_OK
+        CY_ENOMEM
+
+
+cdef class NativeOp:
+    """An op prepared for one input shape (subclasses fill ``fn`` and ``params``)."""
+
+    def __repr__(self):
+        return f"NativeOp({self.what})"
+
+
+# ---- data movement ops that need no kernel module -------------------------------------------
+
+cdef struct ConcatParams:
+    # y = concat(x_0 .. x_{n-1}) along an axis: each x_i is `outer` blocks of inner[i] floats,
+    # y is `outer` blocks of total floats
+    int n
+    Py_ssize_t outer, total
+    Py_ssize_t* inner
+
+
+cdef int _concat_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef ConcatParams* p = <ConcatParams*>params
+    cdef Py_ssize_t o, at
+    cdef int i
+    cdef float* y = outs[0]
+    for o in range(p.outer):
+        at = o * p.total
+        for i in range(p.n):
+            memcpy(y + at, ins[i] + o * p.inner[i], p.inner[i] * sizeof(float))
+            at += p.inner[i]
+    return CY_OK
+
+
+cdef class ConcatOp(NativeOp):
+    """Concat of float32 tensors along ``axis``: a copy of contiguous blocks per outer index."""
+    cdef ConcatParams p
+    cdef object inner_arr
+
+    def __init__(self, shapes, int axis):
+        shapes = [tuple(s) for s in shapes]
+        out = list(shapes[0])
+        out[axis] = sum(s[axis] for s in shapes)
+        self.out_shapes = (tuple(out),)
+        self.inner_arr = np.array([int(np.prod(s[axis:], dtype=np.int64)) for s in shapes],
+                                  np.intp)
+        self.p.n = len(shapes)
+        self.p.outer = int(np.prod(out[:axis], dtype=np.int64))
+        self.p.total = int(np.prod(out[axis:], dtype=np.int64))
+        self.p.inner = <Py_ssize_t*>cnp.PyArray_DATA(self.inner_arr)
+        self.fn, self.params = _concat_fn, &self.p
+        self.what = f"Concat axis {axis} -> {tuple(out)}"
+
+
+cdef struct CopyParams:
+    Py_ssize_t n
+
+
+cdef int _copy_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    memcpy(outs[0], ins[0], (<CopyParams*>params).n * sizeof(float))
+    return CY_OK
+
+
+cdef class CopyOp(NativeOp):
+    """y = x as a new buffer: a graph output that another value's buffer holds (a Reshape's)."""
+    cdef CopyParams p
+
+    def __init__(self, shape):
+        self.out_shapes = (tuple(shape),)
+        self.p.n = int(np.prod(shape, dtype=np.int64))
+        self.fn, self.params = _copy_fn, &self.p
+        self.what = f"copy {tuple(shape)}"
+
+
+cdef class _Block:
+    """Frees a malloc'ed block with its owner."""
+    cdef void* p
+
+    def __cinit__(self):
+        self.p = NULL
+
+    def __dealloc__(self):
+        free(self.p)
+
+
+cdef _Block _block(void* p):
+    cdef _Block b = _Block.__new__(_Block)
+    b.p = p
+    return b
+
+
+# ---- the plan -------------------------------------------------------------------------------
+
+cdef struct Step:
+    native_fn fn            # NULL: an alias, vals[outs[0]] = vals[ins[0]]
+    void* params
+    int n_in, n_out
+    int* ins                # value ids
+    int* outs
+
+
+cdef class NativePlan:
+    """A graph's steps for one set of input shapes, run in C.
+
+    Parameters
+    ----------
+    steps : list of (NativeOp or None, input value ids, output value ids)
+        None: an alias (the output is the input's buffer under another shape).
+    n_values : int
+    feeds : list of value ids, one per graph input, in feed order
+    outputs : list of (value id, shape, copy): the graph outputs in order; ``copy``: the
+        value is some other buffer (an alias, a feed, a constant), copied out after the run
+    constants : list of (value id, float32 C-contiguous array)
+    arena : list of (value id, offset in floats): intermediates, in one buffer of
+    arena_floats : int
+    """
+    cdef Step* steps
+    cdef int n_steps, n_values
+    cdef const float** vals
+    cdef const float** ptr_scratch
+    cdef int max_args
+    cdef object keep            # the NativeOps, constants and arena, alive with the plan
+    cdef object arena_arr
+    cdef list feed_ids, out_ids, out_shapes, out_copy
+    cdef readonly Py_ssize_t arena_bytes
+
+    def __cinit__(self):
+        self.steps = NULL
+        self.vals = NULL
+        self.ptr_scratch = NULL
+
+    def __init__(self, steps, int n_values, feeds, outputs, constants, arena,
+                 Py_ssize_t arena_floats):
+        cdef int k, i, total = 0
+        cdef NativeOp op
+        self.n_steps, self.n_values = len(steps), n_values
+        self.keep = []
+        self.max_args = 1
+        for _, ins, outs in steps:
+            total += len(ins) + len(outs)
+            self.max_args = max(self.max_args, len(ins), len(outs))
+        self.steps = <Step*>malloc(max(1, self.n_steps) * sizeof(Step))
+        cdef int* ids = <int*>malloc(max(1, total) * sizeof(int))
+        self.vals = <const float**>malloc(max(1, n_values) * sizeof(float*))
+        self.ptr_scratch = <const float**>malloc(2 * self.max_args * sizeof(float*))
+        if not self.steps or not ids or not self.vals or not self.ptr_scratch:
+            free(ids)
+            raise MemoryError()
+        self.keep.append(_block(ids))      # freed with the plan; ids walks on below
+        for i in range(n_values):
+            self.vals[i] = NULL
+        for k, (native, ins, outs) in enumerate(steps):
+            if native is None:
+                self.steps[k].fn, self.steps[k].params = NULL, NULL
+            else:
+                op = <NativeOp?>native
+                self.steps[k].fn, self.steps[k].params = op.fn, op.params
+                self.keep.append(op)
+            self.steps[k].n_in, self.steps[k].n_out = len(ins), len(outs)
+            self.steps[k].ins = ids
+            for i, v in enumerate(ins):
+                ids[i] = v
+            ids += len(ins)
+            self.steps[k].outs = ids
+            for i, v in enumerate(outs):
+                ids[i] = v
+            ids += len(outs)
+        self.arena_arr = np.empty(max(1, arena_floats), np.float32)
+        self.arena_bytes = arena_floats * 4
+        cdef float* base = <float*>cnp.PyArray_DATA(self.arena_arr)
+        for v, offset in arena:
+            self.vals[v] = base + <Py_ssize_t>offset
+        for v, array in constants:
+            self.keep.append(array)
+            self.vals[v] = <const float*>cnp.PyArray_DATA(array)
+        self.feed_ids = list(feeds)
+        self.out_ids = [v for v, _, _ in outputs]
+        self.out_shapes = [tuple(s) for _, s, _ in outputs]
+        self.out_copy = [bool(c) for _, _, c in outputs]
+
+    def __dealloc__(self):
+        free(self.steps)
+        free(<void*>self.vals)
+        free(<void*>self.ptr_scratch)
+
+    def run(self, feeds):
+        """Run on ``feeds`` (float32 C-contiguous arrays, the planned shapes, feed order);
+        returns the graph outputs as new arrays."""
+        cdef int i, k, j, err = CY_OK, failed = -1
+        cdef cnp.ndarray a
+        cdef Step* st
+        for i, v in enumerate(self.feed_ids):
+            a = feeds[i]
+            self.vals[<int>v] = <const float*>cnp.PyArray_DATA(a)
+        results = []
+        for i in range(len(self.out_ids)):
+            a = np.empty(self.out_shapes[i], np.float32)
+            results.append(a)
+            if not self.out_copy[i]:
+                self.vals[<int>self.out_ids[i]] = <const float*>cnp.PyArray_DATA(a)
+        cdef const float** ins = self.ptr_scratch
+        cdef float** outs = <float**>(self.ptr_scratch + self.max_args)
+        with nogil:
+            for k in range(self.n_steps):
+                st = &self.steps[k]
+                if st.fn == NULL:
+                    self.vals[st.outs[0]] = self.vals[st.ins[0]]
+                    continue
+                for j in range(st.n_in):
+                    ins[j] = self.vals[st.ins[j]]
+                for j in range(st.n_out):
+                    outs[j] = <float*>self.vals[st.outs[j]]
+                err = st.fn(st.params, ins, outs)
+                if err != CY_OK:
+                    failed = k
+                    break
+        if err == CY_ENOMEM:
+            raise MemoryError(f"native step {failed}: out of memory")
+        if err != CY_OK:
+            raise RuntimeError(f"native step {failed} failed ({err})")
+        for i in range(len(self.out_ids)):
+            if self.out_copy[i]:
+                a = results[i]
+                memcpy(cnp.PyArray_DATA(a), self.vals[<int>self.out_ids[i]],
+                       a.size * sizeof(float))
+        return results

@@ -33,6 +33,12 @@ An operator is described by a *builder*, called once per node when a session is 
   from that input for any value of the other inputs it accepts; a builder that could not
   prepare (weights computed at run time, a dtype its kernel does not take) declares nothing.
   :func:`consumed_inputs` is how the session and :func:`call_op` read (and check) it.
+* Native steps: ``run.native(in_shapes, n_threads)`` (optional, see :func:`natively`)
+  prepares the op for the input shapes ``in_shapes`` (one per positional argument of
+  ``run``, None where ``run`` gets None) as a ``cyconv.kernels.native.NativeOp``, or returns
+  None when it cannot (the session then runs the graph in Python). ``run.native = ALIAS``
+  marks a view op (Flatten, Reshape, ...): its output is its first input under another
+  shape. A session whose every step has a native form runs the graph as one C loop.
 * ``reference`` is the numpy oracle of the op (``cyconv/ops/<family>.py``): the definition every
   fast kernel is tested against.
 """
@@ -114,6 +120,17 @@ def consumes(run: Callable, *indices: int) -> Callable:
     run : the same callable, with ``consumed_inputs`` set
     """
     run.consumed_inputs = tuple(sorted(set(indices)))
+    return run
+
+
+# ``run.native`` of a view op: the output is input 0's buffer under the shape ``run`` gives it.
+ALIAS = "alias"
+
+
+def natively(run: Callable, native) -> Callable:
+    """Attach ``native(in_shapes, n_threads) -> NativeOp | None`` (or :data:`ALIAS`) to
+    ``run``; returns ``run``."""
+    run.native = native
     return run
 
 

@@ -6,7 +6,12 @@ Load:   import (validate) -> check every op is supported (all missing ones named
         (attribute checks, weight preparation; an original weight the builder packed is
         dropped, so weights exist once) -> a step list with integer value slots and,
         per step, the slots that die after it (so memory is released as soon as a value is dead).
-Run:    validate the feed, then one tight loop over the steps. Every call uses its own slot
+Run:    validate the feed. When every step has a native form (``run.native``, registry.py)
+        the graph runs as a native plan: each op prepared for the feed's shapes, the
+        intermediates at fixed offsets of one arena (plan.py), the steps called in one C
+        loop without the GIL (kernels/native.pyx); made on the first run of each set of
+        input shapes and kept for the next ones. Otherwise (or while another thread runs
+        the native plan) one tight Python loop over the steps, every call with its own slot
         list, so many Python threads may share one session; kernels release the GIL.
         Arrays of >= 32 MiB (batched activations) come from the session's buffer cache
         (``kernels/buffers.pyx``): a run reuses the blocks the previous one freed instead
@@ -14,6 +19,8 @@ Run:    validate the feed, then one tight loop over the steps. Every call uses i
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -24,12 +31,23 @@ from . import passes
 from .._threads import resolve_threads
 from ..converters.onnx_import import import_model
 from ..kernels import buffers
+from ..kernels import native as _native
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
-from .registry import NodeContext, RunContext, build_with_attrs, consumed_inputs, lookup
+from .plan import assign_offsets
+from .registry import (ALIAS, NodeContext, RunContext, build_with_attrs, consumed_inputs,
+                       lookup)
 
 # Most bytes of freed activation blocks a session keeps for its next run (buffers.pyx).
 BUFFER_CACHE_BYTES = 1 << 30
+# Native plans kept per session, one per set of input shapes (each holds its arena).
+NATIVE_PLANS = 4
+
+
+def native_enabled() -> bool:
+    """Native plans are on unless the environment sets ``CYCONV_NATIVE=0`` when a session is
+    created (its runs then take the Python loop: for A/B measurements and tests of both)."""
+    return os.environ.get("CYCONV_NATIVE", "1").strip() != "0"
 
 class NodeArg:
     """What ``get_inputs()`` / ``get_outputs()`` return, as in ONNX Runtime."""
@@ -97,6 +115,9 @@ class InferenceSession:
         self._graph = graph
         self._compile(graph)
         self._buffers = buffers.new_handler(BUFFER_CACHE_BYTES)
+        self._native_plans = {}          # feed shapes -> NativePlan, or None (not native)
+        self._native = native_enabled()
+        self._native_lock = threading.Lock()
 
     # ----------------------------------------------------------------- public API
     def get_inputs(self):
@@ -119,6 +140,13 @@ class InferenceSession:
         """
         wanted = self._output_slots(output_names)
         feeds = self._check_feed(input_feed)
+        plan = self._native_plan(feeds)
+        if plan is not None and self._native_lock.acquire(blocking=False):
+            try:
+                outputs = plan.run([a for _, a in feeds])
+            finally:
+                self._native_lock.release()
+            return [outputs[self._output_index[s]] for s in wanted]
         outer = buffers.set_handler(self._buffers)
         try:
             slots = self._execute_plain(feeds)
@@ -197,6 +225,119 @@ class InferenceSession:
             for slot in step.free:
                 slots[slot] = None
         return slots
+
+    # ----------------------------------------------------------------- native plans
+    def _native_plan(self, feeds):
+        """The native plan for these feeds' shapes (made on first use), or None."""
+        key = tuple(a.shape for _, a in feeds)
+        try:
+            return self._native_plans[key]
+        except KeyError:
+            pass
+        plan = self._build_native(feeds) if self._native else None
+        if len(self._native_plans) >= NATIVE_PLANS:
+            self._native_plans.clear()
+        self._native_plans[key] = plan
+        return plan
+
+    @property
+    def native_plan_bytes(self):
+        """Arena bytes of the native plan made for the last new input shapes (0: none)."""
+        plans = [p for p in self._native_plans.values() if p is not None]
+        return plans[-1].arena_bytes if plans else 0
+
+    def _build_native(self, feeds):
+        """Prepare every step for the feeds' shapes: a NativePlan, or None when a step has no
+        native form for them (the Python loop then runs, and reports any error)."""
+        try:
+            return self._build_native_steps(feeds)
+        except (CyconvError, ValueError, IndexError, TypeError):
+            return None
+
+    def _build_native_steps(self, feeds):
+        shapes = {}
+        for slot, array in feeds:
+            if array.dtype != np.float32 or array.size == 0:
+                return None
+            shapes[slot] = array.shape
+        consts = {s: v for s, v in enumerate(self._initial_slots) if v is not None}
+        n_values = len(self._initial_slots)
+        steps, alias_of, used_consts = [], {}, {}
+        ctx = RunContext(self._threads)
+        for st in self._steps:
+            native = getattr(st.run, "native", None)
+            if native is None:
+                return None
+            for i in st.args:
+                if i >= 0 and i not in shapes:
+                    if i not in consts:
+                        return None
+                    shapes[i] = np.shape(consts[i])
+            if native is ALIAS:
+                # a view: the output is input 0's buffer; its shape is what run makes of it
+                src, outs = (st.args[0] if st.args else -1), st.outputs
+                if src < 0 or src in consts or len(outs) != 1 or \
+                        any(i >= 0 and i not in consts for i in st.args[1:]):
+                    return None
+                probe = np.empty(shapes[src], np.float32)
+                view = st.run(ctx, probe, *[consts[i] if i >= 0 else None
+                                            for i in st.args[1:]])
+                if not (isinstance(view, np.ndarray) and view.dtype == np.float32
+                        and view.size == probe.size and np.shares_memory(view, probe)):
+                    return None
+                if outs[0] >= 0:
+                    shapes[outs[0]] = view.shape
+                    alias_of[outs[0]] = src
+                    steps.append((None, [src], [outs[0]]))
+                continue
+            op = native(tuple(shapes[i] if i >= 0 else None for i in st.args), self._threads)
+            if op is None or len(op.out_shapes) != len(st.outputs):
+                return None
+            ins = [i for i in st.args if i >= 0]
+            for i in ins:
+                if i in consts:
+                    if consts[i].dtype != np.float32:
+                        return None
+                    used_consts[i] = np.ascontiguousarray(consts[i])
+            outs = []
+            for o, shape in zip(st.outputs, op.out_shapes):
+                if o < 0:                 # an output nobody reads still needs a buffer
+                    o, n_values = n_values, n_values + 1
+                shapes[o] = tuple(shape)
+                outs.append(o)
+            steps.append((op, ins, outs))
+
+        def root(v):
+            while v in alias_of:
+                v = alias_of[v]
+            return v
+
+        # Lifetimes of the values the steps write (alias chains share their root's buffer);
+        # graph outputs get buffers of their own, fresh every run.
+        fed = {slot for slot, _ in feeds}
+        outputs = self._graph_output_slots
+        first, last = {}, {}
+        for k, (op, ins, outs) in enumerate(steps):
+            for v in ins:
+                last[root(v)] = k
+            if op is not None:
+                for v in outs:
+                    first[v] = k
+                    last.setdefault(v, k)
+        for v in outputs:
+            last[root(v)] = len(steps)
+        arena = {v: (first[v], last[v]) for v in first if v not in outputs}
+        offsets, total = assign_offsets({v: int(np.prod(shapes[v])) for v in arena}, arena)
+        out_spec = []
+        for v in outputs:
+            if v not in shapes:
+                return None
+            copy = v in alias_of or v in fed or v in consts
+            if v in consts:
+                used_consts[v] = np.ascontiguousarray(consts[v], np.float32)
+            out_spec.append((v, shapes[v], copy))
+        return _native.NativePlan(steps, n_values, [slot for slot, _ in feeds], out_spec,
+                                  list(used_consts.items()), list(offsets.items()), total)
 
     # ----------------------------------------------------------------- helpers
     @staticmethod
@@ -316,6 +457,8 @@ class InferenceSession:
         graph.constants = {n: v for n, v in constants.items() if n in slot_of}
         self._slot_of = slot_of
         self._graph_output_slots = [slot_of[v.name] for v in graph.outputs]
+        self._output_index = {s: k for k, s in reversed(list(enumerate(
+            self._graph_output_slots)))}
         self._output_slot_by_name = {v.name: slot_of[v.name] for v in graph.outputs}
 
 

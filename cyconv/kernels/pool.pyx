@@ -19,6 +19,8 @@ with the same operations whatever the partition, so results do not depend on the
 from libc.stdlib cimport malloc, free
 from libc.math cimport INFINITY
 
+import numpy as np
+
 from cyconv.kernels.gemm._gemm cimport parallel_for, task_end, units_per_task
 
 cdef extern from "pool_plane.h" nogil:
@@ -221,3 +223,114 @@ def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=
     job.per = units_per_task(NC, HW, nt)      # planes grouped (not one 7x7 plane per claim)
     with nogil:
         parallel_for((NC + job.per - 1) // job.per, nt, _global_task, &job)
+
+
+# ---- native steps -------------------------------------------------------------------------
+
+from cyconv.kernels.native cimport NativeOp
+
+
+cdef struct PoolCall:
+    PoolJob job             # x, y set per call; tmp filled with the identity once
+    int nt
+    Py_ssize_t tasks
+
+
+cdef class PoolNative(NativeOp):
+    """A 2-D pool prepared for one input shape as a native step (kernels/native.pyx)."""
+    cdef PoolCall c
+    cdef object scratch     # row buffers and reciprocals c.job points into
+
+
+cdef int _pool_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef PoolCall* c = <PoolCall*>params
+    cdef PoolJob job = c.job
+    cdef Py_ssize_t p
+    job.x, job.y = ins[0], outs[0]
+    if c.nt == 1:
+        for p in range(job.NC):
+            cy_pool_plane_rows(job.isa, job.x + p * job.H * job.W, job.y + p * job.OH * job.OW,
+                               job.H, job.W, job.OW, 0, job.OH, job.kh, job.kw, job.sh,
+                               job.sw, job.dh, job.dw, job.ph, job.pw, job.is_max,
+                               job.recip_h, job.recip_w, job.tmp)
+    else:
+        parallel_for(c.tasks, c.nt, _pool_task, &job)
+    return 0
+
+
+def pool2d_native(Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                  int kh, int kw, int sh, int sw, int dh, int dw, int ph, int pw, bint is_max,
+                  count_h=None, count_w=None, int n_threads=1):
+    """:func:`pool2d` prepared for ``NC`` planes of ``H x W`` as a native step: input x
+    (NC, H, W), output y (NC, OH, OW). Same arguments and the same partition."""
+    if NC < 1 or OH < 1 or OW < 1 or H * W < 1:
+        raise ValueError("pool2d_native: empty planes")
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1 or ph < 0 or pw < 0:
+        raise ValueError("pool2d: kernel/stride/dilation must be >= 1 and pads >= 0")
+    cdef PoolNative op = PoolNative.__new__(PoolNative)
+    cdef int nt = _threads(NC * OH * OW * (kh + kw), NC * OH, n_threads)
+    cdef Py_ssize_t bands = 1
+    if nt > 1 and NC < BANDS_PER_THREAD * nt:
+        bands = min(OH, (BANDS_PER_THREAD * nt + NC - 1) // NC)
+    cdef Py_ssize_t per = units_per_task(NC, OH * OW * (kh + kw), nt) if bands == 1 else 1
+    cdef Py_ssize_t tmp_len = cy_pool_tmp_len(W, OW, kw, sw, dw, pw)
+    # only tmp[pw : pw + W] of a row buffer is ever written: the identity set here stays
+    op.scratch = np.full(nt * tmp_len + OH + OW, -np.inf if is_max else 0.0, np.float32)
+    cdef float[::1] s = op.scratch
+    cdef Py_ssize_t i
+    if not is_max:
+        ch = np.ascontiguousarray(count_h, np.float32).reshape(-1)
+        cw = np.ascontiguousarray(count_w, np.float32).reshape(-1)
+        if ch.shape[0] != OH or cw.shape[0] != OW:
+            raise ValueError("pool2d: average pooling needs count_h[OH] and count_w[OW]")
+        for i in range(OH):
+            s[nt * tmp_len + i] = 1.0 / ch[i]
+        for i in range(OW):
+            s[nt * tmp_len + OH + i] = 1.0 / cw[i]
+    cdef PoolJob* job = &op.c.job
+    job.isa, job.x, job.y = _isa, NULL, NULL
+    job.NC, job.H, job.W, job.OH, job.OW, job.bands, job.per = NC, H, W, OH, OW, bands, per
+    job.kh, job.kw, job.sh, job.sw, job.dh, job.dw, job.ph, job.pw = kh, kw, sh, sw, dh, dw, ph, pw
+    job.is_max = is_max
+    job.tmp, job.tmp_len = &s[0], tmp_len
+    job.recip_h, job.recip_w = &s[nt * tmp_len], &s[nt * tmp_len + OH]
+    op.c.nt, op.c.tasks = nt, (NC + per - 1) // per * bands
+    op.fn, op.params = _pool_native_fn, <void*>&op.c
+    op.out_shapes = ((NC, OH, OW),)
+    op.what = f"{'Max' if is_max else 'Average'}Pool {kh}x{kw} s{sh} on {NC}x{H}x{W}"
+    return op
+
+
+cdef struct GlobalCall:
+    GlobalJob job
+    int nt
+    Py_ssize_t tasks
+
+
+cdef class GlobalPoolNative(NativeOp):
+    """A global pool prepared for one input shape as a native step."""
+    cdef GlobalCall c
+
+
+cdef int _global_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef GlobalCall* c = <GlobalCall*>params
+    cdef GlobalJob job = c.job
+    job.x, job.y = ins[0], outs[0]
+    parallel_for(c.tasks, c.nt, _global_task, &job)
+    return 0
+
+
+def global_pool_native(Py_ssize_t NC, Py_ssize_t HW, bint is_max, int n_threads=1):
+    """:func:`global_pool` prepared for ``NC`` planes of ``HW`` values as a native step:
+    input x (NC, HW), output y (NC,)."""
+    if NC < 1 or HW < 1:
+        raise ValueError("global_pool_native: empty planes")
+    cdef GlobalPoolNative op = GlobalPoolNative.__new__(GlobalPoolNative)
+    op.c.nt = _threads(NC * HW, NC, n_threads)
+    op.c.job.isa, op.c.job.NC, op.c.job.HW, op.c.job.is_max = _isa, NC, HW, is_max
+    op.c.job.per = units_per_task(NC, HW, op.c.nt)
+    op.c.tasks = (NC + op.c.job.per - 1) // op.c.job.per
+    op.fn, op.params = _global_native_fn, <void*>&op.c
+    op.out_shapes = ((NC,),)
+    op.what = f"Global{'Max' if is_max else 'Average'}Pool on {NC}x{HW}"
+    return op

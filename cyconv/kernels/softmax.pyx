@@ -130,31 +130,72 @@ def softmax(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t L,
         raise ValueError("softmax: lengths do not match outer*L*inner")
     if n == 0:
         return
-    cdef const float* px = &x[0]
-    cdef float* py = &y[0]
+    with nogil:
+        _softmax(&x[0], &y[0], outer, L, inner, as_log, n_threads)
+
+
+cdef void _softmax(const float* px, float* py, Py_ssize_t outer, Py_ssize_t L, Py_ssize_t inner,
+                   bint as_log, int n_threads) noexcept nogil:
+    # x[outer, L, inner] -> y, the partition as described in softmax()
+    cdef Py_ssize_t n = outer * L * inner
     cdef Py_ssize_t r, t, blocks, o, j0
     cdef int nt
     cdef SoftmaxJob job
     job.x, job.y, job.L, job.inner, job.as_log = px, py, L, inner, as_log
-    with nogil:
-        if inner == 1:
-            nt = _threads(n, outer, n_threads)
-            if nt == 1:
-                for r in range(outer):
-                    _row(px + r * L, py + r * L, L, as_log)
-            else:
-                job.units, job.blocks, job.per = outer, 1, units_per_task(outer, L, nt)
-                parallel_for((outer + job.per - 1) // job.per, nt, _rows_task, &job)
+    if inner == 1:
+        nt = _threads(n, outer, n_threads)
+        if nt == 1:
+            for r in range(outer):
+                _row(px + r * L, py + r * L, L, as_log)
         else:
-            blocks = (inner + BLOCK - 1) // BLOCK
-            nt = _threads(n, outer * blocks, n_threads)
-            if nt == 1:
-                for t in range(outer * blocks):
-                    o = t // blocks
-                    j0 = (t % blocks) * BLOCK
-                    _columns(px + o * L * inner, py + o * L * inner, L, inner, j0,
-                             min(BLOCK, inner - j0), as_log)
-            else:
-                job.units, job.blocks = outer * blocks, blocks
-                job.per = units_per_task(job.units, L * min(BLOCK, inner), nt)
-                parallel_for((job.units + job.per - 1) // job.per, nt, _columns_task, &job)
+            job.units, job.blocks, job.per = outer, 1, units_per_task(outer, L, nt)
+            parallel_for((outer + job.per - 1) // job.per, nt, _rows_task, &job)
+    else:
+        blocks = (inner + BLOCK - 1) // BLOCK
+        nt = _threads(n, outer * blocks, n_threads)
+        if nt == 1:
+            for t in range(outer * blocks):
+                o = t // blocks
+                j0 = (t % blocks) * BLOCK
+                _columns(px + o * L * inner, py + o * L * inner, L, inner, j0,
+                         min(BLOCK, inner - j0), as_log)
+        else:
+            job.units, job.blocks = outer * blocks, blocks
+            job.per = units_per_task(job.units, L * min(BLOCK, inner), nt)
+            parallel_for((job.units + job.per - 1) // job.per, nt, _columns_task, &job)
+
+
+# ---- native step --------------------------------------------------------------------------
+
+from cyconv.kernels.native cimport NativeOp
+
+
+cdef struct SoftmaxCall:
+    Py_ssize_t outer, L, inner
+    bint as_log
+    int n_threads
+
+
+cdef class SoftmaxNative(NativeOp):
+    """A Softmax / LogSoftmax prepared for one shape as a native step."""
+    cdef SoftmaxCall c
+
+
+cdef int _softmax_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef SoftmaxCall* c = <SoftmaxCall*>params
+    _softmax(ins[0], outs[0], c.outer, c.L, c.inner, c.as_log, c.n_threads)
+    return 0
+
+
+def softmax_native(shape, Py_ssize_t outer, Py_ssize_t L, Py_ssize_t inner, bint as_log=False,
+                   int n_threads=1):
+    """:func:`softmax` prepared for ``x[outer, L, inner]`` (of ``shape``) as a native step."""
+    if outer * L * inner < 1:
+        raise ValueError("softmax_native: empty input")
+    cdef SoftmaxNative op = SoftmaxNative.__new__(SoftmaxNative)
+    op.c.outer, op.c.L, op.c.inner, op.c.as_log, op.c.n_threads = outer, L, inner, as_log, \
+        n_threads
+    op.fn, op.params = _softmax_native_fn, <void*>&op.c
+    op.out_shapes = (tuple(shape),)
+    op.what = f"{'LogSoftmax' if as_log else 'Softmax'} {tuple(shape)}"
+    return op

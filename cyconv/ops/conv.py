@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from ..engine.registry import consumes, register
+from ..engine.registry import consumes, natively, register
 from ..errors import InputError
 from ..kernels import conv as _kc
 
@@ -448,7 +448,21 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
         z2 = None if z is None else z[:, :, None, :]
         return shape_plan.run(x[:, :, None, :], pads4, ctx.n_threads, z2, activate,
                               pre)[:, :, 0, :]
-    return run
+
+    def native(in_shapes, n_threads):
+        # 2-D, with a residual (if any) of the output's shape (the broadcast one is numpy)
+        x_shape = in_shapes[0]
+        z_shape = in_shapes[3] if len(in_shapes) > 3 else None
+        if n != 2 or any(s is not None for s in in_shapes[1:3]):
+            return None
+        got = cache.get(x_shape)
+        if got is None:
+            got = remember(x_shape)
+        y_shape, pads4, shape_plan = got
+        if z_shape is not None and tuple(z_shape) != y_shape:
+            return None
+        return shape_plan.native(x_shape, pads4, z_shape is not None, n_threads, pre)
+    return natively(run, native)
 
 
 def winograd_enabled() -> bool:
@@ -639,6 +653,11 @@ def PreActivationConv(node, *, activation="Identity", activation_params=None,
 
     def run(ctx, x, w=None, b=None, z=None, scale=None, shift=None):
         return inner(ctx, x, w, b, z)
+    inner_native = getattr(inner, "native", None)
+    if inner_native is not None:
+        natively(run, lambda in_shapes, n_threads: (
+            None if any(s is not None for s in in_shapes[4:])
+            else inner_native(in_shapes[:4], n_threads)))
     return consumes(run, *getattr(inner, "consumed_inputs", ()), 4, 5)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.registry import consumes, register
+from ..engine.registry import consumes, natively, register
 from ..errors import InputError
 from ..kernels.gemm import _gemm
 from .conv import (_ACT_DEFAULTS, _F32, FUSED_ACTIVATIONS, _kernel_activation, _shape_cache,
@@ -196,7 +196,18 @@ def _prepared_gemm(b_packed, b_shape, c_const, alpha, beta, transA, transB, kact
                            accumulate=prefill is not None, bias_row=bias_row,
                            bias_col=bias_col, act=act, act_alpha=act_alpha, act_beta=act_beta,
                            n_threads=ctx.n_threads)
-    return run
+
+    def native(in_shapes, n_threads):
+        # a C folded into the epilogue (or none); a run-time C or a full-matrix one is numpy
+        if any(s is not None for s in in_shapes[1:]) or len(in_shapes[0]) != 2:
+            return None
+        M, bias = remember(tuple(in_shapes[0]))
+        bias_row, bias_col, prefill = bias if bias is not None else (None, None, None)
+        if prefill is not None:
+            return None
+        return _gemm.gemm_native(b_packed, M, bool(transA), alpha, bias_row, bias_col, act,
+                                 act_alpha, act_beta, n_threads)
+    return natively(run, native)
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import natively, register
 from ..errors import InputError
 from ..kernels import pool as _kp
 
@@ -277,7 +277,14 @@ def MaxPool(node, *, kernel_shape=None, strides=None, dilations=None, pads=None,
         out, pb, _ = geometry(x.shape[2:])
         return _run_pool2d(x, out, kernel, strides, dilations, pb, True, None, None,
                            ctx.n_threads)
-    return run
+
+    def native(in_shapes, n_threads):
+        if with_indices or nd != 2 or len(in_shapes[0]) != 4:
+            return None
+        out, pb, _ = geometry(tuple(in_shapes[0][2:]))
+        return _pool2d_native(in_shapes[0], out, kernel, strides, dilations, pb, True, None,
+                              None, n_threads)
+    return natively(run, native)
 
 
 @register("AveragePool", reference=average_pool_reference)
@@ -315,7 +322,16 @@ def AveragePool(node, *, kernel_shape=None, strides=None, dilations=None, pads=N
         count_h, count_w = counts(x.shape[2:], out, pb, pe)
         return _run_pool2d(x, out, kernel, strides, dilations, pb, False, count_h, count_w,
                            ctx.n_threads)
-    return run
+
+    def native(in_shapes, n_threads):
+        if nd != 2 or len(in_shapes[0]) != 4:
+            return None
+        spatial = tuple(in_shapes[0][2:])
+        out, pb, pe = geometry(spatial)
+        count_h, count_w = counts(spatial, out, pb, pe)
+        return _pool2d_native(in_shapes[0], out, kernel, strides, dilations, pb, False,
+                              count_h, count_w, n_threads)
+    return natively(run, native)
 
 
 def _geometry_cache(kernel, strides, dilations, pads, auto_pad, ceil, limit=64):
@@ -331,6 +347,19 @@ def _geometry_cache(kernel, strides, dilations, pads, auto_pad, ceil, limit=64):
                                                  auto_pad, ceil)
         return got
     return geometry
+
+
+def _pool2d_native(x_shape, out, kernel, strides, dilations, pb, is_max, count_h, count_w,
+                   n_threads):
+    """The 2-D pool of an (N, C, H, W) input as a native step, or None for an empty one."""
+    N, C, H, W = x_shape
+    if N * C * H * W == 0 or out[0] < 1 or out[1] < 1:
+        return None
+    op = _kp.pool2d_native(N * C, H, W, out[0], out[1], kernel[0], kernel[1], strides[0],
+                           strides[1], dilations[0], dilations[1], pb[0], pb[1], is_max,
+                           count_h, count_w, n_threads)
+    op.out_shapes = ((N, C, out[0], out[1]),)
+    return op
 
 
 def _run_pool2d(x, out, kernel, strides, dilations, pb, is_max, count_h, count_w, n_threads):
@@ -361,7 +390,16 @@ def _global_builder(node, is_max, reference):
         planes = np.asarray(x, order="C").reshape(n_planes, -1)
         _kp.global_pool(planes, y.reshape(-1), is_max, ctx.n_threads)
         return y
-    return run
+
+    def native(in_shapes, n_threads):
+        shape = tuple(in_shapes[0])
+        hw = math.prod(shape[2:])
+        if len(shape) < 3 or shape[0] * shape[1] * hw == 0:
+            return None
+        op = _kp.global_pool_native(shape[0] * shape[1], hw, is_max, n_threads)
+        op.out_shapes = (shape[:2] + (1,) * (len(shape) - 2),)
+        return op
+    return natively(run, native)
 
 
 @register("GlobalAveragePool", reference=global_average_pool_reference)

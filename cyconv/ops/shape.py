@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import ALIAS, natively, register
+from ..kernels import native as _kn
 from ..errors import InputError
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -127,7 +128,7 @@ def Flatten(node, *, axis=1):
         if not -x.ndim <= axis <= x.ndim:
             raise run_error(node, f"axis {axis} out of range for rank {x.ndim}")
         return flatten_reference(_contiguous(x), axis)
-    return run
+    return natively(run, ALIAS)
 
 
 def reshape_target(in_shape, shape, allowzero: int = 0) -> tuple:
@@ -199,7 +200,7 @@ def Reshape(node, *, allowzero=0, shape=None):
             return reshape_reference(_contiguous(x), target, allowzero)
         except ValueError as exc:
             raise run_error(node, str(exc)) from None
-    return run
+    return natively(run, ALIAS)
 
 
 # ----------------------------------------------------------------------------- Transpose
@@ -251,7 +252,17 @@ def Concat(node, *, axis=None):
                                        enumerate(zip(x.shape, x0.shape)) if i != ax):
                 raise run_error(node, f"shapes {x0.shape} and {x.shape} differ off axis {ax}")
         return concat_reference(xs, ax)
-    return run
+
+    def native(in_shapes, n_threads):
+        shapes = [tuple(s) for s in in_shapes if s is not None]
+        if len(shapes) != len(in_shapes):
+            return None
+        ax = norm_axis(node, axis, len(shapes[0]))
+        if any(len(s) != len(shapes[0]) or s[:ax] + s[ax + 1:] != shapes[0][:ax] + shapes[0][ax + 1:]
+               for s in shapes):
+            raise run_error(node, f"shapes {shapes} differ off axis {ax}")
+        return _kn.ConcatOp(shapes, ax)
+    return natively(run, native)
 
 
 def split_sizes(dim: int, n: int) -> list[int]:
@@ -426,7 +437,7 @@ def Squeeze(node, *, axes=None):
             if bad:
                 raise run_error(node, f"cannot squeeze axes {bad} of shape {x.shape}")
         return squeeze_reference(_contiguous(x), ax)
-    return run
+    return natively(run, ALIAS)
 
 
 @register("Unsqueeze", reference=unsqueeze_reference)
@@ -441,7 +452,7 @@ def Unsqueeze(node, *, axes=None):
             raise run_error(node, "input 'axes' is required")
         norm_axes(node, ax, x.ndim + len(ax))
         return unsqueeze_reference(_contiguous(x), ax)
-    return run
+    return natively(run, ALIAS)
 
 
 # ----------------------------------------------------------------------------- Identity / Dropout
@@ -455,7 +466,7 @@ def identity_reference(x):
 def Identity(node):
     def run(ctx, x=None):
         return x
-    return run
+    return natively(run, ALIAS)
 
 
 def dropout_reference(x: np.ndarray, ratio: float = 0.5, training_mode: bool = False,

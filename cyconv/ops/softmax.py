@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import natively, register
 from ..errors import InputError
 from ..kernels import softmax as _ks
 
@@ -73,7 +73,15 @@ def _builder(node, axis, as_log, reference):
         y = np.empty(x.shape, np.float32)
         _ks.softmax(x.reshape(-1), y.reshape(-1), outer, length, inner, as_log, ctx.n_threads)
         return y
-    return run
+
+    def native(in_shapes, n_threads):
+        shape = tuple(in_shapes[0])
+        if len(shape) == 0 or math.prod(shape) == 0:
+            return None
+        outer, length, inner = _layout(shape, _normalise_axis(axis, len(shape), node.op_type),
+                                       legacy)
+        return _ks.softmax_native(shape, outer, length, inner, as_log, n_threads)
+    return natively(run, native)
 
 
 @register("Softmax", reference=softmax_reference)

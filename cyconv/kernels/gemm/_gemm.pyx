@@ -331,3 +331,59 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
     if err != CY_OK:
         raise ValueError(f"sgemm failed with code {err}")
     return out
+
+
+# ---- native step ---------------------------------------------------------------------------
+
+from cyconv.kernels.native cimport NativeOp
+
+
+cdef struct GemmCall:
+    # y (M x N) = act(alpha * A' @ B + bias_row + bias_col): A the step's input (M x K, or
+    # K x M when trans_a), B packed once
+    int M, N, K, n_threads
+    bint trans_a
+    float alpha
+    const float *b
+    cy_epilogue ep
+
+
+cdef class GemmNative(NativeOp):
+    """A Gemm with packed B prepared for one shape of A as a native step (kernels/native.pyx)."""
+    cdef GemmCall g
+    cdef object keep            # the packed B and the bias vectors g points into
+
+
+cdef int _gemm_native_fn(void *params, const float **ins, float **outs) noexcept nogil:
+    cdef GemmCall *g = <GemmCall *>params
+    cdef cy_operand A = strided_operand(ins[0], 1, g.M) if g.trans_a else \
+        strided_operand(ins[0], g.K, 1)
+    return sgemm_ex(g.M, g.N, g.K, g.alpha, A, packed_operand(g.b), 0, outs[0], g.N, &g.ep,
+                    g.n_threads)
+
+
+def gemm_native(Packed b, int M, bint trans_a, float alpha=1.0, bias_row=None, bias_col=None,
+                act=None, float act_alpha=0.0, float act_beta=0.0, int n_threads=1):
+    """``sgemm(a, b, ...)`` prepared for an ``a`` of M rows (float32 C-contiguous, (M, K) or,
+    with ``trans_a``, (K, M)) as a native step: input a, output y (M, N)."""
+    if b.side != "b":
+        raise ValueError("gemm_native needs a packed right operand (pack_b)")
+    if act not in _ACTS:
+        raise ValueError(f"unknown activation {act!r}")
+    cdef GemmNative op = GemmNative.__new__(GemmNative)
+    br, bc = _bias(bias_row, M, "bias_row"), _bias(bias_col, b.cols, "bias_col")
+    op.keep = (b, br, bc)
+    op.g.M, op.g.N, op.g.K, op.g.n_threads = M, b.cols, b.rows, n_threads
+    op.g.trans_a, op.g.alpha = trans_a, alpha
+    op.g.b = b.operand().data
+    op.g.ep.bias_row = <const float *>cnp.PyArray_DATA(br) if br is not None else NULL
+    op.g.ep.bias_col = <const float *>cnp.PyArray_DATA(bc) if bc is not None else NULL
+    op.g.ep.slope_row = NULL
+    op.g.ep.act = _ACTS[act]
+    op.g.ep.act_alpha, op.g.ep.act_beta = act_alpha, act_beta
+    op.g.ep.residual = NULL
+    op.g.ep.ldr = 0
+    op.fn, op.params = _gemm_native_fn, <void *>&op.g
+    op.out_shapes = ((M, b.cols),)
+    op.what = f"Gemm ({M}, {b.rows}) @ ({b.rows}, {b.cols})"
+    return op

@@ -1,0 +1,161 @@
+"""Native plans (kernels/native.pyx, engine/plan.py): a graph whose every step has a native
+form runs as one C loop over prepared ops with a memory-planned arena. It must give exactly
+what the Python loop gives (same kernels, same partitions: bitwise), per input shape, per
+thread count, from several Python threads at once, and fall back to the Python loop (and its
+errors) whenever a step or a feed is not native."""
+from __future__ import annotations
+
+import threading
+from importlib import resources
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import cyconv
+from cyconv import zoo
+from cyconv.engine.plan import ALIGN_FLOATS, assign_offsets
+
+# zoo models whose optimised graph is all native ops, at small input sides
+NATIVE_ZOO = {"lenet5": 32, "cifar_cnn": 32, "squeezenet1_1": 67, "resnet18": 64,
+              "resnet50": 32, "mobilenet_v2": 64, "googlenet": 67}
+
+
+def _both(model, monkeypatch, threads):
+    native = cyconv.InferenceSession(model, threads=threads)
+    monkeypatch.setenv("CYCONV_NATIVE", "0")
+    python = cyconv.InferenceSession(model, threads=threads)
+    monkeypatch.delenv("CYCONV_NATIVE")
+    return native, python
+
+
+def _plans(sess):
+    return {k: v for k, v in sess._native_plans.items()}
+
+
+@pytest.mark.parametrize("threads", (1, 2))
+@pytest.mark.parametrize("name", sorted(NATIVE_ZOO))
+def test_zoo_native_equals_python_loop(name, threads, monkeypatch):
+    side = NATIVE_ZOO[name]
+    model = zoo.ZOO[name](input_size=side).SerializeToString()
+    native, python = _both(model, monkeypatch, threads)
+    channels = zoo.DEFAULT_INPUT[name][0]
+    for batch in (1, 2, 1):
+        x = np.random.default_rng(batch).standard_normal((batch, channels, side, side),
+                                                         dtype=np.float32)
+        (got,) = native.run(None, {"input": x})
+        (want,) = python.run(None, {"input": x})
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} batch {batch}")
+    plans = _plans(native)
+    assert set(plans) == {((1, channels, side, side),), ((2, channels, side, side),)}
+    assert all(p is not None for p in plans.values()), f"{name} did not run natively"
+    assert not any(_plans(python).values())
+
+
+def test_real_model_pnet_is_native(monkeypatch):
+    path = resources.files("cyconv") / "data" / "mtcnn_pnet.onnx"
+    native, python = _both(path.read_bytes(), monkeypatch, 2)
+    x = np.random.default_rng(0).random((1, 3, 120, 160), dtype=np.float32)
+    name = native.get_inputs()[0].name
+    got = native.run(None, {name: x})
+    want = python.run(None, {name: x})
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert all(p is not None for p in _plans(native).values())
+
+
+def test_non_native_step_runs_the_python_loop():
+    # Relu alone (optimize=False keeps it unfused) has no native form: Python loop, same answer
+    model = zoo.lenet5(input_size=32)
+    sess = cyconv.InferenceSession(model, threads=2, optimize=False)
+    x = np.random.default_rng(0).standard_normal((1, 1, 32, 32), dtype=np.float32)
+    (y,) = sess.run(None, {"input": x})
+    assert list(_plans(sess).values()) == [None]
+    (want,) = cyconv.InferenceSession(model, threads=2).run(None, {"input": x})
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+
+
+def _graph(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_outputs_that_are_views_feeds_or_reused():
+    # y1 = Flatten(conv(x)) (an alias of an intermediate), y2 = x itself, y3 = conv(x) also
+    # read by the Flatten: every output is a fresh array, equal to the Python loop's
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3],
+                           np.random.default_rng(0).standard_normal(108).astype(np.float32))
+    f = helper.make_tensor_value_info
+    model = _graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Flatten", ["c"], ["y1"]),
+         helper.make_node("Identity", ["x"], ["y2"])],
+        [f("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [f("y1", TensorProto.FLOAT, None), f("y2", TensorProto.FLOAT, None),
+         f("c", TensorProto.FLOAT, None)], [w])
+    sess = cyconv.InferenceSession(model, threads=2)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    y1, y2, c = sess.run(None, {"x": x})
+    assert all(p is not None for p in _plans(sess).values())
+    np.testing.assert_array_equal(y1, c.reshape(1, -1))
+    np.testing.assert_array_equal(y2, x)
+    assert not np.shares_memory(y2, x) and not np.shares_memory(y1, c)
+    y1b, _, _ = sess.run(None, {"x": x})
+    assert not np.shares_memory(y1, y1b)       # a new array each run, the old one kept
+    np.testing.assert_array_equal(y1, y1b)
+    (only,) = sess.run(["c"], {"x": x})
+    np.testing.assert_array_equal(only, c)
+
+
+def test_bad_feed_still_raises_the_python_loops_error():
+    sess = cyconv.InferenceSession(zoo.cifar_cnn(input_size=32), threads=2)
+    with pytest.raises(cyconv.InputError):
+        sess.run(None, {"input": np.zeros((1, 3, 30, 30), np.float32)})
+    (y,) = sess.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})
+    assert y.shape == (1, 10)
+
+
+def test_threads_share_a_session():
+    sess = cyconv.InferenceSession(zoo.squeezenet1_1(input_size=67), threads=2)
+    xs = [np.random.default_rng(i).standard_normal((1, 3, 67, 67), dtype=np.float32)
+          for i in range(4)]
+    want = [sess.run(None, {"input": x})[0] for x in xs]
+    got = [None] * 16
+
+    def work(i):
+        got[i] = sess.run(None, {"input": xs[i % 4]})[0]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, y in enumerate(got):
+        np.testing.assert_array_equal(y, want[i % 4])
+
+
+def test_assign_offsets_keeps_live_values_apart():
+    rng = np.random.default_rng(0)
+    sizes, life = {}, {}
+    for v in range(60):
+        first = int(rng.integers(0, 40))
+        sizes[v] = int(rng.integers(1, 5000))
+        life[v] = (first, first + int(rng.integers(0, 6)))
+    offsets, total = assign_offsets(sizes, life)
+    for a in sizes:
+        assert offsets[a] % ALIGN_FLOATS == 0 and offsets[a] + sizes[a] <= total
+        for b in sizes:
+            if a < b and life[a][0] <= life[b][1] and life[b][0] <= life[a][1]:
+                assert (offsets[a] + sizes[a] <= offsets[b]
+                        or offsets[b] + sizes[b] <= offsets[a]), (a, b)
+    # far less than one buffer per value
+    assert total < 0.5 * sum(sizes.values())
+
+
+def test_assign_offsets_chain_reuses_memory():
+    # a chain x1 -> x2 -> x3 ...: only neighbours are alive together
+    sizes = {v: 1000 for v in range(10)}
+    life = {v: (v, v + 1) for v in range(10)}
+    _, total = assign_offsets(sizes, life)
+    assert total <= 2 * 1008

@@ -221,30 +221,48 @@ def test_single_plane_split_into_row_bands(rng, pool_isa):
         np.testing.assert_array_equal(y, outs[0])
 
 
-@pytest.mark.skipif("avx512f" not in _kp.available_isas(), reason="needs AVX-512")
-@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
-def test_register_plane_path_is_bitwise_the_row_path(rng, op):
-    # AVX-512 pools whole output rows in registers (pool_avx512.h, stride 1 or 2, taps over
-    # <= 16 columns); the generic table runs the row-buffer path with the same operations
-    # in the same order, so the two agree exactly, padding, ceil_mode and dilation included.
+# Tables with a register plane path (pool_avx512.h: 16 lanes, taps over <= 16 columns;
+# pool_avx2.h: 8 lanes, <= 8 columns), stride 1 or 2; other pools fall back to the row path.
+PLANE_ISAS = [n for n in ("avx512f", "avx2") if n in ISAS]
+PLANE_POOLS = [
+    # kernel, strides, dilations, pads, ceil
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 0),    # inception branch pool
+    ((3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 0),    # ResNet stem
+    ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), 1),    # GoogLeNet / SqueezeNet
+    ((2, 2), (2, 2), (1, 1), (0, 0, 0, 0), 0),    # VGG, LeNet
+    ((2, 2), (2, 2), (1, 1), (0, 1, 0, 1), 1),
+    ((3, 5), (2, 1), (2, 4), (2, 1, 2, 3), 1),    # taps over 16 columns: AVX2 takes the row path
+    ((2, 3), (1, 2), (1, 4), (1, 0, 0, 2), 0),    # dilated stride 2, taps over 8 columns
+    ((3, 3), (1, 2), (1, 3), (0, 2, 1, 1), 1),    # stride 2 with taps 3 columns apart
+    ((5, 5), (1, 1), (1, 1), (2, 2, 2, 2), 0),
+    ((1, 1), (1, 2), (1, 1), (0, 0, 0, 0), 0),
+]
+
+
+@pytest.mark.skipif(not PLANE_ISAS, reason="needs AVX2 or AVX-512")
+@pytest.mark.parametrize("plane_isa", PLANE_ISAS)
+@pytest.mark.parametrize("op,cip", [("MaxPool", 0), ("AveragePool", 0), ("AveragePool", 1)])
+@pytest.mark.parametrize("width", [7, 8, 9, 14, 15, 16, 17, 28, 30, 56, 112])
+def test_register_plane_path_is_bitwise_the_row_path(rng, plane_isa, op, cip, width):
+    # The plane path pools whole output rows in registers; the generic table runs the
+    # row-buffer path with the same operations in the same order, so the two agree exactly
+    # (NaN and -0.0 included), padding, ceil_mode, dilation and thread count included.
     before = _kp.isa()
+    x = rng.standard_normal((2, 3, min(width, 11), width)).astype(np.float32)
+    x[x > 2.2] = np.nan
+    x[np.abs(x) < 0.03] = -0.0
     try:
-        for shape in [(1, 40, 7, 7), (2, 9, 14, 14), (1, 3, 28, 29), (1, 2, 5, 40)]:
-            x = rng.standard_normal(shape).astype(np.float32)
-            for kernel, strides, dil, pads, ceil in [((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 0),
-                                                     ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), 1),
-                                                     ((2, 2), (2, 2), (1, 1), (0, 0, 0, 0), 0),
-                                                     ((3, 5), (2, 1), (2, 4), (2, 1, 2, 3), 1),
-                                                     ((1, 1), (1, 2), (1, 1), (0, 0, 0, 0), 0)]:
-                attrs = {"kernel_shape": kernel, "strides": strides, "dilations": dil,
-                         "pads": pads, "ceil_mode": ceil}
-                if op == "AveragePool":
-                    attrs["count_include_pad"] = 1
-                got = {}
-                for name in ("avx512f", "generic"):
-                    _kp.set_isa(name)
-                    got[name] = call_op(op, [x], attrs, opset=19, n_threads=2)
-                np.testing.assert_array_equal(got["avx512f"], got["generic"])
+        for i, (kernel, strides, dil, pads, ceil) in enumerate(PLANE_POOLS):
+            attrs = {"kernel_shape": kernel, "strides": strides, "dilations": dil,
+                     "pads": pads, "ceil_mode": ceil}
+            if op == "AveragePool":
+                attrs["count_include_pad"] = cip
+            got = {}
+            for name in (plane_isa, "generic"):
+                _kp.set_isa(name)
+                got[name] = call_op(op, [x], attrs, opset=19, n_threads=1 + i % 2)
+            np.testing.assert_array_equal(got[plane_isa].view(np.int32),
+                                          got["generic"].view(np.int32))
     finally:
         _kp.set_isa(before)
 

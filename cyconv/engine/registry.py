@@ -38,7 +38,11 @@ An operator is described by a *builder*, called once per node when a session is 
   ``run``, None where ``run`` gets None) as a ``cyconv.kernels.native.NativeOp``, or returns
   None when it cannot (the session then runs the graph in Python). ``run.native = ALIAS``
   marks a view op (Flatten, Reshape, ...): its output is its first input under another
-  shape. A session whose every step has a native form runs the graph as one C loop.
+  shape; ``run.native = SHAPE_ONLY`` an op whose output depends on its inputs' shapes only
+  (Shape, Size): a native plan evaluates it once, when it is made, as it does any step whose
+  inputs are all known then (constants, or such results: a Shape -> Gather -> Concat chain
+  feeding a Reshape). A session whose every step has a native form (or is evaluated so)
+  runs the graph as one C loop.
 * ``reference`` is the numpy oracle of the op (``cyconv/ops/<family>.py``): the definition every
   fast kernel is tested against.
 """
@@ -125,6 +129,8 @@ def consumes(run: Callable, *indices: int) -> Callable:
 
 # ``run.native`` of a view op: the output is input 0's buffer under the shape ``run`` gives it.
 ALIAS = "alias"
+# ``run.native`` of an op whose output depends only on its inputs' shapes.
+SHAPE_ONLY = "shape only"
 
 
 def natively(run: Callable, native) -> Callable:

@@ -35,13 +35,16 @@ from ..kernels import native as _native
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
 from .plan import assign_offsets
-from .registry import (ALIAS, NodeContext, RunContext, build_with_attrs, consumed_inputs,
-                       lookup)
+from .registry import (ALIAS, SHAPE_ONLY, NodeContext, RunContext, build_with_attrs,
+                       consumed_inputs, lookup)
 
 # Most bytes of freed activation blocks a session keeps for its next run (buffers.pyx).
 BUFFER_CACHE_BYTES = 1 << 30
 # Native plans kept per session, one per set of input shapes (each holds its arena).
 NATIVE_PLANS = 4
+# Ops whose result is not a function of their inputs: never evaluated when a plan is made.
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
+                         "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})
 
 
 def native_enabled() -> bool:
@@ -266,6 +269,21 @@ class InferenceSession:
         ctx = RunContext(self._threads)
         for st in self._steps:
             native = getattr(st.run, "native", None)
+            if native is SHAPE_ONLY or (st.op_type not in _RANDOM_OPS and
+                                        all(i < 0 or i in consts for i in st.args)):
+                # known now, whatever the feed's values: evaluated once, a constant of the plan
+                if any(i >= 0 and i not in consts and i not in shapes for i in st.args):
+                    return None
+                args = [None if i < 0 else consts[i] if i in consts
+                        else np.empty(shapes[i], np.float32) for i in st.args]
+                result = st.run(ctx, *args)
+                if type(result) is not tuple and type(result) is not list:
+                    result = (result,)
+                for o, value in zip(st.outputs, result):
+                    if o >= 0:
+                        consts[o] = np.asarray(value)
+                        shapes[o] = consts[o].shape
+                continue
             if native is None:
                 return None
             for i in st.args:

@@ -428,3 +428,111 @@ def accumulate(float[::1] acc, const float[::1] x, int n_threads=1):
             _vec_vec(B_ADD, pa, px, pa, n)
         else:
             parallel_for(n_chunks, nt, _vec_task, &job)
+
+
+# ---------------------------------------------------------------------------------------------
+# native steps
+
+from cyconv.kernels.native cimport NativeOp
+
+cdef enum:
+    EW_UNARY = 0
+    EW_SAME = 1
+    EW_BCAST = 2
+
+
+cdef struct EwCall:
+    # one element-wise op prepared for a shape: unary(x), a (op) b of one shape, or big (op)
+    # small broadcast as binary_bcast's [P, M, Q]; input big_index is the big operand
+    int kind, op, nt, big_index
+    float a, b
+    Py_ssize_t n, P, M, Q
+    bint small_first
+
+
+cdef class ElementwiseNative(NativeOp):
+    """An element-wise op prepared for one shape as a native step."""
+    cdef EwCall c
+
+
+cdef int _ew_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef EwCall* c = <EwCall*>params
+    cdef UnaryJob uj
+    cdef VecJob vj
+    cdef BcastJob bj
+    cdef Py_ssize_t r, units
+    cdef const float* big
+    cdef const float* small
+    if c.kind == EW_UNARY:
+        if c.nt == 1:
+            _unary_run(c.op, ins[0], outs[0], c.n, c.a, c.b)
+        else:
+            uj.x, uj.y, uj.n, uj.op, uj.a, uj.b = ins[0], outs[0], c.n, c.op, c.a, c.b
+            parallel_for((c.n + CHUNK - 1) // CHUNK, c.nt, _unary_task, &uj)
+    elif c.kind == EW_SAME:
+        if c.nt == 1:
+            _vec_vec(c.op, ins[0], ins[1], outs[0], c.n)
+        else:
+            vj.a, vj.b, vj.y, vj.n, vj.op = ins[0], ins[1], outs[0], c.n, c.op
+            parallel_for((c.n + CHUNK - 1) // CHUNK, c.nt, _vec_task, &vj)
+    else:
+        big, small = ins[c.big_index], ins[1 - c.big_index]
+        bj.big, bj.small, bj.y, bj.M, bj.Q = big, small, outs[0], c.M, c.Q
+        bj.op, bj.small_first = c.op, c.small_first
+        if c.Q == 1:
+            if c.nt == 1:
+                for r in range(c.P):
+                    _vec_vec_ordered(c.op, big + r * c.M, small, outs[0] + r * c.M, c.M,
+                                     c.small_first)
+            else:
+                bj.rows, bj.chunks, bj.per = c.P, 1, units_per_task(c.P, c.M, c.nt)
+                parallel_for((c.P + bj.per - 1) // bj.per, c.nt, _bcast_rows_task, &bj)
+        elif c.nt == 1:
+            for r in range(c.P * c.M):
+                _vec_scalar(c.op, big + r * c.Q, small[r % c.M], outs[0] + r * c.Q, c.Q,
+                            c.small_first)
+        else:
+            bj.rows, bj.chunks = c.P * c.M, (c.Q + CHUNK - 1) // CHUNK
+            units = bj.rows * bj.chunks
+            bj.per = units_per_task(units, c.Q, c.nt) if bj.chunks == 1 else 1
+            parallel_for((units + bj.per - 1) // bj.per, c.nt, _bcast_runs_task, &bj)
+    return 0
+
+
+cdef ElementwiseNative _ew_op(shape, int kind, int op, str what):
+    cdef ElementwiseNative e = ElementwiseNative.__new__(ElementwiseNative)
+    e.c.kind, e.c.op = kind, op
+    e.c.n = 1
+    for d in shape:
+        e.c.n *= d
+    e.fn, e.params = _ew_native_fn, <void*>&e.c
+    e.out_shapes = (tuple(shape),)
+    e.what = what
+    return e
+
+
+def unary_native(shape, int op, float a=0.0, float b=0.0, int n_threads=1):
+    """:func:`unary` prepared for inputs of ``shape`` as a native step."""
+    if not 0 <= op <= U_SQRT:
+        raise ValueError(f"unknown unary op {op}")
+    cdef ElementwiseNative e = _ew_op(shape, EW_UNARY, op, f"unary {op} {tuple(shape)}")
+    e.c.a, e.c.b = a, b
+    e.c.nt = _threads_for(e.c.n, n_threads, _is_dear(op))
+    return e
+
+
+def binary_native(out_shape, int op, layout=None, int n_threads=1):
+    """:func:`binary_same` (``layout`` None: both inputs of ``out_shape``) or
+    :func:`binary_bcast` (``layout`` = (small_first, P, M, Q)) prepared as a native step:
+    inputs a, b in the op's order, output y."""
+    if not 0 <= op <= B_PRELU:
+        raise ValueError(f"unknown binary op {op}")
+    cdef ElementwiseNative e = _ew_op(out_shape, EW_SAME if layout is None else EW_BCAST, op,
+                                      f"binary {op} {tuple(out_shape)}")
+    e.c.nt = _threads_for(e.c.n, n_threads, op == B_POW)
+    if layout is not None:
+        e.c.small_first, e.c.P, e.c.M, e.c.Q = layout
+        if e.c.M < 1 or e.c.Q < 1 or e.c.P * e.c.M * e.c.Q != e.c.n:
+            raise ValueError("binary_native: layout does not match the shape")
+        e.c.big_index = 1 if e.c.small_first else 0
+    return e

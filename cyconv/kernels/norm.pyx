@@ -191,3 +191,68 @@ def lrn(const float[:, :, ::1] x, float[:, :, ::1] y, int size, float alpha, flo
         else:
             job.per = units_per_task(N * C, Q * (size + 4), nt)
             parallel_for((N * C + job.per - 1) // job.per, nt, _lrn_task, &job)
+
+
+# ---- native step ----------------------------------------------------------------------------
+
+import numpy as np
+from cyconv.kernels.native cimport NativeOp
+
+
+cdef struct AffineCall:
+    AffineJob job           # x, y set per call
+    int nt
+
+
+cdef class AffineNative(NativeOp):
+    """channel_affine prepared for one shape as a native step: input x (and the op's other
+    inputs, unread), output y."""
+    cdef AffineCall c
+    cdef object keep        # scale and shift
+
+
+cdef int _affine_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef AffineCall* c = <AffineCall*>params
+    cdef AffineJob job = c.job
+    cdef Py_ssize_t r
+    job.x, job.y = ins[0], outs[0]
+    if job.Q == 1:
+        if c.nt == 1:
+            for r in range(job.rows):
+                _affine_vec(job.x + r * job.M, job.y + r * job.M, job.M, job.scale, job.shift)
+        else:
+            parallel_for((job.rows + job.per - 1) // job.per, c.nt, _affine_vec_task, &job)
+    elif c.nt == 1:
+        for r in range(job.rows):
+            _affine_run(job.x + r * job.Q, job.y + r * job.Q, job.Q, job.scale[r % job.M],
+                        job.shift[r % job.M])
+    else:
+        parallel_for((job.rows + job.per - 1) // job.per, c.nt, _affine_run_task, &job)
+    return 0
+
+
+def channel_affine_native(shape, scale, shift, Py_ssize_t P, Py_ssize_t M, Py_ssize_t Q,
+                          int n_threads=1):
+    """:func:`channel_affine` prepared for x of ``shape`` (= P*M*Q values) as a native step."""
+    if P * M * Q < 1:
+        raise ValueError("channel_affine_native: empty input")
+    cdef AffineNative op = AffineNative.__new__(AffineNative)
+    s = np.ascontiguousarray(scale, np.float32).reshape(-1)
+    t = np.ascontiguousarray(shift, np.float32).reshape(-1)
+    if s.shape[0] != M or t.shape[0] != M:
+        raise ValueError("channel_affine_native: scale/shift must have M values")
+    op.keep = (s, t)
+    cdef const float[::1] sv = s
+    cdef const float[::1] tv = t
+    cdef Py_ssize_t n = P * M * Q
+    op.c.job.scale, op.c.job.shift, op.c.job.M, op.c.job.Q = &sv[0], &tv[0], M, Q
+    if Q == 1:
+        op.c.nt = _threads(n, P, n_threads)
+        op.c.job.rows, op.c.job.per = P, units_per_task(P, M, op.c.nt)
+    else:
+        op.c.nt = _threads(n, P * M, n_threads)
+        op.c.job.rows, op.c.job.per = P * M, units_per_task(P * M, Q, op.c.nt)
+    op.fn, op.params = _affine_native_fn, <void*>&op.c
+    op.out_shapes = (tuple(shape),)
+    op.what = f"channel affine {tuple(shape)}"
+    return op

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import natively, register
 from ..errors import InputError
 from ..kernels import elementwise as _ew
 from .arithmetic import binary_float32
@@ -94,7 +94,8 @@ def _unary(code, reference, a=0.0, b=0.0, **ref_kwargs):
         y = np.empty(x.shape, np.float32)
         _ew.unary(x.reshape(-1), y.reshape(-1), code, a, b, ctx.n_threads)
         return y
-    return run
+    return natively(run, lambda in_shapes, n_threads: _ew.unary_native(in_shapes[0], code, a,
+                                                                        b, n_threads))
 
 
 def _float_attr(node, name, value):
@@ -233,4 +234,11 @@ def Clip(node, *, min=None, max=None, consumed_inputs=None):  # noqa: A002 (ONNX
         y = np.empty(x.shape, np.float32)
         _ew.unary(x.reshape(-1), y.reshape(-1), _ew.CLIP, a, b, ctx.n_threads)
         return y
-    return run
+
+    def native(in_shapes, n_threads):
+        if const_bounds is None:
+            return None
+        lo, hi = const_bounds
+        return _ew.unary_native(in_shapes[0], _ew.CLIP, np.float32(-np.inf if lo is None else lo),
+                                np.float32(np.inf if hi is None else hi), n_threads)
+    return natively(run, native)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import natively, register
 from ..errors import InputError
 from ..kernels import elementwise as _ew
 
@@ -165,9 +165,10 @@ def binary_float32(op, a, b, n_threads, plans=None):
     return y
 
 
-def _broadcast_layout(a_shape, b_shape):
+def _broadcast_layout(a_shape, b_shape, min_row=None):
     """(out_shape, small_first, (P, M, Q)) when one operand broadcasts onto the other's shape
-    along one contiguous run of axes (see :func:`broadcast_plan`), else None."""
+    along one contiguous run of axes (see :func:`broadcast_plan`), else None. Rows shorter
+    than ``min_row`` (default _MIN_ROW: numpy is faster on them from Python) give None."""
     out_shape = np.broadcast_shapes(a_shape, b_shape)
     if out_shape == a_shape:
         small_shape, small_first = b_shape, False
@@ -176,7 +177,7 @@ def _broadcast_layout(a_shape, b_shape):
     else:
         return None
     plan = broadcast_plan(out_shape, small_shape)
-    if plan is None or (plan[2] == 1 and plan[1] < _MIN_ROW):
+    if plan is None or (plan[2] == 1 and plan[1] < (_MIN_ROW if min_row is None else min_row)):
         return None
     return out_shape, small_first, plan
 
@@ -210,7 +211,19 @@ def _binary_builder(node, op, reference, broadcast, axis):
             if y is not None:
                 return y
         return reference(a, b)
-    return run
+
+    def native(in_shapes, n_threads):
+        a_shape, b_shape = (tuple(s) for s in in_shapes)
+        if legacy:
+            return None
+        if a_shape == b_shape:
+            return _ew.binary_native(a_shape, op, None, n_threads)
+        layout = _broadcast_layout(a_shape, b_shape, min_row=1)
+        if layout is None:
+            return None
+        out_shape, small_first, pmq = layout
+        return _ew.binary_native(out_shape, op, (small_first, *pmq), n_threads)
+    return natively(run, native)
 
 
 @register("Add", reference=add_reference)

@@ -284,4 +284,12 @@ def _prepared_matmul(b_packed, b_shape):
             raise InputError(f"MatMul: A must be float32 like B, got {a.dtype}")
         return _gemm.sgemm(a.reshape(a_rows), b_packed, n_threads=ctx.n_threads).reshape(
             out_shape)
-    return run
+
+    def native(in_shapes, n_threads):
+        if len(in_shapes) > 1 and in_shapes[1] is not None or len(in_shapes[0]) < 2:
+            return None
+        out_shape, a_rows = remember(tuple(in_shapes[0]))
+        op = _gemm.gemm_native(b_packed, a_rows[0], False, n_threads=n_threads)
+        op.out_shapes = (tuple(out_shape),)
+        return op
+    return natively(run, native)

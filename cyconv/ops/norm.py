@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import natively, register
 from ..errors import InputError
 from ..kernels import norm as _kn
 
@@ -128,7 +128,17 @@ def BatchNormalization(node, *, epsilon=1e-5, momentum=0.9, spatial=1, is_test=0
         _kn.channel_affine(x.reshape(-1), s, t, y.reshape(-1), x.shape[0], per_channel, q,
                            ctx.n_threads)
         return y
-    return run
+
+    def native(in_shapes, n_threads):
+        shape = tuple(in_shapes[0])
+        if folded is None or len(shape) < 2 or math.prod(shape) == 0:
+            return None
+        per_channel = shape[1] if spatial else math.prod(shape[1:])
+        if folded[0].size != per_channel:
+            return None
+        return _kn.channel_affine_native(shape, folded[0], folded[1], shape[0], per_channel,
+                                         math.prod(shape[2:]) if spatial else 1, n_threads)
+    return natively(run, native)
 
 
 def _training_run(epsilon, momentum, num_outputs):

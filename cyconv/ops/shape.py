@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..engine.registry import ALIAS, natively, register
+from ..engine.registry import ALIAS, SHAPE_ONLY, natively, register
 from ..kernels import native as _kn
 from ..errors import InputError
 
@@ -581,14 +581,14 @@ def Shape(node, *, start=None, end=None):
 
     def run(ctx, x):
         return shape_reference(x, start, end)
-    return run
+    return natively(run, SHAPE_ONLY)
 
 
 @register("Size")
 def Size(node):
     def run(ctx, x):
         return np.array(x.size, dtype=np.int64)
-    return run
+    return natively(run, SHAPE_ONLY)
 
 
 # ----------------------------------------------------------------------------- Gather

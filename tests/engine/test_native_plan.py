@@ -10,6 +10,7 @@ from importlib import resources
 
 import numpy as np
 import onnx
+import onnx.reference
 import pytest
 from onnx import TensorProto, helper
 
@@ -19,7 +20,7 @@ from cyconv.engine.plan import ALIGN_FLOATS, assign_offsets
 
 # zoo models whose optimised graph is all native ops, at small input sides
 NATIVE_ZOO = {"lenet5": 32, "cifar_cnn": 32, "squeezenet1_1": 67, "resnet18": 64,
-              "resnet50": 32, "mobilenet_v2": 64, "googlenet": 67}
+              "resnet50": 32, "mobilenet_v2": 64, "googlenet": 67, "densenet121": 32}
 
 
 def _both(model, monkeypatch, threads):
@@ -53,33 +54,56 @@ def test_zoo_native_equals_python_loop(name, threads, monkeypatch):
     assert not any(_plans(python).values())
 
 
-def test_real_model_pnet_is_native(monkeypatch):
-    path = resources.files("cyconv") / "data" / "mtcnn_pnet.onnx"
+@pytest.mark.parametrize("file,shape", [("mtcnn_pnet.onnx", (1, 3, 120, 160)),
+                                        ("ppocr_mobile_v2_cls.onnx", (1, 3, 48, 192)),
+                                        ("ppocr_mobile_v2_cls.onnx", (3, 3, 48, 192))])
+def test_real_models_are_native(file, shape, monkeypatch):
+    # PaddleOCR's classifier has a dynamic batch: its Shape -> Cast -> Slice -> Concat chain
+    # into a Reshape is evaluated when the plan is made; SE blocks multiply by broadcasting
+    path = resources.files("cyconv") / "data" / file
     native, python = _both(path.read_bytes(), monkeypatch, 2)
-    x = np.random.default_rng(0).random((1, 3, 120, 160), dtype=np.float32)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
     name = native.get_inputs()[0].name
     got = native.run(None, {name: x})
     want = python.run(None, {name: x})
-    assert len(got) == len(want) == 2
+    assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     assert all(p is not None for p in _plans(native).values())
 
 
-def test_non_native_step_runs_the_python_loop():
-    # Relu alone (optimize=False keeps it unfused) has no native form: Python loop, same answer
-    model = zoo.lenet5(input_size=32)
-    sess = cyconv.InferenceSession(model, threads=2, optimize=False)
-    x = np.random.default_rng(0).standard_normal((1, 1, 32, 32), dtype=np.float32)
-    (y,) = sess.run(None, {"input": x})
-    assert list(_plans(sess).values()) == [None]
-    (want,) = cyconv.InferenceSession(model, threads=2).run(None, {"input": x})
-    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
-
-
 def _graph(nodes, inputs, outputs, inits=()):
     g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_non_native_step_runs_the_python_loop():
+    # Transpose has no native form: the Python loop runs, with the same answer
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3],
+                           np.random.default_rng(0).standard_normal(108).astype(np.float32))
+    f = helper.make_tensor_value_info
+    model = _graph([helper.make_node("Conv", ["x", "w"], ["c"]),
+                    helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])],
+                   [f("x", TensorProto.FLOAT, [1, 3, 8, 8])], [f("y", TensorProto.FLOAT, None)],
+                   [w])
+    sess = cyconv.InferenceSession(model, threads=2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    (y,) = sess.run(None, {"x": x})
+    assert list(_plans(sess).values()) == [None]
+    want = onnx.reference.ReferenceEvaluator(onnx.load_from_string(model)).run(None, {"x": x})
+    np.testing.assert_allclose(y, want[0], rtol=1e-4, atol=1e-5)
+
+
+def test_unoptimized_graph_runs_natively_too(monkeypatch):
+    # optimize=False: Conv, BatchNormalization-free LeNet with separate Tanh and Add nodes
+    model = zoo.lenet5(input_size=32).SerializeToString()
+    native = cyconv.InferenceSession(model, threads=2, optimize=False)
+    monkeypatch.setenv("CYCONV_NATIVE", "0")
+    python = cyconv.InferenceSession(model, threads=2, optimize=False)
+    x = np.random.default_rng(0).standard_normal((1, 1, 32, 32), dtype=np.float32)
+    np.testing.assert_array_equal(native.run(None, {"input": x})[0],
+                                  python.run(None, {"input": x})[0])
+    assert all(p is not None for p in _plans(native).values())
 
 
 def test_outputs_that_are_views_feeds_or_reused():

@@ -27,7 +27,7 @@ def command_profile(args) -> int:
     feed = build_feed(session, args.input, args.shape)
     result = profile(session, feed, repeats=max(1, args.repeat))
     print(f"model {args.model}: {len(result.nodes)} nodes after optimisation, "
-          f"{session.threads} threads")
+          f"{session.threads} threads, {result.executor} executor")
     print(f"latency: median {np.median(result.total_ms):.3f} ms over {len(result.total_ms)} runs")
     print(f"peak activation memory: {result.peak_activation_bytes / 2**20:.2f} MiB")
     print()

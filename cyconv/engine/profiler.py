@@ -1,10 +1,14 @@
 """Per-node timing and peak activation memory of an InferenceSession run.
 
-The profiler drives the session's own executor with an observer
-(``InferenceSession._execute_observed``, the same steps as ``run``'s ``_execute_plain``) and
-times ``total_ms`` with ``run``'s own loop. Memory: after each step, the bytes of every
+The profiler times what ``run`` executes. A session running natively (a NativePlan for the
+feed's shapes, kernels/native.pyx) is timed step by step inside the plan's C loop, and its
+activation memory is the plan's arena plus the feeds and outputs. Otherwise the profiler
+drives the Python loop with an observer (``InferenceSession._execute_observed``, the same
+steps as ``run``'s ``_execute_plain``); memory is then, after each step, the bytes of every
 live run-time tensor (feeds and computed values; constants excluded), counting a buffer once
-even when several values view it; the peak over the run is the activation high-water mark.
+even when several values view it, the peak over the run being the high-water mark.
+``total_ms`` times ``run`` itself. Shapes come from one observed run in either case; steps a
+native plan evaluated when it was made (shape arithmetic) show 0 ms.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ class Profile:
     total_ms: list         # wall time of each plain (unobserved) run
     peak_activation_bytes: int
     fusions: list
+    executor: str = "python"   # "native" (one C loop, kernels/native.pyx) or "python"
 
     def table(self, top: int = 0) -> str:
         """Nodes sorted by median time: share of the total, shapes."""
@@ -95,6 +100,7 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
             position = iter(range(len(session._steps)))
 
             first = run_index == warmup      # shapes and live memory are the same every run
+            plan = None
 
             def observe(step, seconds, slots):
                 nonlocal peak
@@ -111,13 +117,33 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
                     peak = max(peak, _live_bytes(slots, constant_ids))
 
             session._execute_observed(feeds, observe)
+            plan = session._native_plan(feeds)
+            if plan is not None and record:
+                break                       # shapes known: the native plan is timed below
+        executor = "python"
+        if plan is not None:
+            executor = "native"
+            arrays = [a for _, a in feeds]
+            seconds = np.zeros(len(plan.nodes))
+            for t in timings:
+                t.times_ms = []
+            for run_index in range(warmup + repeats):
+                outputs = plan.run(arrays, seconds)
+                if run_index >= warmup:
+                    for j, k in enumerate(plan.nodes):
+                        timings[k].times_ms.append(seconds[j] * 1e3)
+            for t in timings:
+                if not t.times_ms:
+                    t.times_ms = [0.0]      # evaluated when the plan was made
+            peak = plan.arena_bytes + sum(a.nbytes for a in arrays) + \
+                sum(o.nbytes for o in outputs)
         for _ in range(repeats):
             start = time.perf_counter()
-            session._execute_plain(feeds)
+            session.run(None, feed)
             totals.append((time.perf_counter() - start) * 1e3)
     finally:
         buffers.set_handler(outer)
-    return Profile(timings, totals, peak, session.fusions)
+    return Profile(timings, totals, peak, session.fusions, executor)
 
 
 def _input_shape(slots, slot, captured) -> list:

@@ -265,9 +265,9 @@ class InferenceSession:
             shapes[slot] = array.shape
         consts = {s: v for s, v in enumerate(self._initial_slots) if v is not None}
         n_values = len(self._initial_slots)
-        steps, alias_of, used_consts = [], {}, {}
+        steps, alias_of, used_consts, nodes = [], {}, {}, []
         ctx = RunContext(self._threads)
-        for st in self._steps:
+        for node, st in enumerate(self._steps):
             native = getattr(st.run, "native", None)
             if native is SHAPE_ONLY or (st.op_type not in _RANDOM_OPS and
                                         all(i < 0 or i in consts for i in st.args)):
@@ -307,6 +307,7 @@ class InferenceSession:
                     shapes[outs[0]] = view.shape
                     alias_of[outs[0]] = src
                     steps.append((None, [src], [outs[0]]))
+                    nodes.append(node)
                 continue
             op = native(tuple(shapes[i] if i >= 0 else None for i in st.args), self._threads)
             if op is None or len(op.out_shapes) != len(st.outputs):
@@ -324,6 +325,7 @@ class InferenceSession:
                 shapes[o] = tuple(shape)
                 outs.append(o)
             steps.append((op, ins, outs))
+            nodes.append(node)
 
         def root(v):
             while v in alias_of:
@@ -355,7 +357,8 @@ class InferenceSession:
                 used_consts[v] = np.ascontiguousarray(consts[v], np.float32)
             out_spec.append((v, shapes[v], copy))
         return _native.NativePlan(steps, n_values, [slot for slot, _ in feeds], out_spec,
-                                  list(used_consts.items()), list(offsets.items()), total)
+                                  list(used_consts.items()), list(offsets.items()), total,
+                                  nodes)
 
     # ----------------------------------------------------------------- helpers
     @staticmethod

@@ -13,6 +13,7 @@ Shape legend: values are float32 C-contiguous tensors; ``vals[v]`` is value v's 
 """
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 cimport numpy as cnp
@@ -136,6 +137,8 @@ cdef class NativePlan:
     constants : list of (value id, float32 C-contiguous array)
     arena : list of (value id, offset in floats): intermediates, in one buffer of
     arena_floats : int
+    nodes : list of int, optional
+        Per step, the index of the session step it runs (for profiles).
     """
     cdef Step* steps
     cdef int n_steps, n_values
@@ -146,6 +149,7 @@ cdef class NativePlan:
     cdef object arena_arr
     cdef list feed_ids, out_ids, out_shapes, out_copy
     cdef readonly Py_ssize_t arena_bytes
+    cdef readonly list nodes
 
     def __cinit__(self):
         self.steps = NULL
@@ -153,7 +157,7 @@ cdef class NativePlan:
         self.ptr_scratch = NULL
 
     def __init__(self, steps, int n_values, feeds, outputs, constants, arena,
-                 Py_ssize_t arena_floats):
+                 Py_ssize_t arena_floats, nodes=None):
         cdef int k, i, total = 0
         cdef NativeOp op
         self.n_steps, self.n_values = len(steps), n_values
@@ -200,16 +204,22 @@ cdef class NativePlan:
         self.out_ids = [v for v, _, _ in outputs]
         self.out_shapes = [tuple(s) for _, s, _ in outputs]
         self.out_copy = [bool(c) for _, _, c in outputs]
+        self.nodes = list(nodes) if nodes is not None else list(range(self.n_steps))
 
     def __dealloc__(self):
         free(self.steps)
         free(<void*>self.vals)
         free(<void*>self.ptr_scratch)
 
-    def run(self, feeds):
+    def run(self, feeds, double[::1] seconds=None):
         """Run on ``feeds`` (float32 C-contiguous arrays, the planned shapes, feed order);
-        returns the graph outputs as new arrays."""
+        returns the graph outputs as new arrays. ``seconds`` (float64, one per step): each
+        step's wall time is stored there (profiles)."""
         cdef int i, k, j, err = CY_OK, failed = -1
+        cdef bint timed = seconds is not None
+        cdef timespec t0, t1
+        if timed and seconds.shape[0] != self.n_steps:
+            raise ValueError(f"seconds must have {self.n_steps} entries")
         cdef cnp.ndarray a
         cdef Step* st
         for i, v in enumerate(self.feed_ids):
@@ -233,7 +243,12 @@ cdef class NativePlan:
                     ins[j] = self.vals[st.ins[j]]
                 for j in range(st.n_out):
                     outs[j] = <float*>self.vals[st.outs[j]]
+                if timed:
+                    clock_gettime(CLOCK_MONOTONIC, &t0)
                 err = st.fn(st.params, ins, outs)
+                if timed:
+                    clock_gettime(CLOCK_MONOTONIC, &t1)
+                    seconds[k] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9
                 if err != CY_OK:
                     failed = k
                     break

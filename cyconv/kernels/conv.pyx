@@ -279,20 +279,18 @@ cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
 
 
 cdef struct SplitJob:
-    # ConvPlan._phase_split: task t = planes [t*per, (t+1)*per) of the N*C
+    # ConvPlan._prepare_gemm's phase split: task t = planes [t*per, (t+1)*per) of the N*C
     const float* x
     float* xq
     Py_ssize_t H, W, pt, pl, sw, Hq, Wq, planes, per
 
 
-cdef struct GridJob:
-    # one image of the row-offset path: y (M, OH, OW) = the grid (M, OH, Wp) without its
-    # last Wp - OW columns per row, then the epilogue; task t = channels [t*block, +block)
-    int M, OH, OW, Wp, block
-    const float* grid
-    float* y
-    cy_epilogue ep          # residual at this image; ldr = OH*OW
-    bint apply
+cdef struct PadJob:
+    # the row-offset path's zero-padded copy of x: task t = planes [t*per, +per) of the N*C,
+    # plane p of x (H x W) into xpad at p*plane, rows pt.. and columns pl.. of its Hp x Wp
+    const float* x
+    float* xpad
+    Py_ssize_t H, W, Wp, plane, pt, pl, planes, per
 
 
 cdef struct ConvJob:
@@ -346,12 +344,13 @@ cdef struct ConvCall:
     int wino_tile
     DwJob dw                # depthwise: planes in pieces
     Py_ssize_t pieces
-    # row-offset path: the zero-padded image (Hp x Wp planes) read by row offsets off[K],
-    # the product on the padded-width grid (M x Q), copied into y by GridJob
-    Py_ssize_t Wp, plane, Q, K
+    # row-offset path: the zero-padded images (Hp x Wp planes) read by row offsets off[K];
+    # pieces are bands of band_rows output rows, each a GEMM over its stretch of the
+    # padded-width grid (M x band_rows*Wp, in the thread's grid buffer) copied into y
+    Py_ssize_t Wp, plane, Q, K, band_rows, bands
     bint in_place
-    int gemm_threads
-    GridJob gj
+    PadJob pad
+    int pad_nt
     # GEMM path: (image, group) items cut into `per` column ranges; the phase split of x
     ConvJob job
     SplitJob sj
@@ -414,36 +413,69 @@ cdef int _conv_exec(const ConvCall* c, const float* x, float* y, const float* z)
     return _gemm_exec(c, x, y, &ep)
 
 
+cdef struct BandJob:
+    # one row-offset call: task t = band t % bands of image t // bands
+    const ConvCall* c
+    float* y
+    const cy_epilogue* ep   # residual at image 0 (y-shaped), or NULL
+    int failed
+
+
 cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
                        const cy_epilogue* ep0) noexcept nogil:
-    cdef Py_ssize_t n, ch, i, M = c.M, P = c.OH * c.OW
-    cdef cy_epilogue ep
-    cdef GridJob gj = c.gj
-    cdef int err = CY_OK
-    gj.grid = c.grid
-    gj.apply = gj.apply or ep0.residual != NULL
-    for n in range(c.N):
-        for ch in range(c.C):
-            for i in range(c.H):
-                memcpy(c.xpad + ch * c.plane + (i + c.geo.pt) * c.Wp + c.geo.pl,
-                       x + ((n * c.C + ch) * c.H + i) * c.W, c.W * sizeof(float))
-        ep = ep0[0]
-        if ep.residual != NULL:
-            ep.residual = ep.residual + n * M * P
-        if c.in_place:
-            err = sgemm_ex(<int>M, <int>c.Q, <int>c.K, 1.0, packed_operand(c.w),
-                           offsets_operand(c.xpad, c.off), 0, y + n * M * P, P, &ep,
-                           c.gemm_threads)
-        else:
-            err = sgemm_ex(<int>M, <int>c.Q, <int>c.K, 1.0, packed_operand(c.w),
-                           offsets_operand(c.xpad, c.off), 0, c.grid, c.Q, NULL,
-                           c.gemm_threads)
-            if err == CY_OK:
-                gj.y, gj.ep = y + n * M * P, ep
-                parallel_for((M + gj.block - 1) // gj.block, c.nt, _grid_task, &gj)
-        if err != CY_OK:
-            break
-    return err
+    # One parallel region for the GEMMs: pieces are bands of output rows (each thread's
+    # GEMM reads all of the weights and its rows' stretch of the padded image, and copies
+    # its grid rows into y right after, while they are in L1/L2). Splitting the rows of one
+    # GEMM over threads (M) instead, then copying the grid in a second region, ran CIFAR-size
+    # layers (32 -> 32 at 30x30) at 1.2-1.3x of one thread on two.
+    cdef PadJob pad = c.pad
+    cdef BandJob j
+    pad.x, pad.xpad = x, c.xpad
+    parallel_for((pad.planes + pad.per - 1) // pad.per, c.pad_nt, _pad_task, &pad)
+    j.c, j.y, j.ep, j.failed = c, y, ep0, 0
+    parallel_for(c.N * c.bands, c.nt, _band_task, &j)
+    return CY_ENOMEM if j.failed else CY_OK
+
+
+cdef void _pad_task(void* ctx, long t, int tid) noexcept nogil:
+    cdef PadJob* j = <PadJob*>ctx
+    cdef Py_ssize_t p, i
+    for p in range(t * j.per, task_end(t * j.per, j.per, j.planes)):
+        for i in range(j.H):
+            memcpy(j.xpad + p * j.plane + (i + j.pt) * j.Wp + j.pl, j.x + (p * j.H + i) * j.W,
+                   j.W * sizeof(float))
+
+
+cdef void _band_task(void* ctx, long t, int tid) noexcept nogil:
+    # y[n, :, oh0:oh1] from grid columns [oh0*Wp, oh1*Wp) of image n: the GEMM applies bias
+    # and activation in its epilogue, or, with a residual (laid out like y, not like the
+    # grid), the copy's epilogue pass does, in the same order of operations
+    cdef BandJob* j = <BandJob*>ctx
+    cdef const ConvCall* c = j.c
+    cdef Py_ssize_t n = t // c.bands, oh0 = (t - n * c.bands) * c.band_rows
+    cdef Py_ssize_t rows = min(c.band_rows, c.OH - oh0), P = c.OH * c.OW, M = c.M, m, r
+    cdef Py_ssize_t Qb = rows * c.Wp
+    cdef float* yn = j.y + n * M * P + oh0 * c.OW
+    cdef cy_epilogue ep = j.ep[0]
+    cdef cy_operand B = offsets_operand(c.xpad + n * c.C * c.plane + oh0 * c.Wp, c.off)
+    cdef float* grid
+    cdef int err
+    if ep.residual != NULL:
+        ep.residual = ep.residual + n * M * P + oh0 * c.OW
+    if c.in_place:
+        err = sgemm_ex(<int>M, <int>Qb, <int>c.K, 1.0, packed_operand(c.w), B, 0, yn, P, &ep, 1)
+    else:
+        grid = c.grid + tid * M * c.band_rows * c.Wp
+        err = sgemm_ex(<int>M, <int>Qb, <int>c.K, 1.0, packed_operand(c.w), B, 0, grid, Qb,
+                       &ep if ep.residual == NULL else NULL, 1)
+        if err == CY_OK:
+            for m in range(M):
+                for r in range(rows):
+                    memcpy(yn + m * P + r * c.OW, grid + m * Qb + r * c.Wp, c.OW * sizeof(float))
+            if ep.residual != NULL:
+                epilogue_apply(<int>M, <int>(rows * c.OW), yn, P, &ep)
+    if err != CY_OK:
+        j.failed = 1
 
 
 cdef int _gemm_exec(const ConvCall* c, const float* x, float* y,
@@ -522,7 +554,7 @@ cdef inline double _offsets_work(Py_ssize_t M, Py_ssize_t K, Py_ssize_t H, Py_ss
 
 cdef inline bint offsets_pay(Py_ssize_t C, int sh, int sw, Py_ssize_t Hp,
                              Py_ssize_t Wp) noexcept nogil:
-    # The row-offset path (ConvPlan._run_offsets: a kxk stride-1 conv read in place from its
+    # The row-offset path (_prepare_offsets / _offsets_exec: a kxk stride-1 conv read in place from its
     # padded input, no im2col packing) against im2col + packed GEMM, 2 threads, one image:
     # 0.66-0.9x on padded planes up to 32x32 (the kxk taps of a channel share its 4 KiB),
     # 0.85-1.25x beyond (each k-step reads a row in another page), and slower on 1x1 convs
@@ -820,24 +852,34 @@ cdef class ConvPlan:
         # grid is copied into y, with the epilogue.
         cdef Geometry geo = c.geo
         cdef Py_ssize_t Hp = c.H + geo.pt + geo.pb, P = c.OH * c.OW
+        cdef Py_ssize_t nr = gemm_nr(), per_image
         c.path = PATH_OFFSETS
         c.w = <const float*>cnp.PyArray_DATA(self.w_packed)
         c.Wp = c.W + geo.pl + geo.pr
         c.plane = Hp * c.Wp
         c.Q = c.OH * c.Wp
         c.K = c.C * self.KH * self.KW
-        # the last grid row's panel reads up to NR + (KW-1)*dw floats past the plane
-        c.xpad_floats = c.C * c.plane + 2 * gemm_nr() + self.KW * geo.dw + c.Wp
+        # the images one after another; the last grid row's panel of the last image reads up
+        # to NR + (KW-1)*dw floats past its plane (those columns are dropped)
+        c.xpad_floats = c.N * c.C * c.plane + 2 * nr + self.KW * geo.dw + c.Wp
         c.off_count = c.K
-        c.in_place = c.Wp == c.OW          # the grid is y itself (1x1, unpadded)
-        c.grid_floats = 0 if c.in_place else c.M * c.Q
-        c.gj.M, c.gj.OH, c.gj.OW, c.gj.Wp = <int>c.M, <int>c.OH, <int>c.OW, <int>c.Wp
-        c.gj.apply = (c.ep.bias_row != NULL or c.ep.act != CY_ACT_NONE)   # + a residual
-        c.nt = c.n_threads if c.M * P >= 65536 else 1          # the grid copy's threads
-        c.gj.block = <int>units_per_task(c.M, P, c.nt)
-        c.gemm_threads = c.n_threads
-        if _offsets_work(c.M, c.K, c.H, c.W, geo) <= TINY_WORK:
-            c.gemm_threads = 1                  # see _offsets_pay
+        c.in_place = c.Wp == c.OW          # the grid is y itself (a KHx1 kernel, unpadded)
+        c.nt = c.n_threads
+        if _offsets_work(c.M, c.K, c.H, c.W, geo) * c.N <= TINY_WORK:
+            c.nt = 1                            # see _offsets_pay
+        # about 4 bands per thread (slack for a core busy with another process), none
+        # narrower than 4 NR panels; one band per image on one thread
+        c.band_rows = c.OH
+        if c.nt > 1:
+            per_image = (4 * c.nt + c.N - 1) // c.N
+            c.band_rows = max((4 * nr + c.Wp - 1) // c.Wp, (c.OH + per_image - 1) // per_image)
+            c.band_rows = min(c.band_rows, c.OH)
+        c.bands = (c.OH + c.band_rows - 1) // c.band_rows
+        c.grid_floats = 0 if c.in_place else c.nt * c.M * c.band_rows * c.Wp
+        c.pad.H, c.pad.W, c.pad.Wp, c.pad.plane = c.H, c.W, c.Wp, c.plane
+        c.pad.pt, c.pad.pl, c.pad.planes = geo.pt, geo.pl, c.N * c.C
+        c.pad_nt = c.n_threads if c.N * c.C * c.H * c.W >= 65536 else 1
+        c.pad.per = units_per_task(c.pad.planes, c.H * c.W, c.pad_nt)
 
     cdef void _prepare_gemm(self, ConvCall* c, bint has_pre):
         # One parallel region for the whole op: pieces are (image, group, column range),
@@ -891,7 +933,7 @@ cdef class ConvPlan:
         c.nt = c.n_threads if c.pieces >= c.n_threads and c.n_threads > 1 else 1
 
     def uses_row_offsets(self, Py_ssize_t H, Py_ssize_t W, pads):
-        """Whether an ``H x W`` input with ``pads`` runs the row-offset path (_run_offsets)."""
+        """Whether an ``H x W`` input with ``pads`` runs the row-offset path (_offsets_exec)."""
         if self.depthwise or self.winograd:
             return False
         return self._offsets_pay(_geometry(self.KH, self.KW, self.sh, self.sw, self.dh,
@@ -904,7 +946,7 @@ cdef class ConvPlan:
         if offsets_pay(self.C, geo.sh, geo.sw, Hp, Wp):
             return True
         # Few input channels: only tiny convs (LeNet's), which then run on one thread
-        # (_run_offsets): packing im2col cost more than their multiply-adds. LeNet-5's
+        # (_prepare_offsets): packing im2col cost more than their multiply-adds. LeNet-5's
         # 1->6 5x5 on 32x32: 11-16 -> 8 us; 6->16 on 14x14: 14-23 -> 9 us; 3->32 3x3 on
         # 30x30 (too big for this) ran 19 us as im2col on two threads, 28-32 us here.
         return (offsets_pay(8, geo.sh, geo.sw, Hp, Wp)
@@ -917,25 +959,6 @@ cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
     for p in range(t * j.per, task_end(t * j.per, j.per, j.planes)):
         phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sw,
                     <int>j.Hq, <int>j.Wq, j.xq + p * j.sw * j.Hq * j.Wq)
-
-
-cdef void _grid_task(void* ctx, long t, int tid) noexcept nogil:
-    cdef GridJob* j = <GridJob*>ctx
-    cdef Py_ssize_t m0 = t * j.block, m1 = task_end(m0, j.block, j.M), m, oh, P = j.OH * j.OW
-    for m in range(m0, m1):
-        for oh in range(j.OH):
-            memcpy(j.y + m * P + oh * j.OW, j.grid + (m * j.OH + oh) * j.Wp,
-                   j.OW * sizeof(float))
-    if not j.apply:
-        return
-    cdef cy_epilogue ep = j.ep
-    if ep.bias_row != NULL:
-        ep.bias_row = ep.bias_row + m0
-    if ep.slope_row != NULL:
-        ep.slope_row = ep.slope_row + m0
-    if ep.residual != NULL:
-        ep.residual = ep.residual + m0 * P
-    epilogue_apply(<int>(m1 - m0), <int>P, j.y + m0 * P, P, &ep)
 
 
 cdef void _conv_task(void* ctx, long r, int tid) noexcept nogil:

@@ -1,4 +1,4 @@
-"""The row-offset conv path (ConvPlan._run_offsets): a kxk stride-1 conv on a small plane, read
+"""The row-offset conv path (ConvPlan._prepare_offsets, _offsets_exec): a kxk stride-1 conv on a small plane, read
 in place from its zero-padded input by the micro-kernel (gemm.h's cy_operand.row_off), no
 im2col packing. Against the float64 reference over kernel sizes, dilations, pad patterns,
 widths whose padded-width grid rows straddle the 16- and 32-column panels, channel counts

@@ -1,6 +1,6 @@
 """Strided convs (column stride >= 2, kernel width >= 5 or >= 16 channels per group: ResNet's
 7x7 s2 and 3x3 s2 layers, AlexNet's 11x11 s4) pack im2col from a zero-padded, column-phase-
-split copy of the input (ConvPlan._phase_split, gemm/im2col.h's cy_im2col_phase_split), in
+split copy of the input (ConvPlan._prepare_gemm and _gemm_exec, gemm/im2col.h's cy_im2col_phase_split), in
 runs copied as whole 16-float vectors (output rows of 5 to 28 pixels here). Against the float64
 reference over strides, dilations, asymmetric pads, widths that leave partial phase rows,
 groups, batches and a residual epilogue; bitwise equal for 1, 2 and 3 threads."""

@@ -133,13 +133,20 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                       float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 {
     const int MR = isa->mr, NR = isa->nr;
-    /* A single row panel of A (M <= MR: a fully connected layer on a few images) is bound by
-     * streaming B, each element of which is used once whatever the blocking: take all of K in
-     * one block, so each micro-kernel call runs down one contiguous K x NR panel of a
-     * prepacked B (the hardware prefetcher's best case) and C is written once instead of once
-     * per KC block; NC shrinks to keep a packing buffer of the usual KC x NC. Decided on the
-     * whole M, never on a thread's share, so the sums do not depend on the thread count. */
-    const int small_m = M_total <= MR;
+    /* One or two row panels of A (M <= 2 MR: a fully connected layer on a few images) are
+     * bound by streaming B, each element of which is used once or twice whatever the
+     * blocking: take all of K in one block, so each micro-kernel call runs down one
+     * contiguous K x NR panel of a prepacked B (the hardware prefetcher's best case) and C is
+     * written once instead of once per KC block; NC shrinks to keep a packing buffer of the
+     * usual KC x NC. Decided on the whole M, never on a thread's share, so the sums do not
+     * depend on the thread count. Two row panels run panel by panel (below), the second
+     * rereading the first's B panel from L2: 8x4096 @ 4096x1000 prepacked, Zen 3, was
+     * 1.98 -> 1.72 ms on 1 thread, 1.04 -> 0.87 on 2, against K blocks of 256 whose B block
+     * (512 KiB, all of Zen 3's L2) came back from L3 for the 2-row tile. */
+    const int small_m = M_total <= 2 * MR;
+    /* A prepacked A of two panels is in KC blocks (cy_sgemm_pack_a): its whole-K panels are
+     * gathered from them (M x K floats, a copy per piece) */
+    const int a_regather = small_m && A->packed && M_total > MR && K > isa->kc;
     const int gemv = M_total == 1 && isa->gemv != NULL && !B->row_off;
     const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc;
     int NC = isa->nc;
@@ -158,8 +165,11 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
     const int kc_max = K < KC ? K : KC;
     /* rows of a prepacked A (M rounded up to MR): block pc starts at pc * a_rows */
     const size_t a_rows = round_up((size_t)M_total, (size_t)MR);
-    const size_t a_need = gemv ? (size_t)kc_max
-        : A->packed ? 0 : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
+    /* the gemv kernel reads x in place when its elements are contiguous (an activation row) */
+    const int x_in_place = gemv && !A->packed && A->cs == 1;
+    const size_t a_need = gemv ? (x_in_place ? 0 : (size_t)kc_max)
+        : A->packed && !a_regather ? 0
+        : (size_t)min_i(MC, (int)round_up(m1 - m0, MR)) * kc_max;
     const size_t b_need = B->packed || B->row_off ? 0
         : (size_t)min_i(NC, (int)round_up(n1 - n0, NR)) * kc_max;
     float *abuf = NULL, *bbuf = NULL;
@@ -204,25 +214,35 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                 const float *ap;
                 ptrdiff_t a_stride;
                 if (gemv) {
-                    /* one row: x contiguous (the gemv kernel's A operand), gathered from the
-                     * strided matrix or from row 0 of a prepacked MR-row panel */
-                    if (A->packed)
+                    /* one row: x contiguous (the gemv kernel's A operand), read in place or
+                     * gathered from the strided matrix or from row 0 of a prepacked MR-row
+                     * panel (a copy per piece: 4096 floats cost ~1 us of a 190 us layer) */
+                    const float *x = abuf;
+                    if (x_in_place)
+                        x = A->data + ic * A->rs + pc;
+                    else if (A->packed)
                         cy_pack_a_block(1, kc, A->data + (size_t)pc * MR, 1, MR, 1, abuf);
                     else
                         cy_pack_a_block(1, kc, A->data + ic * A->rs + pc * A->cs, A->rs,
                                         A->cs, 1, abuf);
-                    for (int jr = 0; jr < nc; jr += NR) {
-                        t.bias_col = bias_col ? bias_col + jc + jr : NULL;
-                        t.bias_row = bias_row ? bias_row + ic : NULL;
-                        t.slope_row = slope_row ? slope_row + ic : NULL;
-                        t.residual = residual ? residual + (ptrdiff_t)ic * t.ldr + jc + jr
-                                              : NULL;
-                        isa->gemv(kc, abuf, bp + (jr / NR) * b_stride,
-                                  C + (ptrdiff_t)ic * ldc + jc + jr, min_i(NR, nc - jr), &t);
-                    }
+                    t.bias_col = bias_col ? bias_col + jc : NULL;
+                    t.bias_row = bias_row ? bias_row + ic : NULL;
+                    t.slope_row = slope_row ? slope_row + ic : NULL;
+                    t.residual = residual ? residual + (ptrdiff_t)ic * t.ldr + jc : NULL;
+                    isa->gemv(kc, x, bp, b_stride, C + (ptrdiff_t)ic * ldc + jc, nc, &t);
                     continue;
                 }
-                if (A->packed) {
+                if (a_regather) {
+                    for (int p = 0; p * MR < mc; p++)
+                        for (int k0 = 0; k0 < K; k0 += isa->kc) {
+                            const int kb = min_i(isa->kc, K - k0);
+                            memcpy(abuf + (size_t)p * kc * MR + (size_t)k0 * MR,
+                                   A->data + (size_t)k0 * a_rows + (size_t)(ic / MR + p) * kb * MR,
+                                   (size_t)kb * MR * sizeof(float));
+                        }
+                    ap = abuf;
+                    a_stride = (ptrdiff_t)kc * MR;
+                } else if (A->packed) {
                     /* block pc, then panel ic / MR of it (cy_sgemm_pack_a's layout) */
                     ap = A->data + (size_t)pc * a_rows + (size_t)(ic / MR) * kc * MR;
                     a_stride = (ptrdiff_t)kc * MR;
@@ -237,24 +257,27 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                  * hardware prefetchers follow, while the packed B block streams from L2.
                  * The other order (one B panel in L1, tiles walking down MC rows) touched
                  * 2 lines in each of MC = 240 rows per panel, too many streams: C and the
-                 * residual then came from L3 or memory at full latency. */
-                for (int ir = 0; ir < mc; ir += MR) {
+                 * residual then came from L3 or memory at full latency. Small M takes that
+                 * other order: its two row tiles share each whole-K B panel while it is in
+                 * L2, where the row order reread all of the NC columns' panels from L3. */
+                const int n_ir = (mc + MR - 1) / MR, n_jr = (nc + NR - 1) / NR;
+                for (int q = 0; q < n_ir * n_jr; q++) {
+                    const int ir = (small_m ? q % n_ir : q / n_jr) * MR;
+                    const int jr = (small_m ? q / n_ir : q % n_jr) * NR;
                     t.bias_row = bias_row ? bias_row + ic + ir : NULL;
                     t.slope_row = slope_row ? slope_row + ic + ir : NULL;
                     const float *a_panel = ap + (ir / MR) * a_stride;
-                    for (int jr = 0; jr < nc; jr += NR) {
-                        t.bias_col = bias_col ? bias_col + jc + jr : NULL;
-                        t.residual = residual ? residual + (ptrdiff_t)(ic + ir) * t.ldr + jc + jr
-                                              : NULL;
-                        if (B->row_off)
-                            isa->kernel_offsets(kc, a_panel, bp + jr, B->row_off + pc,
-                                                C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
-                                                min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
-                        else
-                            isa->kernel(kc, a_panel, bp + (jr / NR) * b_stride,
-                                        C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
-                                        min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
-                    }
+                    t.bias_col = bias_col ? bias_col + jc + jr : NULL;
+                    t.residual = residual ? residual + (ptrdiff_t)(ic + ir) * t.ldr + jc + jr
+                                          : NULL;
+                    if (B->row_off)
+                        isa->kernel_offsets(kc, a_panel, bp + jr, B->row_off + pc,
+                                            C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
+                                            min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
+                    else
+                        isa->kernel(kc, a_panel, bp + (jr / NR) * b_stride,
+                                    C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
+                                    min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
                 }
             }
         }

@@ -211,8 +211,8 @@ TARGET static void kernel_offsets_avx512(int kc, const float *a, const float *b,
  * from a 12-row panel (12x the bytes, from L2) and keep only 4 accumulators; here x is
  * contiguous and k is unrolled by 4 into 8 independent accumulators, so the loop is bound by
  * streaming B (2 cache lines per k), not by FMA latency. Sum order depends on kc only. */
-TARGET static void gemv_avx512(int kc, const float *x, const float *b, float *c, int nr,
-                               const cy_tile *t)
+TARGET static void gemv_panel_avx512(int kc, const float *x, const float *b, float *c, int nr,
+                                     const cy_tile *t)
 {
     __m512 s0[4], s1[4];
     for (int u = 0; u < 4; u++) s0[u] = s1[u] = _mm512_setzero_ps();
@@ -253,6 +253,17 @@ TARGET static void gemv_avx512(int kc, const float *x, const float *b, float *c,
                               t->slope_row ? t->slope_row[0] : t->act_alpha);
         }
         _mm512_mask_storeu_ps(c + 16 * v, m[v], y);
+    }
+}
+
+TARGET static void gemv_avx512(int kc, const float *x, const float *b, ptrdiff_t b_stride,
+                               float *c, int nc, const cy_tile *t)
+{
+    cy_tile tj = *t;
+    for (int j = 0; j < nc; j += NR) {
+        tj.bias_col = t->bias_col ? t->bias_col + j : NULL;
+        tj.residual = t->residual ? t->residual + j : NULL;
+        gemv_panel_avx512(kc, x, b + (j / NR) * b_stride, c + j, nc - j < NR ? nc - j : NR, &tj);
     }
 }
 

@@ -43,10 +43,13 @@ typedef void (*cy_ukernel_offsets)(int kc, const float *a, const float *b,
 typedef void (*cy_epilogue_fn)(int M, int N, float *c, ptrdiff_t ldc, const cy_epilogue *ep);
 
 /* Optional single-row kernel (M == 1: a fully connected layer on one image), streaming whole
- * B panels with several accumulators: c[j] = epilogue(alpha * sum_k x[k] * b[k*NR + j]) for
- * j < nr, x contiguous [kc]; the same role and tile contract as cy_ukernel with mr = 1. */
-typedef void (*cy_gemv_kernel)(int kc, const float *x, const float *b, float *c, int nr,
-                               const cy_tile *t);
+ * B panels with several accumulators: c[j] = epilogue(alpha * sum_k x[k] * B[k][j]) for
+ * j < nc, x contiguous [kc], column j in panel j / NR at b + (j / NR) * b_stride; t as for
+ * cy_ukernel with mr = 1, bias_col and residual at column 0. The kernel may run several
+ * panels at once, but each column's sum must not depend on which (the threads' pieces pair
+ * the panels differently). */
+typedef void (*cy_gemv_kernel)(int kc, const float *x, const float *b, ptrdiff_t b_stride,
+                               float *c, int nc, const cy_tile *t);
 
 typedef struct cy_gemm_isa {
     const char *name;

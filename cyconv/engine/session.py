@@ -348,13 +348,16 @@ class InferenceSession:
             last[root(v)] = len(steps)
         arena = {v: (first[v], last[v]) for v in first if v not in outputs}
         offsets, total = assign_offsets({v: int(np.prod(shapes[v])) for v in arena}, arena)
-        out_spec = []
+        out_spec, written = [], set()
         for v in outputs:
-            if v not in shapes:
-                return None
-            copy = v in alias_of or v in fed or v in consts
+            if v not in shapes or (v in consts and consts[v].dtype != np.float32):
+                return None                 # e.g. a shape computed from the feed's, int64
+            # copied out after the run: another buffer (an alias, a feed, a constant) or an
+            # output listed twice (the first copy is the one the steps write)
+            copy = v in alias_of or v in fed or v in consts or v in written
+            written.add(v)
             if v in consts:
-                used_consts[v] = np.ascontiguousarray(consts[v], np.float32)
+                used_consts[v] = np.ascontiguousarray(consts[v])
             out_spec.append((v, shapes[v], copy))
         return _native.NativePlan(steps, n_values, [slot for slot, _ in feeds], out_spec,
                                   list(used_consts.items()), list(offsets.items()), total,

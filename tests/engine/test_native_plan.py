@@ -183,3 +183,25 @@ def test_assign_offsets_chain_reuses_memory():
     life = {v: (v, v + 1) for v in range(10)}
     _, total = assign_offsets(sizes, life)
     assert total <= 2 * 1008
+
+
+def test_int64_and_repeated_outputs():
+    # Shape(x) as a graph output stays int64 (the Python loop runs it); an output listed
+    # twice comes back twice, both computed
+    f = helper.make_tensor_value_info
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], [2.0, -1.0])
+    conv = helper.make_node("Conv", ["x", "w"], ["y"])
+    model = _graph([conv, helper.make_node("Shape", ["y"], ["s"])],
+                   [f("x", TensorProto.FLOAT, [1, 1, 3, 3])],
+                   [f("y", TensorProto.FLOAT, None), f("s", TensorProto.INT64, None)], [w])
+    x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+    y, s = cyconv.InferenceSession(model, threads=2).run(None, {"x": x})
+    assert s.dtype == np.int64 and list(s) == [1, 2, 3, 3]
+    np.testing.assert_array_equal(y[0, 1], -x[0, 0])
+    g = helper.make_graph([conv], "g", [f("x", TensorProto.FLOAT, [1, 1, 3, 3])],
+                          [f("y", TensorProto.FLOAT, None)], [w])
+    sess = cyconv.InferenceSession(helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17)]), threads=2)
+    a, b = sess.run(["y", "y"], {"x": x})
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[0, 0], 2 * x[0, 0])

@@ -76,6 +76,62 @@ cdef class ConcatOp(NativeOp):
         self.what = f"Concat axis {axis} -> {tuple(out)}"
 
 
+TRANSPOSE_MAX_RANK = 6
+
+
+cdef struct TransposeParams:
+    # y = x.transpose(perm), x of `shape`: y walked in order, x's offset stepped by
+    # stride[d] (x's stride of the axis that is y's axis d), odometer style
+    int rank
+    Py_ssize_t dims[6]          # y's shape
+    Py_ssize_t stride[6]
+
+
+cdef int _transpose_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef TransposeParams* p = <TransposeParams*>params
+    cdef Py_ssize_t idx[6]
+    cdef Py_ssize_t n = 1, i, src = 0, inner = p.dims[p.rank - 1], s = p.stride[p.rank - 1]
+    cdef int d
+    cdef const float* x = ins[0]
+    cdef float* y = outs[0]
+    for d in range(p.rank):
+        idx[d] = 0
+        n *= p.dims[d]
+    i = 0
+    while i < n:
+        for d in range(inner):           # the innermost axis of y: one strided run of x
+            y[i + d] = x[src + d * s]
+        i += inner
+        d = p.rank - 2
+        while d >= 0:                    # next index of the outer axes
+            idx[d] += 1
+            src += p.stride[d]
+            if idx[d] < p.dims[d]:
+                break
+            src -= idx[d] * p.stride[d]
+            idx[d] = 0
+            d -= 1
+    return CY_OK
+
+
+cdef class TransposeOp(NativeOp):
+    """Transpose of a float32 tensor (rank <= 6): one pass over the output."""
+    cdef TransposeParams p
+
+    def __init__(self, shape, perm):
+        shape, perm = tuple(shape), tuple(perm)
+        if not 1 <= len(shape) <= TRANSPOSE_MAX_RANK or sorted(perm) != list(range(len(shape))):
+            raise ValueError(f"transpose of {shape} by {perm}")
+        strides = [int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape))]
+        self.p.rank = len(shape)
+        for d, axis in enumerate(perm):
+            self.p.dims[d] = shape[axis]
+            self.p.stride[d] = strides[axis]
+        self.out_shapes = (tuple(shape[a] for a in perm),)
+        self.fn, self.params = _transpose_fn, &self.p
+        self.what = f"Transpose {shape} by {perm}"
+
+
 cdef struct CopyParams:
     Py_ssize_t n
 

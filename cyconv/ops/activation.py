@@ -13,7 +13,7 @@ import numpy as np
 from ..engine.registry import natively, register
 from ..errors import InputError
 from ..kernels import elementwise as _ew
-from .arithmetic import binary_float32
+from .arithmetic import _broadcast_layout, binary_float32
 
 _SELU_ALPHA_V1, _SELU_GAMMA_V1 = 1.673200011253357, 1.0506999492645264
 # Opset >= 6 defaults (the float32 values of the exact constants of the SELU paper).
@@ -186,7 +186,19 @@ def PRelu(node, *, consumed_inputs=None):
             if y is not None:
                 return y
         return prelu_reference(x, slope)
-    return run
+
+    def native(in_shapes, n_threads):
+        # a constant slope broadcast along one run of axes (per channel, per feature)
+        x_shape = tuple(in_shapes[0])
+        if const_slope is None or const_slope.dtype != np.float32 or node.opset < 7:
+            return None
+        if const_slope.shape == x_shape:
+            return _ew.binary_native(x_shape, _ew.PRELU, None, n_threads)
+        layout = _broadcast_layout(x_shape, const_slope.shape, min_row=1)
+        if layout is None or layout[1]:           # the slope must be the small operand
+            return None
+        return _ew.binary_native(x_shape, _ew.PRELU, (False, *layout[2]), n_threads)
+    return natively(run, native)
 
 
 def _scalar_bound(value, name):

@@ -220,7 +220,14 @@ def Transpose(node, *, perm=None):
         if perm is not None and len(perm) != x.ndim:
             raise run_error(node, f"perm {perm} does not match rank {x.ndim}")
         return transpose_reference(x, perm)
-    return run
+
+    def native(in_shapes, n_threads):
+        shape = tuple(in_shapes[0])
+        p = tuple(perm) if perm is not None else tuple(reversed(range(len(shape))))
+        if len(p) != len(shape) or not 1 <= len(shape) <= _kn.TRANSPOSE_MAX_RANK:
+            return None
+        return _kn.TransposeOp(shape, p)
+    return natively(run, native)
 
 
 # ----------------------------------------------------------------------------- Concat / Split

@@ -10,7 +10,7 @@ from importlib import resources
 
 import numpy as np
 import onnx
-import onnx.reference
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -55,11 +55,14 @@ def test_zoo_native_equals_python_loop(name, threads, monkeypatch):
 
 
 @pytest.mark.parametrize("file,shape", [("mtcnn_pnet.onnx", (1, 3, 120, 160)),
+                                        ("mtcnn_rnet.onnx", (3, 3, 24, 24)),
+                                        ("mtcnn_onet.onnx", (2, 3, 48, 48)),
                                         ("ppocr_mobile_v2_cls.onnx", (1, 3, 48, 192)),
                                         ("ppocr_mobile_v2_cls.onnx", (3, 3, 48, 192))])
 def test_real_models_are_native(file, shape, monkeypatch):
     # PaddleOCR's classifier has a dynamic batch: its Shape -> Cast -> Slice -> Concat chain
-    # into a Reshape is evaluated when the plan is made; SE blocks multiply by broadcasting
+    # into a Reshape is evaluated when the plan is made; SE blocks multiply by broadcasting.
+    # RNet / ONet: Transpose before their FC layers, PRelu per feature after them.
     path = resources.files("cyconv") / "data" / file
     native, python = _both(path.read_bytes(), monkeypatch, 2)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -78,19 +81,19 @@ def _graph(nodes, inputs, outputs, inits=()):
 
 
 def test_non_native_step_runs_the_python_loop():
-    # Transpose has no native form: the Python loop runs, with the same answer
+    # LRN has no native form: the Python loop runs, with the same answer
     w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3],
                            np.random.default_rng(0).standard_normal(108).astype(np.float32))
     f = helper.make_tensor_value_info
     model = _graph([helper.make_node("Conv", ["x", "w"], ["c"]),
-                    helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])],
+                    helper.make_node("LRN", ["c"], ["y"], size=3)],
                    [f("x", TensorProto.FLOAT, [1, 3, 8, 8])], [f("y", TensorProto.FLOAT, None)],
                    [w])
     sess = cyconv.InferenceSession(model, threads=2)
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
     (y,) = sess.run(None, {"x": x})
     assert list(_plans(sess).values()) == [None]
-    want = onnx.reference.ReferenceEvaluator(onnx.load_from_string(model)).run(None, {"x": x})
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(y, want[0], rtol=1e-4, atol=1e-5)
 
 
@@ -205,3 +208,18 @@ def test_int64_and_repeated_outputs():
     a, b = sess.run(["y", "y"], {"x": x})
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a[0, 0], 2 * x[0, 0])
+
+
+@pytest.mark.parametrize("shape,perm", [((2, 3, 4, 5), (0, 2, 3, 1)), ((2, 3, 4, 5), (3, 1, 0, 2)),
+                                        ((7, 9), (1, 0)), ((2, 3, 1, 4, 2), (4, 0, 3, 2, 1)),
+                                        ((5,), (0,))])
+def test_transpose_step(shape, perm):
+    f = helper.make_tensor_value_info
+    model = _graph([helper.make_node("Transpose", ["x"], ["t"], perm=list(perm)),
+                    helper.make_node("Relu", ["t"], ["y"])],
+                   [f("x", TensorProto.FLOAT, list(shape))], [f("y", TensorProto.FLOAT, None)])
+    sess = cyconv.InferenceSession(model, threads=2)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    (y,) = sess.run(None, {"x": x})
+    assert all(p is not None for p in _plans(sess).values())
+    np.testing.assert_array_equal(y, np.maximum(x.transpose(perm), 0))

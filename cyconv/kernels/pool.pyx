@@ -123,6 +123,66 @@ cdef void _global_task(void* ctx, long t, int tid) noexcept nogil:
         p += 1
 
 
+cdef struct PoolCall:
+    PoolJob job             # x, y set per call
+    int nt
+    Py_ssize_t tasks
+
+
+cdef void _pool_prepare(PoolCall* c, Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                        Py_ssize_t OW, int kh, int kw, int sh, int sw, int dh, int dw, int ph,
+                        int pw, bint is_max, int n_threads) noexcept nogil:
+    # the partition of a pool2d call (planes, or bands of rows when the planes are few)
+    cdef PoolJob* job = &c.job
+    cdef int nt = _threads(NC * OH * OW * (kh + kw), NC * OH, n_threads)
+    # Few planes (e.g. one image, few channels): cut planes into bands of rows as well.
+    cdef Py_ssize_t bands = 1
+    if nt > 1 and NC < BANDS_PER_THREAD * nt:
+        bands = min(OH, (BANDS_PER_THREAD * nt + NC - 1) // NC)
+    # Many small planes: several per task (units_per_task)
+    cdef Py_ssize_t per = units_per_task(NC, OH * OW * (kh + kw), nt) if bands == 1 else 1
+    job.isa, job.x, job.y = _isa, NULL, NULL
+    job.NC, job.H, job.W, job.OH, job.OW, job.bands, job.per = NC, H, W, OH, OW, bands, per
+    job.kh, job.kw, job.sh, job.sw, job.dh, job.dw, job.ph, job.pw = kh, kw, sh, sw, dh, dw, ph, pw
+    job.is_max = is_max
+    job.tmp_len = cy_pool_tmp_len(W, OW, kw, sw, dw, pw)
+    c.nt, c.tasks = nt, (NC + per - 1) // per * bands
+
+
+cdef Py_ssize_t _pool_scratch_floats(const PoolCall* c) noexcept nogil:
+    return c.nt * c.job.tmp_len + c.job.OH + c.job.OW
+
+
+cdef void _pool_bind(PoolCall* c, float* scratch, count_h, count_w) except *:
+    # scratch: _pool_scratch_floats: the threads' row buffers, filled with the identity (only
+    # tmp[pw : pw + W] is ever written, so it stays), then the reciprocals of the tap counts
+    cdef PoolJob* job = &c.job
+    cdef Py_ssize_t i, rows = c.nt * job.tmp_len
+    cy_pool_fill(scratch, rows, -INFINITY if job.is_max else 0.0)
+    job.tmp = scratch
+    job.recip_h, job.recip_w = scratch + rows, scratch + rows + job.OH
+    if not job.is_max:
+        for i in range(job.OH):
+            scratch[rows + i] = 1.0 / <float>count_h[i]
+        for i in range(job.OW):
+            scratch[rows + job.OH + i] = 1.0 / <float>count_w[i]
+
+
+cdef int _pool_exec(const PoolCall* c, const float* x, float* y) noexcept nogil:
+    cdef PoolJob job = c.job
+    cdef Py_ssize_t p
+    job.x, job.y = x, y
+    if c.nt == 1:
+        for p in range(job.NC):
+            cy_pool_plane_rows(job.isa, x + p * job.H * job.W, y + p * job.OH * job.OW,
+                               job.H, job.W, job.OW, 0, job.OH, job.kh, job.kw, job.sh,
+                               job.sw, job.dh, job.dw, job.ph, job.pw, job.is_max,
+                               job.recip_h, job.recip_w, job.tmp)
+    else:
+        parallel_for(c.tasks, c.nt, _pool_task, &job)
+    return 0
+
+
 def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh, int sw,
            int dh, int dw, int ph, int pw, bint is_max, const float[::1] count_h=None,
            const float[::1] count_w=None, int n_threads=1):
@@ -157,45 +217,18 @@ def pool2d(const float[:, :, ::1] x, float[:, :, ::1] y, int kh, int kw, int sh,
         return
     if H * W == 0:
         raise ValueError("pool2d: empty input planes")
-    cdef const float* px = &x[0, 0, 0]
-    cdef float* py = &y[0, 0, 0]
-    cdef int nt = _threads(NC * OH * OW * (kh + kw), NC * OH, n_threads)
-    # Few planes (e.g. one image, few channels): cut planes into bands of rows as well.
-    cdef Py_ssize_t bands = 1
-    if nt > 1 and NC < BANDS_PER_THREAD * nt:
-        bands = min(OH, (BANDS_PER_THREAD * nt + NC - 1) // NC)
-    # Many small planes: several per task (units_per_task)
-    cdef Py_ssize_t per = units_per_task(NC, OH * OW * (kh + kw), nt) if bands == 1 else 1
-    cdef Py_ssize_t tasks = (NC + per - 1) // per * bands
-    cdef Py_ssize_t tmp_len = cy_pool_tmp_len(W, OW, kw, sw, dw, pw)
+    cdef PoolCall c
+    _pool_prepare(&c, NC, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, is_max, n_threads)
     # Row buffers, one per thread, then (average) the reciprocals of the tap counts.
-    cdef float* tmp = <float*>malloc((nt * tmp_len + OH + OW) * sizeof(float))
+    cdef float* tmp = <float*>malloc(_pool_scratch_floats(&c) * sizeof(float))
     if tmp == NULL:
         raise MemoryError()
-    cdef float* pch = tmp + nt * tmp_len
-    cdef float* pcw = pch + OH
-    cdef Py_ssize_t i
-    if not is_max:
-        for i in range(OH):
-            pch[i] = 1.0 / count_h[i]
-        for i in range(OW):
-            pcw[i] = 1.0 / count_w[i]
-    cdef PoolJob job
-    job.isa, job.x, job.y = _isa, px, py
-    job.NC, job.H, job.W, job.OH, job.OW, job.bands, job.per = NC, H, W, OH, OW, bands, per
-    job.kh, job.kw, job.sh, job.sw, job.dh, job.dw, job.ph, job.pw = kh, kw, sh, sw, dh, dw, ph, pw
-    job.is_max, job.recip_h, job.recip_w = is_max, pch, pcw
-    job.tmp, job.tmp_len = tmp, tmp_len
-    cdef Py_ssize_t p
-    with nogil:
-        cy_pool_fill(tmp, nt * tmp_len, -INFINITY if is_max else 0.0)
-        if nt == 1:
-            for p in range(NC):
-                cy_pool_plane_rows(job.isa, px + p * H * W, py + p * OH * OW, H, W, OW, 0, OH,
-                                   kh, kw, sh, sw, dh, dw, ph, pw, is_max, pch, pcw, tmp)
-        else:
-            parallel_for(tasks, nt, _pool_task, &job)
-    free(tmp)
+    try:
+        _pool_bind(&c, tmp, count_h, count_w)
+        with nogil:
+            _pool_exec(&c, &x[0, 0, 0], &y[0, 0, 0])
+    finally:
+        free(tmp)
 
 
 def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=1):
@@ -230,12 +263,6 @@ def global_pool(const float[:, ::1] x, float[::1] y, bint is_max, int n_threads=
 from cyconv.kernels.native cimport NativeOp
 
 
-cdef struct PoolCall:
-    PoolJob job             # x, y set per call; tmp filled with the identity once
-    int nt
-    Py_ssize_t tasks
-
-
 cdef class PoolNative(NativeOp):
     """A 2-D pool prepared for one input shape as a native step (kernels/native.pyx)."""
     cdef PoolCall c
@@ -243,19 +270,7 @@ cdef class PoolNative(NativeOp):
 
 
 cdef int _pool_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
-    cdef PoolCall* c = <PoolCall*>params
-    cdef PoolJob job = c.job
-    cdef Py_ssize_t p
-    job.x, job.y = ins[0], outs[0]
-    if c.nt == 1:
-        for p in range(job.NC):
-            cy_pool_plane_rows(job.isa, job.x + p * job.H * job.W, job.y + p * job.OH * job.OW,
-                               job.H, job.W, job.OW, 0, job.OH, job.kh, job.kw, job.sh,
-                               job.sw, job.dh, job.dw, job.ph, job.pw, job.is_max,
-                               job.recip_h, job.recip_w, job.tmp)
-    else:
-        parallel_for(c.tasks, c.nt, _pool_task, &job)
-    return 0
+    return _pool_exec(<PoolCall*>params, ins[0], outs[0])
 
 
 def pool2d_native(Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
@@ -267,34 +282,14 @@ def pool2d_native(Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_s
         raise ValueError("pool2d_native: empty planes")
     if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1 or ph < 0 or pw < 0:
         raise ValueError("pool2d: kernel/stride/dilation must be >= 1 and pads >= 0")
+    if not is_max and (count_h is None or count_w is None or len(count_h) != OH
+                       or len(count_w) != OW):
+        raise ValueError("pool2d: average pooling needs count_h[OH] and count_w[OW]")
     cdef PoolNative op = PoolNative.__new__(PoolNative)
-    cdef int nt = _threads(NC * OH * OW * (kh + kw), NC * OH, n_threads)
-    cdef Py_ssize_t bands = 1
-    if nt > 1 and NC < BANDS_PER_THREAD * nt:
-        bands = min(OH, (BANDS_PER_THREAD * nt + NC - 1) // NC)
-    cdef Py_ssize_t per = units_per_task(NC, OH * OW * (kh + kw), nt) if bands == 1 else 1
-    cdef Py_ssize_t tmp_len = cy_pool_tmp_len(W, OW, kw, sw, dw, pw)
-    # only tmp[pw : pw + W] of a row buffer is ever written: the identity set here stays
-    op.scratch = np.full(nt * tmp_len + OH + OW, -np.inf if is_max else 0.0, np.float32)
+    _pool_prepare(&op.c, NC, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, is_max, n_threads)
+    op.scratch = np.empty(_pool_scratch_floats(&op.c), np.float32)
     cdef float[::1] s = op.scratch
-    cdef Py_ssize_t i
-    if not is_max:
-        ch = np.ascontiguousarray(count_h, np.float32).reshape(-1)
-        cw = np.ascontiguousarray(count_w, np.float32).reshape(-1)
-        if ch.shape[0] != OH or cw.shape[0] != OW:
-            raise ValueError("pool2d: average pooling needs count_h[OH] and count_w[OW]")
-        for i in range(OH):
-            s[nt * tmp_len + i] = 1.0 / ch[i]
-        for i in range(OW):
-            s[nt * tmp_len + OH + i] = 1.0 / cw[i]
-    cdef PoolJob* job = &op.c.job
-    job.isa, job.x, job.y = _isa, NULL, NULL
-    job.NC, job.H, job.W, job.OH, job.OW, job.bands, job.per = NC, H, W, OH, OW, bands, per
-    job.kh, job.kw, job.sh, job.sw, job.dh, job.dw, job.ph, job.pw = kh, kw, sh, sw, dh, dw, ph, pw
-    job.is_max = is_max
-    job.tmp, job.tmp_len = &s[0], tmp_len
-    job.recip_h, job.recip_w = &s[nt * tmp_len], &s[nt * tmp_len + OH]
-    op.c.nt, op.c.tasks = nt, (NC + per - 1) // per * bands
+    _pool_bind(&op.c, &s[0], count_h, count_w)
     op.fn, op.params = _pool_native_fn, <void*>&op.c
     op.out_shapes = ((NC, OH, OW),)
     op.what = f"{'Max' if is_max else 'Average'}Pool {kh}x{kw} s{sh} on {NC}x{H}x{W}"

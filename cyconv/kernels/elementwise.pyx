@@ -75,6 +75,21 @@ cdef enum:
     DEAR_GRAIN = 8192
 
 
+cdef enum:
+    EW_UNARY = 0
+    EW_SAME = 1
+    EW_BCAST = 2
+
+
+cdef struct EwCall:
+    # one element-wise op prepared for a shape: unary(x), a (op) b of one shape, or big (op)
+    # small broadcast as binary_bcast's [P, M, Q]; input big_index is the big operand
+    int kind, op, nt, big_index
+    float a, b
+    Py_ssize_t n, P, M, Q
+    bint small_first
+
+
 cdef inline int _threads_for(Py_ssize_t n, int n_threads, bint dear) noexcept nogil:
     cdef Py_ssize_t grain = DEAR_GRAIN if dear else CHEAP_GRAIN
     cdef Py_ssize_t useful = n // grain
@@ -172,17 +187,10 @@ def unary(const float[::1] x, float[::1] y, int op, float a=0.0, float b=0.0, in
         raise ValueError(f"unknown unary op {op}")
     if n == 0:
         return
-    cdef const float* px = &x[0]
-    cdef float* py = &y[0]
-    cdef int nt = _threads_for(n, n_threads, _is_dear(op))
-    cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
-    cdef UnaryJob job
-    job.x, job.y, job.n, job.op, job.a, job.b = px, py, n, op, a, b
+    cdef EwCall c
+    _ew_prepare(&c, EW_UNARY, op, n, a, b, n_threads)
     with nogil:
-        if nt == 1:
-            _unary_run(op, px, py, n, a, b)
-        else:
-            parallel_for(n_chunks, nt, _unary_task, &job)
+        _ew_exec(&c, &x[0], NULL, &y[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,18 +341,10 @@ def binary_same(const float[::1] a, const float[::1] b, float[::1] y, int op, in
         raise ValueError(f"unknown binary op {op}")
     if n == 0:
         return
-    cdef const float* pa = &a[0]
-    cdef const float* pb = &b[0]
-    cdef float* py = &y[0]
-    cdef int nt = _threads_for(n, n_threads, op == B_POW)
-    cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK
-    cdef VecJob job
-    job.a, job.b, job.y, job.n, job.op = pa, pb, py, n, op
+    cdef EwCall c
+    _ew_prepare(&c, EW_SAME, op, n, 0.0, 0.0, n_threads)
     with nogil:
-        if nt == 1:
-            _vec_vec(op, pa, pb, py, n)
-        else:
-            parallel_for(n_chunks, nt, _vec_task, &job)
+        _ew_exec(&c, &a[0], &b[0], &y[0])
 
 
 def binary_bcast(const float[::1] big, const float[::1] small, float[::1] y, int op,
@@ -372,35 +372,61 @@ def binary_bcast(const float[::1] big, const float[::1] small, float[::1] y, int
         raise ValueError(f"unknown binary op {op}")
     if n == 0:
         return
-    cdef const float* pb = &big[0]
-    cdef const float* ps = &small[0]
-    cdef float* py = &y[0]
-    cdef int nt = _threads_for(n, n_threads, op == B_POW)
-    cdef Py_ssize_t r, units
-    cdef BcastJob job
-    job.big, job.small, job.y, job.M, job.Q = pb, ps, py, M, Q
-    job.op, job.small_first = op, small_first
+    cdef EwCall c
+    _ew_prepare(&c, EW_BCAST, op, n, 0.0, 0.0, n_threads)
+    c.P, c.M, c.Q, c.small_first = P, M, Q, small_first
     with nogil:
-        if Q == 1:
-            # small spans the innermost axis: P rows of M, vector op against small; short rows
-            # grouped per task.
-            if nt == 1:
-                for r in range(P):
-                    _vec_vec_ordered(op, pb + r * M, ps, py + r * M, M, small_first)
+        _ew_exec(&c, &big[0], &small[0], &y[0])
+
+
+cdef void _ew_prepare(EwCall* c, int kind, int op, Py_ssize_t n, float a, float b,
+                      int n_threads) noexcept nogil:
+    c.kind, c.op, c.n, c.a, c.b = kind, op, n, a, b
+    c.nt = _threads_for(n, n_threads, _is_dear(op) if kind == EW_UNARY else op == B_POW)
+    c.P, c.M, c.Q, c.small_first, c.big_index = 1, n, 1, 0, 0
+
+
+cdef void _ew_exec(const EwCall* c, const float* a, const float* b, float* y) noexcept nogil:
+    # unary: y = f(a); same: y = a (op) b; broadcast: a is the big operand, b the small
+    cdef UnaryJob uj
+    cdef VecJob vj
+    cdef BcastJob bj
+    cdef Py_ssize_t r, units
+    if c.kind == EW_UNARY:
+        if c.nt == 1:
+            _unary_run(c.op, a, y, c.n, c.a, c.b)
+        else:
+            uj.x, uj.y, uj.n, uj.op, uj.a, uj.b = a, y, c.n, c.op, c.a, c.b
+            parallel_for((c.n + CHUNK - 1) // CHUNK, c.nt, _unary_task, &uj)
+    elif c.kind == EW_SAME:
+        if c.nt == 1:
+            _vec_vec(c.op, a, b, y, c.n)
+        else:
+            vj.a, vj.b, vj.y, vj.n, vj.op = a, b, y, c.n, c.op
+            parallel_for((c.n + CHUNK - 1) // CHUNK, c.nt, _vec_task, &vj)
+    else:
+        bj.big, bj.small, bj.y, bj.M, bj.Q = a, b, y, c.M, c.Q
+        bj.op, bj.small_first = c.op, c.small_first
+        if c.Q == 1:
+            # small spans the innermost axis: P rows of M, vector op against small; short
+            # rows grouped per task.
+            if c.nt == 1:
+                for r in range(c.P):
+                    _vec_vec_ordered(c.op, a + r * c.M, b, y + r * c.M, c.M, c.small_first)
             else:
-                job.rows, job.chunks, job.per = P, 1, units_per_task(P, M, nt)
-                parallel_for((P + job.per - 1) // job.per, nt, _bcast_rows_task, &job)
-        elif nt == 1:
-            for r in range(P * M):
-                _vec_scalar(op, pb + r * Q, ps[r % M], py + r * Q, Q, small_first)
+                bj.rows, bj.chunks, bj.per = c.P, 1, units_per_task(c.P, c.M, c.nt)
+                parallel_for((c.P + bj.per - 1) // bj.per, c.nt, _bcast_rows_task, &bj)
+        elif c.nt == 1:
+            for r in range(c.P * c.M):
+                _vec_scalar(c.op, a + r * c.Q, b[r % c.M], y + r * c.Q, c.Q, c.small_first)
         else:
             # Runs of Q against one scalar each; a long run is split into CHUNK pieces so a
             # single huge plane (scalar operand) still spreads over the threads, short runs
             # are grouped per task.
-            job.rows, job.chunks = P * M, (Q + CHUNK - 1) // CHUNK
-            units = job.rows * job.chunks
-            job.per = units_per_task(units, Q, nt) if job.chunks == 1 else 1
-            parallel_for((units + job.per - 1) // job.per, nt, _bcast_runs_task, &job)
+            bj.rows, bj.chunks = c.P * c.M, (c.Q + CHUNK - 1) // CHUNK
+            units = bj.rows * bj.chunks
+            bj.per = units_per_task(units, c.Q, c.nt) if bj.chunks == 1 else 1
+            parallel_for((units + bj.per - 1) // bj.per, c.nt, _bcast_runs_task, &bj)
 
 
 def accumulate(float[::1] acc, const float[::1] x, int n_threads=1):
@@ -435,21 +461,6 @@ def accumulate(float[::1] acc, const float[::1] x, int n_threads=1):
 
 from cyconv.kernels.native cimport NativeOp
 
-cdef enum:
-    EW_UNARY = 0
-    EW_SAME = 1
-    EW_BCAST = 2
-
-
-cdef struct EwCall:
-    # one element-wise op prepared for a shape: unary(x), a (op) b of one shape, or big (op)
-    # small broadcast as binary_bcast's [P, M, Q]; input big_index is the big operand
-    int kind, op, nt, big_index
-    float a, b
-    Py_ssize_t n, P, M, Q
-    bint small_first
-
-
 cdef class ElementwiseNative(NativeOp):
     """An element-wise op prepared for one shape as a native step."""
     cdef EwCall c
@@ -457,54 +468,20 @@ cdef class ElementwiseNative(NativeOp):
 
 cdef int _ew_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
     cdef EwCall* c = <EwCall*>params
-    cdef UnaryJob uj
-    cdef VecJob vj
-    cdef BcastJob bj
-    cdef Py_ssize_t r, units
-    cdef const float* big
-    cdef const float* small
-    if c.kind == EW_UNARY:
-        if c.nt == 1:
-            _unary_run(c.op, ins[0], outs[0], c.n, c.a, c.b)
-        else:
-            uj.x, uj.y, uj.n, uj.op, uj.a, uj.b = ins[0], outs[0], c.n, c.op, c.a, c.b
-            parallel_for((c.n + CHUNK - 1) // CHUNK, c.nt, _unary_task, &uj)
-    elif c.kind == EW_SAME:
-        if c.nt == 1:
-            _vec_vec(c.op, ins[0], ins[1], outs[0], c.n)
-        else:
-            vj.a, vj.b, vj.y, vj.n, vj.op = ins[0], ins[1], outs[0], c.n, c.op
-            parallel_for((c.n + CHUNK - 1) // CHUNK, c.nt, _vec_task, &vj)
+    if c.kind == EW_BCAST:
+        _ew_exec(c, ins[c.big_index], ins[1 - c.big_index], outs[0])
     else:
-        big, small = ins[c.big_index], ins[1 - c.big_index]
-        bj.big, bj.small, bj.y, bj.M, bj.Q = big, small, outs[0], c.M, c.Q
-        bj.op, bj.small_first = c.op, c.small_first
-        if c.Q == 1:
-            if c.nt == 1:
-                for r in range(c.P):
-                    _vec_vec_ordered(c.op, big + r * c.M, small, outs[0] + r * c.M, c.M,
-                                     c.small_first)
-            else:
-                bj.rows, bj.chunks, bj.per = c.P, 1, units_per_task(c.P, c.M, c.nt)
-                parallel_for((c.P + bj.per - 1) // bj.per, c.nt, _bcast_rows_task, &bj)
-        elif c.nt == 1:
-            for r in range(c.P * c.M):
-                _vec_scalar(c.op, big + r * c.Q, small[r % c.M], outs[0] + r * c.Q, c.Q,
-                            c.small_first)
-        else:
-            bj.rows, bj.chunks = c.P * c.M, (c.Q + CHUNK - 1) // CHUNK
-            units = bj.rows * bj.chunks
-            bj.per = units_per_task(units, c.Q, c.nt) if bj.chunks == 1 else 1
-            parallel_for((units + bj.per - 1) // bj.per, c.nt, _bcast_runs_task, &bj)
+        _ew_exec(c, ins[0], ins[1] if c.kind == EW_SAME else NULL, outs[0])
     return 0
 
 
-cdef ElementwiseNative _ew_op(shape, int kind, int op, str what):
+cdef ElementwiseNative _ew_op(shape, int kind, int op, float a, float b, int n_threads,
+                              str what):
     cdef ElementwiseNative e = ElementwiseNative.__new__(ElementwiseNative)
-    e.c.kind, e.c.op = kind, op
-    e.c.n = 1
+    cdef Py_ssize_t n = 1
     for d in shape:
-        e.c.n *= d
+        n *= d
+    _ew_prepare(&e.c, kind, op, n, a, b, n_threads)
     e.fn, e.params = _ew_native_fn, <void*>&e.c
     e.out_shapes = (tuple(shape),)
     e.what = what
@@ -515,10 +492,7 @@ def unary_native(shape, int op, float a=0.0, float b=0.0, int n_threads=1):
     """:func:`unary` prepared for inputs of ``shape`` as a native step."""
     if not 0 <= op <= U_SQRT:
         raise ValueError(f"unknown unary op {op}")
-    cdef ElementwiseNative e = _ew_op(shape, EW_UNARY, op, f"unary {op} {tuple(shape)}")
-    e.c.a, e.c.b = a, b
-    e.c.nt = _threads_for(e.c.n, n_threads, _is_dear(op))
-    return e
+    return _ew_op(shape, EW_UNARY, op, a, b, n_threads, f"unary {op} {tuple(shape)}")
 
 
 def binary_native(out_shape, int op, layout=None, int n_threads=1):
@@ -528,8 +502,7 @@ def binary_native(out_shape, int op, layout=None, int n_threads=1):
     if not 0 <= op <= B_PRELU:
         raise ValueError(f"unknown binary op {op}")
     cdef ElementwiseNative e = _ew_op(out_shape, EW_SAME if layout is None else EW_BCAST, op,
-                                      f"binary {op} {tuple(out_shape)}")
-    e.c.nt = _threads_for(e.c.n, n_threads, op == B_POW)
+                                      0.0, 0.0, n_threads, f"binary {op} {tuple(out_shape)}")
     if layout is not None:
         e.c.small_first, e.c.P, e.c.M, e.c.Q = layout
         if e.c.M < 1 or e.c.Q < 1 or e.c.P * e.c.M * e.c.Q != e.c.n:

@@ -66,6 +66,43 @@ cdef void _affine_run_task(void* ctx, long t, int tid) noexcept nogil:
         r += 1
 
 
+cdef struct AffineCall:
+    AffineJob job           # x, y set per call
+    int nt
+
+
+cdef void _affine_prepare(AffineCall* c, const float* scale, const float* shift, Py_ssize_t P,
+                          Py_ssize_t M, Py_ssize_t Q, int n_threads) noexcept nogil:
+    # Q == 1: [P, M] rows (BatchNormalization on [N, C]), a vector scale per row; else P*M
+    # runs of Q against one scale each
+    cdef Py_ssize_t n = P * M * Q
+    c.job.scale, c.job.shift, c.job.M, c.job.Q = scale, shift, M, Q
+    if Q == 1:
+        c.nt = _threads(n, P, n_threads)
+        c.job.rows, c.job.per = P, units_per_task(P, M, c.nt)
+    else:
+        c.nt = _threads(n, P * M, n_threads)
+        c.job.rows, c.job.per = P * M, units_per_task(P * M, Q, c.nt)
+
+
+cdef void _affine_exec(const AffineCall* c, const float* x, float* y) noexcept nogil:
+    cdef AffineJob job = c.job
+    cdef Py_ssize_t r
+    job.x, job.y = x, y
+    if job.Q == 1:
+        if c.nt == 1:
+            for r in range(job.rows):
+                _affine_vec(x + r * job.M, y + r * job.M, job.M, job.scale, job.shift)
+        else:
+            parallel_for((job.rows + job.per - 1) // job.per, c.nt, _affine_vec_task, &job)
+    elif c.nt == 1:
+        for r in range(job.rows):
+            _affine_run(x + r * job.Q, y + r * job.Q, job.Q, job.scale[r % job.M],
+                        job.shift[r % job.M])
+    else:
+        parallel_for((job.rows + job.per - 1) // job.per, c.nt, _affine_run_task, &job)
+
+
 def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] shift,
                    float[::1] y, Py_ssize_t P, Py_ssize_t M, Py_ssize_t Q, int n_threads=1):
     """``y[p, m, q] = x[p, m, q] * scale[m] + shift[m]``.
@@ -85,32 +122,10 @@ def channel_affine(const float[::1] x, const float[::1] scale, const float[::1] 
         raise ValueError("channel_affine: lengths do not match P*M*Q / M")
     if n == 0:
         return
-    cdef const float* px = &x[0]
-    cdef const float* ps = &scale[0]
-    cdef const float* pb = &shift[0]
-    cdef float* py = &y[0]
-    cdef Py_ssize_t r
-    cdef int nt
-    cdef AffineJob job
-    job.x, job.scale, job.shift, job.y, job.M, job.Q = px, ps, pb, py, M, Q
+    cdef AffineCall c
+    _affine_prepare(&c, &scale[0], &shift[0], P, M, Q, n_threads)
     with nogil:
-        if Q == 1:
-            # [P, M] rows (e.g. BatchNormalization on [N, C]): vector scale per row
-            nt = _threads(n, P, n_threads)
-            if nt == 1:
-                for r in range(P):
-                    _affine_vec(px + r * M, py + r * M, M, ps, pb)
-            else:
-                job.rows, job.per = P, units_per_task(P, M, nt)
-                parallel_for((P + job.per - 1) // job.per, nt, _affine_vec_task, &job)
-        else:
-            nt = _threads(n, P * M, n_threads)
-            if nt == 1:
-                for r in range(P * M):
-                    _affine_run(px + r * Q, py + r * Q, Q, ps[r % M], pb[r % M])
-            else:
-                job.rows, job.per = P * M, units_per_task(P * M, Q, nt)
-                parallel_for((job.rows + job.per - 1) // job.per, nt, _affine_run_task, &job)
+        _affine_exec(&c, &x[0], &y[0])
 
 
 cdef void _lrn_row(const float* xn, float* yrow, Py_ssize_t C, Py_ssize_t Q, Py_ssize_t c,
@@ -199,11 +214,6 @@ import numpy as np
 from cyconv.kernels.native cimport NativeOp
 
 
-cdef struct AffineCall:
-    AffineJob job           # x, y set per call
-    int nt
-
-
 cdef class AffineNative(NativeOp):
     """channel_affine prepared for one shape as a native step: input x (and the op's other
     inputs, unread), output y."""
@@ -212,22 +222,7 @@ cdef class AffineNative(NativeOp):
 
 
 cdef int _affine_native_fn(void* params, const float** ins, float** outs) noexcept nogil:
-    cdef AffineCall* c = <AffineCall*>params
-    cdef AffineJob job = c.job
-    cdef Py_ssize_t r
-    job.x, job.y = ins[0], outs[0]
-    if job.Q == 1:
-        if c.nt == 1:
-            for r in range(job.rows):
-                _affine_vec(job.x + r * job.M, job.y + r * job.M, job.M, job.scale, job.shift)
-        else:
-            parallel_for((job.rows + job.per - 1) // job.per, c.nt, _affine_vec_task, &job)
-    elif c.nt == 1:
-        for r in range(job.rows):
-            _affine_run(job.x + r * job.Q, job.y + r * job.Q, job.Q, job.scale[r % job.M],
-                        job.shift[r % job.M])
-    else:
-        parallel_for((job.rows + job.per - 1) // job.per, c.nt, _affine_run_task, &job)
+    _affine_exec(<AffineCall*>params, ins[0], outs[0])
     return 0
 
 
@@ -244,14 +239,7 @@ def channel_affine_native(shape, scale, shift, Py_ssize_t P, Py_ssize_t M, Py_ss
     op.keep = (s, t)
     cdef const float[::1] sv = s
     cdef const float[::1] tv = t
-    cdef Py_ssize_t n = P * M * Q
-    op.c.job.scale, op.c.job.shift, op.c.job.M, op.c.job.Q = &sv[0], &tv[0], M, Q
-    if Q == 1:
-        op.c.nt = _threads(n, P, n_threads)
-        op.c.job.rows, op.c.job.per = P, units_per_task(P, M, op.c.nt)
-    else:
-        op.c.nt = _threads(n, P * M, n_threads)
-        op.c.job.rows, op.c.job.per = P * M, units_per_task(P * M, Q, op.c.nt)
+    _affine_prepare(&op.c, &sv[0], &tv[0], P, M, Q, n_threads)
     op.fn, op.params = _affine_native_fn, <void*>&op.c
     op.out_shapes = (tuple(shape),)
     op.what = f"channel affine {tuple(shape)}"

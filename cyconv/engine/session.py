@@ -327,27 +327,45 @@ class InferenceSession:
             steps.append((op, ins, outs))
             nodes.append(node)
 
-        def root(v):
-            while v in alias_of:
-                v = alias_of[v]
-            return v
-
-        # Lifetimes of the values the steps write (alias chains share their root's buffer);
-        # graph outputs get buffers of their own, fresh every run.
         fed = {slot for slot, _ in feeds}
         outputs = self._graph_output_slots
+        # In place: an element-wise step writes over an input that no later step, view or
+        # graph output reads (its buffer dies there) when both have the same size.
+        last_read = {v: k for k, (_, ins, _) in enumerate(steps) for v in ins}
+        viewed = set(alias_of.values())
+        made = {v for op, _, outs in steps if op is not None for v in outs}
+        shared = {}                           # output -> the value whose buffer it takes
+        for k, (op, ins, outs) in enumerate(steps):
+            j = op.inplace_input if op is not None else -1
+            if j < 0:
+                continue
+            v, o = ins[j], outs[0]
+            if (v in made and v not in viewed and v not in outputs and o not in outputs
+                    and last_read[v] == k and ins.count(v) == 1
+                    and np.prod(shapes[v]) == np.prod(shapes[o])):
+                shared[o] = v
+
+        def root(v):
+            while v in alias_of or v in shared:
+                v = alias_of[v] if v in alias_of else shared[v]
+            return v
+
+        # Lifetimes of the buffers the steps write (views and in-place outputs share their
+        # root's); graph outputs get buffers of their own, fresh every run.
         first, last = {}, {}
         for k, (op, ins, outs) in enumerate(steps):
             for v in ins:
                 last[root(v)] = k
             if op is not None:
                 for v in outs:
-                    first[v] = k
-                    last.setdefault(v, k)
+                    if v not in shared:
+                        first[v] = k
+                    last.setdefault(root(v), k)
         for v in outputs:
             last[root(v)] = len(steps)
         arena = {v: (first[v], last[v]) for v in first if v not in outputs}
         offsets, total = assign_offsets({v: int(np.prod(shapes[v])) for v in arena}, arena)
+        offsets.update({o: offsets[root(o)] for o in shared})
         out_spec, written = [], set()
         for v in outputs:
             if v not in shapes or (v in consts and consts[v].dtype != np.float32):

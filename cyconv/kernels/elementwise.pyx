@@ -482,6 +482,7 @@ cdef ElementwiseNative _ew_op(shape, int kind, int op, float a, float b, int n_t
     for d in shape:
         n *= d
     _ew_prepare(&e.c, kind, op, n, a, b, n_threads)
+    e.inplace_input = 0         # the big operand (below) for a broadcast
     e.fn, e.params = _ew_native_fn, <void*>&e.c
     e.out_shapes = (tuple(shape),)
     e.what = what
@@ -508,4 +509,5 @@ def binary_native(out_shape, int op, layout=None, int n_threads=1):
         if e.c.M < 1 or e.c.Q < 1 or e.c.P * e.c.M * e.c.Q != e.c.n:
             raise ValueError("binary_native: layout does not match the shape")
         e.c.big_index = 1 if e.c.small_first else 0
+        e.inplace_input = e.c.big_index
     return e

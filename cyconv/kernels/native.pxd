@@ -11,3 +11,6 @@ cdef class NativeOp:
     cdef void* params               # points into the subclass's own fields
     cdef public tuple out_shapes    # shape of each output it writes
     cdef public str what            # for error messages: "Conv 1x64x56x56 -> ..."
+    # an input the op may write its output over (element-wise ops: each output element is
+    # computed from the input elements at its own index only), or -1
+    cdef public int inplace_input

@@ -29,6 +29,9 @@ cdef extern from "gemm/gemm.h" nogil:
 cdef class NativeOp:
     """An op prepared for one input shape (subclasses fill ``fn`` and ``params``)."""
 
+    def __cinit__(self):
+        self.inplace_input = -1
+
     def __repr__(self):
         return f"NativeOp({self.what})"
 

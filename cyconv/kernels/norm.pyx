@@ -240,6 +240,7 @@ def channel_affine_native(shape, scale, shift, Py_ssize_t P, Py_ssize_t M, Py_ss
     cdef const float[::1] sv = s
     cdef const float[::1] tv = t
     _affine_prepare(&op.c, &sv[0], &tv[0], P, M, Q, n_threads)
+    op.inplace_input = 0
     op.fn, op.params = _affine_native_fn, <void*>&op.c
     op.out_shapes = (tuple(shape),)
     op.what = f"channel affine {tuple(shape)}"

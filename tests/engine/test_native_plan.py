@@ -223,3 +223,29 @@ def test_transpose_step(shape, perm):
     (y,) = sess.run(None, {"x": x})
     assert all(p is not None for p in _plans(sess).values())
     np.testing.assert_array_equal(y, np.maximum(x.transpose(perm), 0))
+
+
+def test_elementwise_steps_run_in_place(monkeypatch):
+    # optimize=False keeps Relu, Sigmoid, BatchNormalization and Add as steps: each writes
+    # over its input (dead after it), so the arena holds one tensor, not four
+    f = helper.make_tensor_value_info
+    rng = np.random.default_rng(0)
+    t = lambda name, shape: helper.make_tensor(name, TensorProto.FLOAT, shape,  # noqa: E731
+                                               rng.random(int(np.prod(shape))).astype(np.float32))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "s", "b", "m", "v"], ["n"]),
+             helper.make_node("Sigmoid", ["n"], ["g"]),
+             helper.make_node("Add", ["g", "k"], ["a"]),
+             helper.make_node("Conv", ["a", "w2"], ["y"])]
+    model = _graph(nodes, [f("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                   [f("y", TensorProto.FLOAT, None)],
+                   [t("w", [8, 3, 3, 3]), t("s", [8]), t("b", [8]), t("m", [8]), t("v", [8]),
+                    t("k", [1, 8, 1, 1]), t("w2", [4, 8, 1, 1])])
+    native = cyconv.InferenceSession(model, threads=2, optimize=False)
+    monkeypatch.setenv("CYCONV_NATIVE", "0")
+    python = cyconv.InferenceSession(model, threads=2, optimize=False)
+    x = rng.standard_normal((1, 3, 16, 16), dtype=np.float32)
+    np.testing.assert_array_equal(native.run(None, {"x": x})[0], python.run(None, {"x": x})[0])
+    (plan,) = _plans(native).values()
+    assert plan is not None and plan.arena_bytes == 8 * 16 * 16 * 4

@@ -517,7 +517,9 @@ def Dropout(node, *, ratio=None, seed=None, is_test=None, consumed_inputs=None):
         if node.num_outputs < 2:
             return out
         return out, mask.astype(mask_dtype or x.dtype)
-    return run
+    # inference (x itself) is a view for a native plan; training makes a new array, and a
+    # mask output a second one: those keep the Python loop
+    return natively(run, ALIAS)
 
 
 # ----------------------------------------------------------------------------- Constant(s)

@@ -97,13 +97,14 @@ def test_non_native_step_runs_the_python_loop():
     np.testing.assert_allclose(y, want[0], rtol=1e-4, atol=1e-5)
 
 
-def test_unoptimized_graph_runs_natively_too(monkeypatch):
-    # optimize=False: Conv, BatchNormalization-free LeNet with separate Tanh and Add nodes
-    model = zoo.lenet5(input_size=32).SerializeToString()
+@pytest.mark.parametrize("name,channels", [("lenet5", 1), ("cifar_cnn", 3)])
+def test_unoptimized_graph_runs_natively_too(name, channels, monkeypatch):
+    # optimize=False: separate Tanh / Relu, BatchNormalization and Dropout (a view) nodes
+    model = zoo.ZOO[name](input_size=32).SerializeToString()
     native = cyconv.InferenceSession(model, threads=2, optimize=False)
     monkeypatch.setenv("CYCONV_NATIVE", "0")
     python = cyconv.InferenceSession(model, threads=2, optimize=False)
-    x = np.random.default_rng(0).standard_normal((1, 1, 32, 32), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((1, channels, 32, 32), dtype=np.float32)
     np.testing.assert_array_equal(native.run(None, {"input": x})[0],
                                   python.run(None, {"input": x})[0])
     assert all(p is not None for p in _plans(native).values())

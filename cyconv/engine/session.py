@@ -243,12 +243,6 @@ class InferenceSession:
         self._native_plans[key] = plan
         return plan
 
-    @property
-    def native_plan_bytes(self):
-        """Arena bytes of the native plan made for the last new input shapes (0: none)."""
-        plans = [p for p in self._native_plans.values() if p is not None]
-        return plans[-1].arena_bytes if plans else 0
-
     def _build_native(self, feeds):
         """Prepare every step for the feeds' shapes: a NativePlan, or None when a step has no
         native form for them (the Python loop then runs, and reports any error)."""

@@ -135,26 +135,6 @@ cdef class TransposeOp(NativeOp):
         self.what = f"Transpose {shape} by {perm}"
 
 
-cdef struct CopyParams:
-    Py_ssize_t n
-
-
-cdef int _copy_fn(void* params, const float** ins, float** outs) noexcept nogil:
-    memcpy(outs[0], ins[0], (<CopyParams*>params).n * sizeof(float))
-    return CY_OK
-
-
-cdef class CopyOp(NativeOp):
-    """y = x as a new buffer: a graph output that another value's buffer holds (a Reshape's)."""
-    cdef CopyParams p
-
-    def __init__(self, shape):
-        self.out_shapes = (tuple(shape),)
-        self.p.n = int(np.prod(shape, dtype=np.int64))
-        self.fn, self.params = _copy_fn, &self.p
-        self.what = f"copy {tuple(shape)}"
-
-
 cdef class _Block:
     """Frees a malloc'ed block with its owner."""
     cdef void* p

@@ -55,18 +55,15 @@ TARGET INLINE void store8(const int FULL, float *p, __m256i m, __m256 x)
 #define KC 256
 #define B_PREFETCH_FAR (128 * NR)
 
-/* One step of k: acc[i][v] += a[k*MR + i] * b[k*NR + 8v] for the tile's rows and columns.
- * B is a packed panel (boff NULL) or row k lies at b + boff[k] (read in place). Either way
- * whole 8-float vectors are loaded, also in a partial last panel: a packed panel is zero
- * padded, and an in-place B has readable slack past its last column (gemm.h, row_off).
- * Masked loads there (vmaskmovps, extra uops on AMD Zen) had made the 15-column last panel
- * of ResNet's 7x7 row-offset layers the slowest part of them. */
-#define STEP(acc, k)                                                                    \
+/* One step of k: acc[i][v] += ak[i] * bk[8v] for the tile's rows and columns; ak is the step's
+ * MR floats of the A micro-panel, bk the step's row of B: in a packed panel, or read in place
+ * at b + boff[k]. Either way whole 8-float vectors are loaded, also in a partial last panel: a
+ * packed panel is zero padded, and an in-place B has readable slack past its last column
+ * (gemm.h, row_off). Masked loads there (vmaskmovps, extra uops on AMD Zen) had made the
+ * 15-column last panel of ResNet's 7x7 row-offset layers the slowest part of them. */
+#define STEP_AT(acc, ak, bk)                                                            \
     do {                                                                                \
-        const float *ak_ = a + (k) * MR;                                                \
-        const float *bk_ = boff ? b + boff[k] : b + (k) * NR;                           \
-        if (!boff) _mm_prefetch((const char *)(bk_ + b_pf), _MM_HINT_T0);         \
-        if (((k) & 1) == 0) _mm_prefetch((const char *)(ak_ + A_PREFETCH), _MM_HINT_T0); \
+        const float *ak_ = (ak), *bk_ = (bk);                                           \
         const __m256 b0_ = _mm256_loadu_ps(bk_);                                        \
         const __m256 b1_ = COLS < 2 ? b0_ : _mm256_loadu_ps(bk_ + 8);                   \
         _Pragma("GCC unroll 6")                                                         \
@@ -75,6 +72,18 @@ TARGET INLINE void store8(const int FULL, float *p, __m256i m, __m256 x)
             acc[i][0] = _mm256_fmadd_ps(ai_, b0_, acc[i][0]);                           \
             if (COLS > 1) acc[i][1] = _mm256_fmadd_ps(ai_, b1_, acc[i][1]);             \
         }                                                                               \
+    } while (0)
+
+/* Step k of the tile: A read ahead every step (one uop; a test of k's parity to prefetch
+ * every other step, as the 6 floats a step would allow, cost more than it saved), a packed
+ * B every step. */
+#define STEP(acc, k)                                                                    \
+    do {                                                                                \
+        const float *ak = a + (k) * MR;                                                 \
+        const float *bk = OFFS ? b + boff[k] : b + (k) * NR;                            \
+        if (!OFFS) _mm_prefetch((const char *)(bk + b_pf), _MM_HINT_T0);                \
+        _mm_prefetch((const char *)(ak + A_PREFETCH), _MM_HINT_T0);                     \
+        STEP_AT(acc, ak, bk);                                                           \
     } while (0)
 
 /* C = act(acc + bias_row (+ residual)) for a tile whose K is one block; ACT (NONE, RELU or
@@ -144,9 +153,9 @@ TARGET INLINE void store_tile_general(const int ROWS, const int COLS, const int 
  * after inlining, so the accumulators live in registers. A single row (M = 1) has only 2
  * accumulators, too few to hide the FMA latency, so it keeps two sets (even and odd k) added
  * at the end; the order of the sum depends only on the tile shape, never on the threads. */
-TARGET INLINE void tile(const int ROWS, const int COLS, const int FULL, int kc, const float *a,
-                        const float *b, const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr,
-                        int nr, const cy_tile *t)
+TARGET INLINE void tile(const int OFFS, const int ROWS, const int COLS, const int FULL, int kc,
+                        const float *a, const float *b, const ptrdiff_t *boff, float *c,
+                        ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
 {
     __m256 acc[MR][2], acc2[MR][2];
 #pragma GCC unroll 6
@@ -199,17 +208,19 @@ TARGET INLINE void tile(const int ROWS, const int COLS, const int FULL, int kc, 
  * full 16 columns, or a masked 8/16-column edge. */
 #define ROWS_DISPATCH(COLS, FULL)                                                          \
     do {                                                                                   \
-        if (mr > 4) tile(6, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);                \
-        else if (mr > 2) tile(4, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);           \
-        else if (mr > 1) tile(2, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);           \
-        else tile(1, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);                       \
+        if (mr > 4) tile(OFFS, 6, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);          \
+        else if (mr > 2) tile(OFFS, 4, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);     \
+        else if (mr > 1) tile(OFFS, 2, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);     \
+        else tile(OFFS, 1, COLS, FULL, kc, a, b, boff, c, ldc, mr, nr, t);                 \
     } while (0)
 
-/* boff: NULL (b is a packed panel, row k at b + k*NR) or the offsets of B's rows (row k at
- * b + boff[k], columns contiguous: a conv read straight from its padded input, see gemm.h's
- * cy_operand.row_off). Both compile from one template, the test hoisted out. */
-TARGET INLINE void kernel_body(int kc, const float *a, const float *b, const ptrdiff_t *boff,
-                               float *c, ptrdiff_t ldc, int mr, int nr, const cy_tile *t)
+/* OFFS 0: b is a packed panel (row k at b + k*NR); OFFS 1: boff holds the offsets of B's rows
+ * (row k at b + boff[k], columns contiguous: a conv read straight from its padded input, see
+ * gemm.h's cy_operand.row_off). Both compile from one template; OFFS is a compile-time
+ * constant, so neither inner loop tests it. */
+TARGET INLINE void kernel_body(const int OFFS, int kc, const float *a, const float *b,
+                               const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr, int nr,
+                               const cy_tile *t)
 {
     if (nr == NR) ROWS_DISPATCH(2, 1);
     else if (nr > 8) ROWS_DISPATCH(2, 0);
@@ -220,14 +231,14 @@ TARGET INLINE void kernel_body(int kc, const float *a, const float *b, const ptr
 TARGET static void kernel_avx2(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
                                int mr, int nr, const cy_tile *t)
 {
-    kernel_body(kc, a, b, NULL, c, ldc, mr, nr, t);
+    kernel_body(0, kc, a, b, NULL, c, ldc, mr, nr, t);
 }
 
 TARGET static void kernel_offsets_avx2(int kc, const float *a, const float *b,
                                        const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr,
                                        int nr, const cy_tile *t)
 {
-    kernel_body(kc, a, b, boff, c, ldc, mr, nr, t);
+    kernel_body(1, kc, a, b, boff, c, ldc, mr, nr, t);
 }
 
 /* M == 1: one row of A against NR-column panels of B (gemm_avx512.c's gemv at 8 lanes): x

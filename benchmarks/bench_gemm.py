@@ -25,15 +25,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cyconv.kernels.gemm import _gemm  # noqa: E402
 
 
-def interleaved(fns, rounds=31, warmup=3, min_time=0.02, block=4, settle=0.03):
+def interleaved(fns, rounds=31, warmup=3, min_time=0.02, block=4, settle=0.1):
     """Median seconds per call of each callable in ``fns`` (dict name -> fn()).
 
     Every round runs each candidate for ``block`` consecutive samples (a sample repeats the
     call until it lasts >= ``min_time``), order rotated per round, so a burst of load from
     another process hits all candidates alike. Before each block the process sleeps
     ``settle`` seconds and the block's first sample is dropped: libraries whose idle threads
-    spin after a call (OpenBLAS, ONNX Runtime) would otherwise tax whichever library runs next
-    in the same process, which is not the latency a user of either one sees.
+    spin after a call (OpenBLAS, ONNX Runtime ~55 ms, cyconv 50 ms) would otherwise tax
+    whichever library runs next in the same process, which is not the latency a user of
+    either one sees.
     """
     names = list(fns)
     for _ in range(warmup):

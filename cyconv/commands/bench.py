@@ -6,10 +6,10 @@ each peer. Method: every runtime is loaded in this process with the same thread 
 2), warmed up, then timed round-robin (each round runs every runtime in turn, the order rotated
 every round) so that load from other processes falls on all of them alike. In a round each
 runtime runs a block of ``--block`` calls back to back and the first is not timed: runtimes
-whose idle threads spin after a call (ONNX Runtime, OpenVINO's TBB, cyconv for 1 ms) would
-otherwise slow the next runtime's calls, which measures the neighbour, not the runtime
-(measured: OpenVINO's MobileNetV2 4.5 ms alone, 9.4 ms in one-call rounds), so each block also
-starts after 20 ms of idle time; ``--json`` prints the whole record
+whose idle threads spin after a call (ONNX Runtime for ~55 ms, cyconv for 50 ms, OpenVINO's
+TBB for ~1 ms) would otherwise slow the next runtime's calls, which measures the neighbour, not
+the runtime (measured: OpenVINO's MobileNetV2 4.5 ms alone, 9.4 ms in one-call rounds), so
+each block also starts after 100 ms of idle time; ``--json`` prints the whole record
 (schema in :func:`bench_model`'s docstring). MODEL is an ONNX file or a ``cyconv.zoo`` name
 (``resnet18``, ...) built on the fly with seeded weights.
 
@@ -35,9 +35,11 @@ from .bench_peers import LOADERS, NAMES, PeerUnavailable
 
 DEFAULT_COMPARE = "ort,openvino"
 # Idle time before each block: the threads of the runtime that ran last spin for a while
-# (ONNX Runtime and OpenVINO's TBB for milliseconds) and would take the cores from the next
-# one's timed calls on a small machine.
-BLOCK_GAP_S = 0.02
+# (measured as CPU time burnt while idle after a call: ONNX Runtime ~55 ms, cyconv 50 ms,
+# OpenVINO ~1 ms) and would take the cores from the next one's timed calls on a small
+# machine. With 20 ms, ONNX Runtime's spinning worker still held one of two cores during
+# cyconv's block: CIFAR CNN read 1.96x ONNX Runtime there and 1.47x with 100 ms.
+BLOCK_GAP_S = 0.1
 
 
 def add_parser(commands):

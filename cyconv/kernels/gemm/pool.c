@@ -1,10 +1,18 @@
 /* cy_parallel_for: see pool.h for the contract and the reason it exists.
  *
  * Synchronisation (all atomics sequentially consistent):
- *   caller: publish job -> bump generation under the mutex, broadcast -> claim pieces ->
- *           wait until done == n -> job = NULL -> wait until active == 0 -> return
- *   worker: sleep until the generation changes -> active++ -> read job -> claim pieces
- *           -> active-- -> sleep
+ *   caller: publish job and want -> bump generation -> broadcast under the mutex -> claim
+ *           pieces -> wait until done == n -> job = NULL -> wait until active == 0 -> return
+ *   worker: spin, then sleep, until the generation changes -> read want -> active++ -> read
+ *           job -> claim pieces -> active-- -> spin
+ * A spinning worker never touches the mutex: it only sleeps on (and so locks) it after its
+ * spin budget. Before, a worker that saw the new generation locked the mutex to read want
+ * while the caller still held it for the broadcast, and locked it again after each job as
+ * the caller took it for the next one: either contention put the worker to sleep in the
+ * kernel and the caller's unlock had to wake it, 30-90 us a fork on this VM (an idle vCPU
+ * is halted and woken by an IPI through the hypervisor), for ops of 50-300 us. The mutex
+ * and condition variable now serve only the sleep path; a sleeper checks the generation
+ * under the mutex and the caller broadcasts under it after the bump, so no wake-up is lost.
  * A worker reads the job only between its active++ and active--, and the caller clears the
  * job before waiting for active == 0, so (Dekker) a worker either sees NULL or is waited for:
  * the job, on the caller's stack, is never touched after the caller returns.
@@ -29,12 +37,12 @@ typedef struct {
     atomic_long done;        /* pieces finished */
 } job_t;
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;      /* guards gen's writes, want,
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;      /* sleepers' wait on gen;
                                                                workers */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;    /* one caller at a time */
 static atomic_ulong gen;     /* bumped per job; read without the mutex while spinning */
-static int want;             /* threads the current job may use (caller included) */
+static atomic_int want;      /* threads the current job may use (caller included) */
 static int workers;          /* workers started */
 static _Atomic(job_t *) current;
 static atomic_int active;
@@ -57,20 +65,25 @@ static void run_pieces(job_t *j, int tid)
 }
 
 /* How long an idle worker spins for the next job before it sleeps (CYCONV_SPIN_US, default
- * 1000 us; 0: sleep at once). A model's ops start their parallel regions microseconds to a
- * few hundred microseconds apart (single-threaded small ops in between), and on these
- * machines waking a sleeping thread costs 50-150 us, more than a small layer's whole work:
- * a 1x1 conv of MobileNetV2 (576 -> 96 at 14x14) took 139 us with the worker spinning and
- * 330 us when it had gone to sleep. MobileNetV2: 9.8 ms with 100 us of spin, 8.5-9.0 with
- * 1 ms. Bounded, so idle threads stop burning a core soon after the last op (ONNX Runtime's
- * workers spin the same way). */
+ * 50000 us; 0: sleep at once). A model's ops start their parallel regions microseconds to a
+ * few hundred microseconds apart, and waking a sleeping thread costs 50-150 us, more than a
+ * small layer's whole work (MobileNetV2's 576 -> 96 1x1 conv at 14x14: 139 us with the worker
+ * spinning, 330 us after it had slept). Between calls the cost is worse on a VM: a vCPU whose
+ * thread sleeps is halted and the hypervisor hands its core to someone else, and after 20 ms
+ * idle the worker took 3 ms on average to join again (20 jobs of 150 us: it joined the first
+ * in 11 of 50 bursts, the 37th in 35), so a model called every few tens of milliseconds ran
+ * on one thread for its first milliseconds. ONNX Runtime's workers spin ~55 ms after a call
+ * (measured: CPU time burnt in an idle 300 ms after a run), OpenVINO's ~1 ms; 50 ms here.
+ * Measured, interleaved with ONNX Runtime with 100 ms idle before each block, 2 threads:
+ * CIFAR CNN 0.95-0.98 -> 0.69-0.74 ms, MobileNetV2 b1 9.2-13.9 -> 7.5-9.3 ms against 1 ms of
+ * spin. The price is one core busy for 50 ms after the last op, as with ONNX Runtime. */
 static long spin_ns = -1;
 
 static long spin_budget_ns(void)
 {
     if (spin_ns < 0) {
         const char *env = getenv("CYCONV_SPIN_US");
-        long us = env && *env ? atol(env) : 1000;
+        long us = env && *env ? atol(env) : 50000;
         spin_ns = us < 0 ? 0 : us * 1000L;
     }
     return spin_ns;
@@ -101,32 +114,25 @@ static int spin_for_job(unsigned long seen)
 static void *worker_main(void *arg)
 {
     const int tid = (int)(ptrdiff_t)arg;
-    unsigned long seen = 0;
-    pthread_mutex_lock(&mu);
-    seen = atomic_load(&gen);
+    unsigned long seen = atomic_load(&gen);
     for (;;) {
-        if (atomic_load(&gen) == seen) {
-            pthread_mutex_unlock(&mu);
-            spin_for_job(seen);
+        if (atomic_load(&gen) == seen && !spin_for_job(seen)) {
             pthread_mutex_lock(&mu);
+            while (atomic_load(&gen) == seen) pthread_cond_wait(&wake, &mu);
+            pthread_mutex_unlock(&mu);
         }
-        while (atomic_load(&gen) == seen) pthread_cond_wait(&wake, &mu);
         seen = atomic_load(&gen);
-        const int mine = tid < want;
-        pthread_mutex_unlock(&mu);
-        if (mine) {
+        if (tid < atomic_load(&want)) {
             atomic_fetch_add(&active, 1);
             job_t *j = atomic_load(&current);
             /* a later job than the one that woke us may ask for fewer threads */
             if (j && tid < j->nt) run_pieces(j, tid);
             atomic_fetch_sub(&active, 1);
         }
-        pthread_mutex_lock(&mu);
     }
     return NULL;
 }
 
-/* Start workers 1 .. nt-1 if needed; returns how many threads can take part. */
 static int ensure_workers(int nt)
 {
     if (nt - 1 > MAX_WORKERS) nt = MAX_WORKERS + 1;
@@ -167,9 +173,9 @@ int cy_parallel_for(long n, int nt, cy_task_fn fn, void *ctx)
     atomic_init(&j.next, 0);
     atomic_init(&j.done, 0);
     atomic_store(&current, &j);
-    pthread_mutex_lock(&mu);
-    want = nt;
-    atomic_fetch_add(&gen, 1);      /* after want: a spinning worker reads want next */
+    atomic_store(&want, nt);
+    atomic_fetch_add(&gen, 1);      /* after want and job: a worker reads them next */
+    pthread_mutex_lock(&mu);        /* sleepers check gen under mu: none misses the bump */
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&mu);
 

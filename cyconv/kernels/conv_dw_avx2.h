@@ -5,7 +5,8 @@
  *
  * Without a cross-lane shift, column stride 1 loads the K tap vectors at columns c .. c+K-1;
  * column stride 2 loads 16 floats at c + 2q and c + 2q + 8 and takes their even (tap 2q) and
- * odd (tap 2q+1) floats with shuffle_ps (within 128-bit lanes) and a cross-lane permute.
+ * odd (tap 2q+1) floats with one shuffle_ps (within 128-bit lanes; the tile's columns then sit
+ * in a fixed lane order, put right by one cross-lane permute per output row at the store).
  * 3x3 weights are held as 9 broadcast vectors (the compiler keeps what fits in registers);
  * 5x5 ones are broadcast from memory by the FMAs. Broadcasting 3x3 weights from memory too
  * made MobileNetV2's depthwise layers 10-40% slower. vmaskmovps neither reads nor faults on
@@ -35,13 +36,22 @@ DW2_TARGET DW2_INLINE __m256 dw2_load(const int IN, const float *p, __m256i m)
     return IN ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
 }
 
-/* even (odd = 0) or odd (odd = 1) floats of a[0..7] b[0..7], in order */
+/* even (odd = 0) or odd (odd = 1) floats of a[0..7] b[0..7], in the lane order of one
+ * in-lane shuffle: a0 a2 b0 b2 | a4 a6 b4 b6 (even), i.e. output columns 0 1 4 5 | 2 3 6 7 of
+ * the tile. Every tap vector of a stride-2 tile comes in that order, so the accumulators do
+ * too and dw2_natural puts them back once per output row at the store, instead of a
+ * cross-lane permute per tap and input row (which made half the shuffle uops of MobileNetV2's
+ * stride-2 layers). Each lane's sum is unchanged: bitwise the same results. */
 DW2_TARGET DW2_INLINE __m256 dw2_deinterleave(__m256 a, __m256 b, const int odd)
 {
-    /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6 (even) */
-    const __m256 t = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))
-                         : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+    return odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))
+               : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+}
+
+/* dw2_deinterleave's lane order (columns 0 1 4 5 2 3 6 7) back to columns 0 .. 7 */
+DW2_TARGET DW2_INLINE __m256 dw2_natural(__m256 v)
+{
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
 /* One R x 8 output tile at rows oh0.., columns ow0.. of a KxK kernel, row stride SH, column
@@ -98,7 +108,7 @@ DW2_TARGET DW2_INLINE void dw2_tile(const float *x, int H, int W, const float *w
     const __m256i mo = dw2_cols(ow0, OW);
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-        __m256 v = acc[r];
+        __m256 v = S == 2 ? dw2_natural(acc[r]) : acc[r];
         if (clamp) v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
         if (OUT) _mm256_storeu_ps(y + (ptrdiff_t)(oh0 + r) * OW + ow0, v);
         else _mm256_maskstore_ps(y + (ptrdiff_t)(oh0 + r) * OW + ow0, mo, v);

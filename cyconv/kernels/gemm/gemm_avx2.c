@@ -217,7 +217,13 @@ TARGET INLINE void tile(const int OFFS, const int ROWS, const int COLS, const in
 /* OFFS 0: b is a packed panel (row k at b + k*NR); OFFS 1: boff holds the offsets of B's rows
  * (row k at b + boff[k], columns contiguous: a conv read straight from its padded input, see
  * gemm.h's cy_operand.row_off). Both compile from one template; OFFS is a compile-time
- * constant, so neither inner loop tests it. */
+ * constant, so neither inner loop tests it. The per-step test of boff (the row-offset entry
+ * point could not rule out NULL) and the parity test of the A prefetch had added ~5 uops to
+ * the 20 of a step (12 FMAs, 6 broadcasts, 2 loads of B); without them the row-offset tiles
+ * ran 6-15% faster at the median in an in-process A/B (same best times: the gain shows when
+ * the core's other hardware thread is busy, as on a shared VM), bitwise the same. Unrolling
+ * the k loop by hand (2 or 4 steps a trip) made GCC shuffle and spill accumulators: 1.3-2x
+ * slower. */
 TARGET INLINE void kernel_body(const int OFFS, int kc, const float *a, const float *b,
                                const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr, int nr,
                                const cy_tile *t)

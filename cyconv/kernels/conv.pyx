@@ -40,7 +40,7 @@ from cyconv.kernels.gemm._gemm cimport (
     cy_preact, epilogue_apply, gemm_mr, gemm_nr, im2col_packer, packed_operand, phase_split,
     offsets_operand, gemm_has_row_offsets, packer_operand, parallel_for, preact_packer,
     task_end, units_per_task,
-    sgemm_ex, sgemm_pack_a, strided_operand,
+    sgemm_ex, sgemm_pack_a, sgemm_rows, strided_operand,
     sgemm_packed_a_size, winograd_conv3x3, winograd_pack_weights, winograd_weights_size)
 from cyconv.kernels.gemm._gemm import ACTIVATIONS
 from cyconv.kernels.native cimport NativeOp
@@ -355,11 +355,12 @@ cdef struct ConvCall:
     DwJob dw                # depthwise: planes in pieces
     Py_ssize_t pieces
     # row-offset path: the zero-padded images (Hp x Wp planes) read by row offsets off[K];
-    # pieces are bands of band_rows output rows, each a GEMM over its stretch of the
-    # padded-width grid (M x band_rows*Wp, in the thread's grid buffer) copied into y
-    Py_ssize_t Wp, plane, Q, K, band_rows, bands
+    # pieces are bands of band_rows output rows x msplit ranges of output channels, each a
+    # GEMM over its stretch of the padded-width grid (its rows of M x band_rows*Wp, in the
+    # thread's grid buffer) copied into y
+    Py_ssize_t Wp, plane, Q, K, band_rows, bands, msplit
     bint in_place
-    bint few_rows           # too few bands to share out: the GEMM splits M instead
+    bint few_rows           # too few pieces to share out: the GEMM splits M instead
     int grid_block
     PadJob pad
     int pad_nt
@@ -449,7 +450,7 @@ cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
     parallel_for((pad.planes + pad.per - 1) // pad.per, c.pad_nt, _pad_task, &pad)
     if not c.few_rows:
         j.c, j.y, j.ep, j.failed = c, y, ep0, 0
-        parallel_for(c.N * c.bands, c.nt, _band_task, &j)
+        parallel_for(c.N * c.bands * c.msplit, c.nt, _band_task, &j)
         return CY_ENOMEM if j.failed else CY_OK
     # Few output rows (7x7 planes: one band): per image, the GEMM splits its rows (M)
     # across the threads, then the grid is copied into y by channel blocks.
@@ -499,33 +500,47 @@ cdef void _pad_task(void* ctx, long t, int tid) noexcept nogil:
 
 
 cdef void _band_task(void* ctx, long t, int tid) noexcept nogil:
-    # y[n, :, oh0:oh1] from grid columns [oh0*Wp, oh1*Wp) of image n: the GEMM applies bias
-    # and activation in its epilogue, or, with a residual (laid out like y, not like the
-    # grid), the copy's epilogue pass does, in the same order of operations
+    # y[n, m0:m1, oh0:oh1] from grid columns [oh0*Wp, oh1*Wp) of image n: task t is range
+    # t % msplit of the output channels (whole MR-row tiles) of band (t // msplit) % bands of
+    # image t // (msplit * bands). The GEMM applies bias and activation in its epilogue, or,
+    # with a residual (laid out like y, not like the grid), the copy's epilogue pass does,
+    # in the same order of operations
     cdef BandJob* j = <BandJob*>ctx
     cdef const ConvCall* c = j.c
-    cdef Py_ssize_t n = t // c.bands, oh0 = (t - n * c.bands) * c.band_rows
+    cdef Py_ssize_t mh = t % c.msplit, band = t // c.msplit
+    cdef Py_ssize_t n = band // c.bands, oh0 = (band - n * c.bands) * c.band_rows
     cdef Py_ssize_t rows = min(c.band_rows, c.OH - oh0), P = c.OH * c.OW, M = c.M, m, r
+    cdef Py_ssize_t mr = gemm_mr(), mtiles = (M + mr - 1) // mr
+    cdef Py_ssize_t m0 = mh * mtiles // c.msplit * mr
+    cdef Py_ssize_t m1 = min((mh + 1) * mtiles // c.msplit * mr, M)
     cdef Py_ssize_t Qb = rows * c.Wp
     cdef float* yn = j.y + n * M * P + oh0 * c.OW
     cdef cy_epilogue ep = j.ep[0]
     cdef cy_operand B = offsets_operand(c.xpad + n * c.C * c.plane + oh0 * c.Wp, c.off)
     cdef float* grid
     cdef int err
+    if m0 >= m1:
+        return
     if ep.residual != NULL:
         ep.residual = ep.residual + n * M * P + oh0 * c.OW
     if c.in_place:
-        err = sgemm_ex(<int>M, <int>Qb, <int>c.K, 1.0, packed_operand(c.w), B, 0, yn, P, &ep, 1)
+        err = sgemm_rows(<int>M, <int>m0, <int>m1, <int>Qb, <int>c.K, 1.0, packed_operand(c.w),
+                         B, 0, yn, P, &ep)
     else:
         grid = c.grid + tid * M * c.band_rows * c.Wp
-        err = sgemm_ex(<int>M, <int>Qb, <int>c.K, 1.0, packed_operand(c.w), B, 0, grid, Qb,
-                       &ep if ep.residual == NULL else NULL, 1)
+        err = sgemm_rows(<int>M, <int>m0, <int>m1, <int>Qb, <int>c.K, 1.0, packed_operand(c.w),
+                         B, 0, grid, Qb, &ep if ep.residual == NULL else NULL)
         if err == CY_OK:
-            for m in range(M):
+            for m in range(m0, m1):
                 for r in range(rows):
                     memcpy(yn + m * P + r * c.OW, grid + m * Qb + r * c.Wp, c.OW * sizeof(float))
             if ep.residual != NULL:
-                epilogue_apply(<int>M, <int>(rows * c.OW), yn, P, &ep)
+                if ep.bias_row != NULL:
+                    ep.bias_row = ep.bias_row + m0
+                if ep.slope_row != NULL:
+                    ep.slope_row = ep.slope_row + m0
+                ep.residual = ep.residual + m0 * P
+                epilogue_apply(<int>(m1 - m0), <int>(rows * c.OW), yn + m0 * P, P, &ep)
     if err != CY_OK:
         j.failed = 1
 
@@ -927,7 +942,17 @@ cdef class ConvPlan:
             c.band_rows = max((4 * nr + c.Wp - 1) // c.Wp, (c.OH + per_image - 1) // per_image)
             c.band_rows = min(c.band_rows, c.OH)
         c.bands = (c.OH + c.band_rows - 1) // c.band_rows
-        c.few_rows = c.nt > 1 and c.N * c.bands < 2 * c.nt
+        # Too few bands for ~4 pieces per thread (small planes: CIFAR's 13x13, SqueezeNet's
+        # 13x13 have 3): split each band's output channels too, whole MR-row tiles apiece,
+        # so each piece is still one thread's GEMM copied into y at once. Tiles and the order
+        # of every sum are unchanged, so results are bitwise those of one band, one range.
+        # Before, such layers ran the whole image as one GEMM splitting M, then copied the
+        # grid in a second parallel region.
+        cdef Py_ssize_t mtiles = (c.M + gemm_mr() - 1) // gemm_mr()
+        c.msplit = 1
+        if c.nt > 1 and c.N * c.bands < 4 * c.nt:
+            c.msplit = min(mtiles, (4 * c.nt + c.N * c.bands - 1) // (c.N * c.bands))
+        c.few_rows = c.nt > 1 and c.N * c.bands * c.msplit < 2 * c.nt
         c.grid_floats = 0 if c.in_place else (
             c.M * c.Q if c.few_rows else c.nt * c.M * c.band_rows * c.Wp)
         c.grid_block = <int>units_per_task(c.M, c.OH * c.OW, c.nt)

@@ -96,6 +96,22 @@ def test_tiny_few_channel_convs(rng, N, C, H, M, k, pads):
     check(rng, N, C, H, H, M, k, 1, pads, act="Relu")
 
 
+@pytest.mark.parametrize("N,C,H,M,pads,act,residual", [
+    (1, 64, 15, 64, (0, 0, 0, 0), "Relu", False),       # CIFAR CNN's 13x13: 3 bands
+    (1, 32, 13, 100, (1, 1, 1, 1), "LeakyRelu", True),  # SqueezeNet-like, ragged last tile
+    (2, 16, 9, 70, (1, 1, 1, 1), "Clip", True),         # 2 images, still few bands
+    (1, 24, 7, 13, (1, 1, 1, 1), None, True)])          # 13 channels: ranges of 6 and 7 rows
+def test_band_channel_ranges(rng, N, C, H, M, pads, act, residual):
+    # few output rows: each band's output channels are split into ranges of whole tiles
+    # across the threads (ConvCall.msplit); bitwise equal to one thread's single range
+    check(rng, N, C, H, H, M, 3, 1, pads, act=act, residual=residual)
+
+
+def test_in_place_grid_channel_ranges(rng):
+    # the grid is y itself and the bands' channels are split: ranges write y directly
+    check(rng, 1, 8, 9, 9, 40, 3, 1, (1, 0, 1, 0), act="Relu", residual=True, kw=1)
+
+
 def test_in_place_grid(rng):
     # no horizontal padding and a 1-wide kernel: the grid is y itself (epilogue in the GEMM)
     check(rng, 2, 8, 12, 12, 16, 3, 1, (1, 0, 1, 0), act="Relu", residual=True, kw=1)

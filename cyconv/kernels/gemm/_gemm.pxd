@@ -120,6 +120,10 @@ cdef inline cy_operand offsets_operand(const float *data, const ptrdiff_t *row_o
 cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                   int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
                   int n_threads) noexcept nogil
+# Rows [m0, m1) of that product on the calling thread (gemm.h's cy_sgemm_rows).
+cdef int sgemm_rows(int M, int m0, int m1, int N, int K, float alpha, cy_operand A,
+                    cy_operand B, int accumulate, float *C, ptrdiff_t ldc,
+                    const cy_epilogue *ep) noexcept nogil
 # C[M,N] = act(C + bias_row + bias_col + residual) on an already computed block.
 cdef void epilogue_apply(int M, int N, float *C, ptrdiff_t ldc,
                          const cy_epilogue *ep) noexcept nogil

@@ -23,6 +23,9 @@ cdef extern from "gemm/gemm.h" nogil:
     int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                     int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
                     int n_threads)
+    int cy_sgemm_rows(int M, int m0, int m1, int N, int K, float alpha, cy_operand A,
+                      cy_operand B, int accumulate, float *C, ptrdiff_t ldc,
+                      const cy_epilogue *ep)
     void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 
 cdef extern from "gemm/im2col.h" nogil:
@@ -61,6 +64,11 @@ cdef int sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                   int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep,
                   int n_threads) noexcept nogil:
     return cy_sgemm_ex(M, N, K, alpha, A, B, accumulate, C, ldc, ep, n_threads)
+
+cdef int sgemm_rows(int M, int m0, int m1, int N, int K, float alpha, cy_operand A,
+                    cy_operand B, int accumulate, float *C, ptrdiff_t ldc,
+                    const cy_epilogue *ep) noexcept nogil:
+    return cy_sgemm_rows(M, m0, m1, N, K, alpha, A, B, accumulate, C, ldc, ep)
 
 cdef void epilogue_apply(int M, int N, float *C, ptrdiff_t ldc,
                          const cy_epilogue *ep) noexcept nogil:

@@ -457,6 +457,17 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     return gemm_block(isa, M, 0, M, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
 }
 
+int cy_sgemm_rows(int M, int m0, int m1, int N, int K, float alpha, cy_operand A,
+                  cy_operand B, int accumulate, float *C, ptrdiff_t ldc,
+                  const cy_epilogue *ep)
+{
+    const cy_gemm_isa *isa = cy_gemm_isa_get();
+    if (M < 0 || N < 0 || K < 0 || m0 < 0 || m1 > M || m0 % isa->mr) return CY_EINVAL;
+    if (B.row_off && (!cy_gemm_has_row_offsets() || K == 0)) return CY_EINVAL;
+    if (m0 >= m1 || N == 0) return CY_OK;
+    return gemm_block(isa, M, m0, m1, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
+}
+
 void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep)
 {
     if (M > 0 && N > 0 && ep) cy_gemm_isa_get()->epilogue(M, N, C, ldc, ep);

@@ -103,6 +103,16 @@ void cy_sgemm_pack_b(int K, int N, const float *B, ptrdiff_t rsb, ptrdiff_t csb,
 int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B,
                 int accumulate, float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads);
 
+/* Rows [m0, m1) of the M-row product above, on the calling thread (m0 a multiple of
+ * cy_gemm_mr(), m1 <= M): what one piece of a caller's own parallel region computes when it
+ * splits M itself (row-offset convs: bands of output rows x ranges of output channels). A
+ * prepacked A is the whole M-row matrix; C, the epilogue's bias_row / slope_row and residual
+ * are indexed by the absolute row, as in cy_sgemm_ex. Every element is summed exactly as
+ * cy_sgemm_ex sums it. Returns CY_OK, CY_EINVAL or CY_ENOMEM. */
+int cy_sgemm_rows(int M, int m0, int m1, int N, int K, float alpha, cy_operand A,
+                  cy_operand B, int accumulate, float *C, ptrdiff_t ldc,
+                  const cy_epilogue *ep);
+
 /* The epilogue alone on a computed M x N block: C = act(C + bias_row + bias_col + residual),
  * for kernels that are not GEMMs (depthwise conv) but fuse the same operations. */
 void cy_epilogue_apply(int M, int N, float *C, ptrdiff_t ldc, const cy_epilogue *ep);

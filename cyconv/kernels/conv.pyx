@@ -293,16 +293,6 @@ cdef struct PadJob:
     Py_ssize_t H, W, Wp, plane, pt, pl, planes, per
 
 
-cdef struct GridJob:
-    # one image of the row-offset path on few rows: y (M, OH, OW) = the grid (M, OH, Wp)
-    # without its last Wp - OW columns per row (and the epilogue when there is a residual);
-    # task t = channels [t*block, +block)
-    int M, OH, OW, Wp, block
-    const float* grid
-    float* y
-    cy_epilogue ep          # residual at this image; ldr = OH*OW
-
-
 cdef struct ConvJob:
     # one Conv call: x (N, C, H, W), y (N, M, OH, OW), packed weights, epilogue, geometry
     const float* x
@@ -360,8 +350,6 @@ cdef struct ConvCall:
     # thread's grid buffer) copied into y
     Py_ssize_t Wp, plane, Q, K, band_rows, bands, msplit
     bint in_place
-    bint few_rows           # too few pieces to share out: the GEMM splits M instead
-    int grid_block
     PadJob pad
     int pad_nt
     # GEMM path: (image, group) items cut into `per` column ranges; the phase split of x
@@ -436,58 +424,18 @@ cdef struct BandJob:
 
 cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
                        const cy_epilogue* ep0) noexcept nogil:
-    # One parallel region for the GEMMs: pieces are bands of output rows (each thread's
-    # GEMM reads all of the weights and its rows' stretch of the padded image, and copies
-    # its grid rows into y right after, while they are in L1/L2). Splitting the rows of one
+    # One parallel region for the GEMMs: pieces are bands of output rows x ranges of output
+    # channels (each thread's GEMM reads its channels' weights and its rows' stretch of the
+    # padded image, and copies its grid rows into y right after, while they are in L1/L2). Splitting the rows of one
     # GEMM over threads (M) instead, then copying the grid in a second region, ran CIFAR-size
     # layers (32 -> 32 at 30x30) at 1.2-1.3x of one thread on two.
     cdef PadJob pad = c.pad
     cdef BandJob j
-    cdef GridJob gj
-    cdef Py_ssize_t n, M = c.M, P = c.OH * c.OW
-    cdef int err = CY_OK
     pad.x, pad.xpad = x, c.xpad
     parallel_for((pad.planes + pad.per - 1) // pad.per, c.pad_nt, _pad_task, &pad)
-    if not c.few_rows:
-        j.c, j.y, j.ep, j.failed = c, y, ep0, 0
-        parallel_for(c.N * c.bands * c.msplit, c.nt, _band_task, &j)
-        return CY_ENOMEM if j.failed else CY_OK
-    # Few output rows (7x7 planes: one band): per image, the GEMM splits its rows (M)
-    # across the threads, then the grid is copied into y by channel blocks.
-    gj.M, gj.OH, gj.OW, gj.Wp, gj.block, gj.grid = <int>M, <int>c.OH, <int>c.OW, <int>c.Wp, \
-        c.grid_block, c.grid
-    for n in range(c.N):
-        gj.ep = ep0[0]
-        if gj.ep.residual != NULL:
-            gj.ep.residual = gj.ep.residual + n * M * P
-        gj.y = y + n * M * P
-        err = sgemm_ex(<int>M, <int>c.Q, <int>c.K, 1.0, packed_operand(c.w),
-                       offsets_operand(c.xpad + n * c.C * c.plane, c.off), 0,
-                       gj.y if c.in_place else c.grid, P if c.in_place else c.Q,
-                       &gj.ep if c.in_place or gj.ep.residual == NULL else NULL, c.nt)
-        if err != CY_OK:
-            break
-        if not c.in_place:
-            parallel_for((M + gj.block - 1) // gj.block, c.nt, _grid_task, &gj)
-    return err
-
-
-cdef void _grid_task(void* ctx, long t, int tid) noexcept nogil:
-    cdef GridJob* j = <GridJob*>ctx
-    cdef Py_ssize_t m0 = t * j.block, m1 = task_end(m0, j.block, j.M), m, oh, P = j.OH * j.OW
-    cdef cy_epilogue ep = j.ep
-    for m in range(m0, m1):
-        for oh in range(j.OH):
-            memcpy(j.y + m * P + oh * j.OW, j.grid + (m * j.OH + oh) * j.Wp,
-                   j.OW * sizeof(float))
-    if ep.residual == NULL:
-        return                  # the GEMM applied bias and activation
-    if ep.bias_row != NULL:
-        ep.bias_row = ep.bias_row + m0
-    if ep.slope_row != NULL:
-        ep.slope_row = ep.slope_row + m0
-    ep.residual = ep.residual + m0 * P
-    epilogue_apply(<int>(m1 - m0), <int>P, j.y + m0 * P, P, &ep)
+    j.c, j.y, j.ep, j.failed = c, y, ep0, 0
+    parallel_for(c.N * c.bands * c.msplit, c.nt, _band_task, &j)
+    return CY_ENOMEM if j.failed else CY_OK
 
 
 cdef void _pad_task(void* ctx, long t, int tid) noexcept nogil:
@@ -947,15 +895,13 @@ cdef class ConvPlan:
         # so each piece is still one thread's GEMM copied into y at once. Tiles and the order
         # of every sum are unchanged, so results are bitwise those of one band, one range.
         # Before, such layers ran the whole image as one GEMM splitting M, then copied the
-        # grid in a second parallel region.
+        # grid in a second parallel region. (A conv of a few channels on one band gets
+        # fewer pieces than threads: it is a few microseconds of work.)
         cdef Py_ssize_t mtiles = (c.M + gemm_mr() - 1) // gemm_mr()
         c.msplit = 1
         if c.nt > 1 and c.N * c.bands < 4 * c.nt:
             c.msplit = min(mtiles, (4 * c.nt + c.N * c.bands - 1) // (c.N * c.bands))
-        c.few_rows = c.nt > 1 and c.N * c.bands * c.msplit < 2 * c.nt
-        c.grid_floats = 0 if c.in_place else (
-            c.M * c.Q if c.few_rows else c.nt * c.M * c.band_rows * c.Wp)
-        c.grid_block = <int>units_per_task(c.M, c.OH * c.OW, c.nt)
+        c.grid_floats = 0 if c.in_place else c.nt * c.M * c.band_rows * c.Wp
         c.pad.H, c.pad.W, c.pad.Wp, c.pad.plane = c.H, c.W, c.Wp, c.plane
         c.pad.pt, c.pad.pl, c.pad.planes = geo.pt, geo.pl, c.N * c.C
         c.pad_nt = c.n_threads if c.N * c.C * c.H * c.W >= 65536 else 1

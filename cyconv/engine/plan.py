@@ -38,3 +38,72 @@ def assign_offsets(sizes: dict, lifetimes: dict) -> tuple[dict, int]:
         offsets[v] = offset
         total = max(total, offset + size)
     return offsets, total
+
+
+def concats_in_place(steps, sizes: dict, may_nest) -> tuple[dict, set]:
+    """Concats whose inputs can be written straight into the output's buffer, so the copy
+    is skipped: SqueezeNet's fire modules and GoogLeNet's inception blocks each end in one,
+    and DenseNet concatenates all earlier features before every layer (62 concats, 9 of its
+    78 ms at batch 1 on 2 threads were these copies).
+
+    A concat qualifies when its output is its inputs laid end to end (``op.parts``, each
+    input's floats: one outer block, i.e. axis 1 at batch 1) and every input, and the
+    output, ``may_nest``: is a buffer of its own written by one step (not a feed, constant,
+    graph output, view or in-place output). An input already placed in an earlier concat
+    brings that concat along: DenseNet's concat k is the prefix of concat k+1, so a whole
+    dense block lands in one buffer and no feature is ever copied. The values a run
+    actually writes (the leaves) must stay disjoint: concat(x, y) and concat(x, z) cannot
+    both keep x in place, since y and z would then share the floats after x; the second
+    stays a copy.
+
+    Parameters
+    ----------
+    steps : list of (op, input ids, output ids); a concat step's op has ``parts``
+    sizes : {value: floats}
+    may_nest : callable value -> bool
+
+    Returns
+    -------
+    place : {value: (root, offset in floats)} for every value moved into a concat's buffer;
+        root is the outermost concat's output, the buffer the arena allocates
+    elided : set of the indices of the concat steps that no longer run
+    """
+    parent = {}                  # value -> (the concat output it lies in, offset there)
+    leaves = {}                  # concat output -> [(offset, floats)] of the values written
+
+    def find(v):
+        offset = 0
+        while v in parent:
+            v, o = parent[v]
+            offset += o
+        return v, offset
+
+    elided = set()
+    for k, (op, ins, outs) in enumerate(steps):
+        parts = getattr(op, "parts", None)
+        if parts is None or len(parts) != len(ins) or len(outs) != 1 or \
+                len(set(ins)) != len(ins) or \
+                not may_nest(outs[0]) or not all(may_nest(v) for v in ins):
+            continue
+        out = outs[0]
+        moves, at, fits = {}, 0, True        # root -> its offset in out
+        for v, floats in zip(ins, parts):
+            root, offset = find(v)
+            where = at - offset
+            if where < 0 or where + sizes[root] > sizes[out] or moves.get(root, where) != where:
+                fits = False
+                break
+            moves[root] = where
+            at += floats
+        if not fits:
+            continue
+        spans = sorted((where + lo, where + lo + n) for root, where in moves.items()
+                       for lo, n in leaves.get(root, [(0, sizes[root])]))
+        if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
+            continue
+        leaves[out] = [(lo, hi - lo) for lo, hi in spans]
+        for root, where in moves.items():
+            parent[root] = (out, where)
+            leaves.pop(root, None)
+        elided.add(k)
+    return {v: find(v) for v in parent}, elided

@@ -8,7 +8,8 @@ steps as ``run``'s ``_execute_plain``); memory is then, after each step, the byt
 live run-time tensor (feeds and computed values; constants excluded), counting a buffer once
 even when several values view it, the peak over the run being the high-water mark.
 ``total_ms`` times ``run`` itself. Shapes come from one observed run in either case; steps a
-native plan evaluated when it was made (shape arithmetic) show 0 ms.
+native plan evaluated when it was made (shape arithmetic) or skipped (a Concat whose inputs
+were written in place, engine/plan.py) show 0 ms.
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
                         timings[k].times_ms.append(seconds[j] * 1e3)
             for t in timings:
                 if not t.times_ms:
-                    t.times_ms = [0.0]      # evaluated when the plan was made
+                    t.times_ms = [0.0]      # evaluated when the plan was made, or elided
             peak = plan.arena_bytes + sum(a.nbytes for a in arrays) + \
                 sum(o.nbytes for o in outputs)
         for _ in range(repeats):

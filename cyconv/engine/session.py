@@ -34,7 +34,7 @@ from ..kernels import buffers
 from ..kernels import native as _native
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
-from .plan import assign_offsets
+from .plan import assign_offsets, concats_in_place
 from .registry import (ALIAS, SHAPE_ONLY, NodeContext, RunContext, build_with_attrs,
                        consumed_inputs, lookup)
 
@@ -323,11 +323,20 @@ class InferenceSession:
 
         fed = {slot for slot, _ in feeds}
         outputs = self._graph_output_slots
+        made = {v for op, _, outs in steps if op is not None for v in outs}
+        # Concats whose inputs are written into the output's buffer: those steps go
+        # (plan.py); `nested` values live at an offset of another value's buffer.
+        nested, elided = concats_in_place(
+            steps, {v: int(np.prod(shapes[v])) for v in made},
+            lambda v: v in made and v not in outputs)
+        steps = [st for k, st in enumerate(steps) if k not in elided]
+        nodes = [n for k, n in enumerate(nodes) if k not in elided]
+        grouped = set(nested) | {root for root, _ in nested.values()}
         # In place: an element-wise step writes over an input that no later step, view or
-        # graph output reads (its buffer dies there) when both have the same size.
+        # graph output reads (its buffer dies there) when both have the same size; never in
+        # a concat's buffer, which later steps read as a whole.
         last_read = {v: k for k, (_, ins, _) in enumerate(steps) for v in ins}
         viewed = set(alias_of.values())
-        made = {v for op, _, outs in steps if op is not None for v in outs}
         shared = {}                           # output -> the value whose buffer it takes
         for k, (op, ins, outs) in enumerate(steps):
             j = op.inplace_input if op is not None else -1
@@ -335,6 +344,7 @@ class InferenceSession:
                 continue
             v, o = ins[j], outs[0]
             if (v in made and v not in viewed and v not in outputs and o not in outputs
+                    and v not in grouped and o not in grouped
                     and last_read[v] == k and ins.count(v) == 1
                     and np.prod(shapes[v]) == np.prod(shapes[o])):
                 shared[o] = v
@@ -357,8 +367,15 @@ class InferenceSession:
                     last.setdefault(root(v), k)
         for v in outputs:
             last[root(v)] = len(steps)
+        # a concat's buffer lives from its first input's step to its (or a part's) last read
+        for v, (buffer, _) in nested.items():
+            if v in first:
+                first[buffer] = min(first.get(buffer, len(steps)), first.pop(v))
+            if v in last:
+                last[buffer] = max(last.get(buffer, 0), last.pop(v))
         arena = {v: (first[v], last[v]) for v in first if v not in outputs}
         offsets, total = assign_offsets({v: int(np.prod(shapes[v])) for v in arena}, arena)
+        offsets.update({v: offsets[buffer] + at for v, (buffer, at) in nested.items()})
         offsets.update({o: offsets[root(o)] for o in shared})
         out_spec, written = [], set()
         for v in outputs:

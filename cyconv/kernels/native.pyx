@@ -60,9 +60,14 @@ cdef int _concat_fn(void* params, const float** ins, float** outs) noexcept nogi
 
 
 cdef class ConcatOp(NativeOp):
-    """Concat of float32 tensors along ``axis``: a copy of contiguous blocks per outer index."""
+    """Concat of float32 tensors along ``axis``: a copy of contiguous blocks per outer index.
+
+    ``parts``: when the output is its inputs laid end to end (one outer block: axis 0, or
+    axis 1 at batch 1), each input's size in floats, in order; else None. A memory plan can
+    then place the inputs in the output's buffer and skip the copy (engine/plan.py)."""
     cdef ConcatParams p
     cdef object inner_arr
+    cdef readonly object parts
 
     def __init__(self, shapes, int axis):
         shapes = [tuple(s) for s in shapes]
@@ -77,6 +82,7 @@ cdef class ConcatOp(NativeOp):
         self.p.inner = <Py_ssize_t*>cnp.PyArray_DATA(self.inner_arr)
         self.fn, self.params = _concat_fn, &self.p
         self.what = f"Concat axis {axis} -> {tuple(out)}"
+        self.parts = tuple(int(v) for v in self.inner_arr) if self.p.outer == 1 else None
 
 
 TRANSPOSE_MAX_RANK = 6

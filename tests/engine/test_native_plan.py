@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 import cyconv
 from cyconv import zoo
-from cyconv.engine.plan import ALIGN_FLOATS, assign_offsets
+from cyconv.engine.plan import ALIGN_FLOATS, assign_offsets, concats_in_place
 
 # zoo models whose optimised graph is all native ops, at small input sides
 NATIVE_ZOO = {"lenet5": 32, "cifar_cnn": 32, "squeezenet1_1": 67, "resnet18": 64,
@@ -250,3 +250,102 @@ def test_elementwise_steps_run_in_place(monkeypatch):
     np.testing.assert_array_equal(native.run(None, {"x": x})[0], python.run(None, {"x": x})[0])
     (plan,) = _plans(native).values()
     assert plan is not None and plan.arena_bytes == 8 * 16 * 16 * 4
+
+
+# ---- concats written in place (engine/plan.py concats_in_place) ---------------------------
+
+class _Concat:
+    """A stand-in for a native ConcatOp: its inputs' floats when laid end to end."""
+    def __init__(self, *parts):
+        self.parts = parts
+
+
+def test_concats_in_place_nests_dense_blocks():
+    # DenseNet: c1 = [x, y1], c2 = [x, y1, y2], c3 = [c2, y3]: one buffer, c3's, holds all
+    sizes = {"x": 64, "y1": 32, "y2": 32, "y3": 32, "c1": 96, "c2": 128, "c3": 160}
+    steps = [(None, [], ["x"]), (None, ["x"], ["y1"]),
+             (_Concat(64, 32), ["x", "y1"], ["c1"]), (None, ["c1"], ["y2"]),
+             (_Concat(64, 32, 32), ["x", "y1", "y2"], ["c2"]), (None, ["c2"], ["y3"]),
+             (_Concat(128, 32), ["c2", "y3"], ["c3"])]
+    place, elided = concats_in_place(steps, sizes, lambda v: True)
+    assert elided == {2, 4, 6}
+    assert place == {"x": ("c3", 0), "y1": ("c3", 64), "y2": ("c3", 96), "y3": ("c3", 128),
+                     "c1": ("c3", 0), "c2": ("c3", 0)}
+
+
+def test_concats_in_place_keeps_written_values_apart():
+    # concat(x, y) then concat(x, z): y and z would share the floats after x, so the second
+    # stays a copy; so do a concat of one value twice and one of a value that may not nest
+    sizes = {"x": 8, "y": 4, "z": 4, "a": 12, "b": 12, "d": 16, "e": 12}
+    steps = [(_Concat(8, 4), ["x", "y"], ["a"]), (_Concat(8, 4), ["x", "z"], ["b"]),
+             (_Concat(8, 8), ["x", "x"], ["d"]), (_Concat(8, 4), ["z", "x"], ["e"])]
+    place, elided = concats_in_place(steps, sizes, lambda v: v != "e")
+    assert elided == {0}
+    assert place == {"x": ("a", 0), "y": ("a", 8)}
+    # an op without parts (a copy along another axis, or batch > 1) is never elided
+    place, elided = concats_in_place([(_Concat(), ["x"], ["a"]), (object(), ["x", "y"], ["a"])],
+                                     sizes, lambda v: True)
+    assert elided == set() and place == {}
+
+
+def _concat_model(nodes, outputs, channels=4):
+    f = helper.make_tensor_value_info
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor(f"w{i}", TensorProto.FLOAT, [channels, channels, 3, 3],
+                                rng.standard_normal(channels * channels * 9).astype(np.float32))
+             for i in range(4)]
+    return _graph(nodes, [f("x", TensorProto.FLOAT, [None, channels, 6, 6])],
+                  [f(o, TensorProto.FLOAT, None) for o in outputs], inits)
+
+
+CONCAT_GRAPHS = {
+    # a fire module: two convs of one input, concatenated, then read by a conv
+    "fire": ([helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1] * 4),
+              helper.make_node("Conv", ["x", "w1"], ["b"], pads=[1] * 4),
+              helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+              helper.make_node("Relu", ["c"], ["y"])], ["y"]),
+    # a dense block: each concat the prefix of the next; a part read again after
+    "dense": ([helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1] * 4),
+               helper.make_node("Conv", ["a", "w1"], ["b"], pads=[1] * 4),
+               helper.make_node("Concat", ["a", "b"], ["c1"], axis=1),
+               helper.make_node("Conv", ["b", "w2"], ["d"], pads=[1] * 4),
+               helper.make_node("Concat", ["a", "b", "d"], ["c2"], axis=1),
+               helper.make_node("Concat", ["c2", "c1"], ["c3"], axis=1),
+               helper.make_node("Sigmoid", ["c3"], ["s"]),
+               helper.make_node("Conv", ["b", "w3"], ["e"], pads=[1] * 4),
+               helper.make_node("Mul", ["e", "b"], ["y"])], ["s", "y"]),
+    # copies: a part that is a graph output (c), a concat of one value twice (rr), a feed
+    # and the concat itself an output (y); in place: q, whose part r an element-wise op
+    # would otherwise write over d
+    "edges": ([helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1] * 4),
+               helper.make_node("Conv", ["x", "w1"], ["b"], pads=[1] * 4),
+               helper.make_node("Conv", ["x", "w2"], ["d"], pads=[1] * 4),
+               helper.make_node("Concat", ["a", "b", "d"], ["c"], axis=1),
+               helper.make_node("Relu", ["d"], ["r"]),
+               helper.make_node("Concat", ["r", "b"], ["q"], axis=1),
+               helper.make_node("Sigmoid", ["q"], ["z"]),
+               helper.make_node("Concat", ["r", "r"], ["rr"], axis=1),
+               helper.make_node("Concat", ["c", "rr", "x"], ["y"], axis=1)],
+              ["a", "c", "y", "z"]),
+}
+
+
+@pytest.mark.parametrize("optimize", (True, False))
+@pytest.mark.parametrize("name", sorted(CONCAT_GRAPHS))
+def test_concats_in_place_equal_the_python_loop(name, optimize, monkeypatch):
+    nodes, outputs = CONCAT_GRAPHS[name]
+    model = _concat_model(nodes, outputs)
+    native = cyconv.InferenceSession(model, threads=2, optimize=optimize)
+    monkeypatch.setenv("CYCONV_NATIVE", "0")
+    python = cyconv.InferenceSession(model, threads=2, optimize=optimize)
+    for batch in (1, 3, 1):
+        x = np.random.default_rng(batch).standard_normal((batch, 4, 6, 6), dtype=np.float32)
+        got, want = native.run(None, {"x": x}), python.run(None, {"x": x})
+        for g, w, o in zip(got, want, outputs):
+            np.testing.assert_array_equal(g, w, err_msg=f"{name} {o} batch {batch}")
+    plans = _plans(native)
+    one = plans[((1, 4, 6, 6),)]
+    three = plans[((3, 4, 6, 6),)]
+    assert one is not None and three is not None
+    # at batch 1 some concat runs no copy; at batch 3 (not one block) every one copies
+    assert len(one.nodes) < len(three.nodes)

@@ -947,7 +947,19 @@ cdef class ConvPlan:
             c.split_nt = c.n_threads if c.N * c.C * c.H * c.W >= 65536 else 1
             job.phases, job.Hq, job.Wq = <int>sw, <int>Hq, <int>Wq
         cdef Py_ssize_t nr = gemm_nr(), items = c.N * self.group, per = 1
-        if c.n_threads > 1:
+        # One image of one group: the GEMM splits it (gemm.c, cy_sgemm_ex), by rows or
+        # columns as its cost model finds cheaper, B packed once for all threads when the
+        # rows are split. Column pieces here made every thread stream all the weights and
+        # cut small planes badly: SqueezeNet's 1000-class 1x1 conv at 13x13 (169 columns)
+        # ran 2 pieces of 85 columns (6 panels, the last a third full), DenseNet's 14x14
+        # 1x1 convs 3 pieces on 2 threads. In process, 2 threads, per-node sums: SqueezeNet
+        # 8.33 -> 7.70 ms (that conv 1.82 -> 1.64, the 16 -> 64 1x1 convs at 55x55 -25%),
+        # DenseNet-121 63.2 -> 58.0. Whole runs, 100 ms idle before each 5-run block, 16
+        # blocks (ratios of three runs where measured twice): MobileNetV2 0.74 / 0.97 / 0.94,
+        # GoogLeNet 0.87, ResNet-18 1.03 / 0.98, ResNet-50 0.99, SqueezeNet 1.00 (back to
+        # back without the idle: 0.94 / 0.97). Bitwise the same: the GEMM's pieces are
+        # whole tiles.
+        if c.n_threads > 1 and items > 1:
             # about 4 pieces per thread (slack for a core busy with another process), none
             # narrower than 4 NR panels
             per = (4 * c.n_threads + items - 1) // items

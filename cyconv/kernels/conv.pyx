@@ -99,6 +99,10 @@ cdef extern from *:
 
 cdef extern from "conv_dw.h" nogil:
     int cy_dw_supported(int K, int sh, int sw)
+    int cy_dw_c8_supported(int K, int sh, int sw, int OH, int OW)
+    void cy_dw_c8(const float* x, ptrdiff_t xs, int nc, int H, int W, const float* w,
+                  const float* bias, float* y, ptrdiff_t ys, int OH, int OW, int S, int pt,
+                  int pl, int clamp, float lo, float hi)
     int cy_dw_plane(const float* x, int H, int W, const float* w, float bias, float* y,
                     int OH, int OW, int K, int sh, int sw, int pt, int pl, int clamp,
                     float lo, float hi)
@@ -242,13 +246,26 @@ cdef struct DwJob:
     bint clamp              # vec only: clamp(y, lo, hi) in the kernel (ReLU, Clip)
     float lo, hi
     Py_ssize_t per_piece    # planes per piece (small planes are grouped)
-    Py_ssize_t planes
+    Py_ssize_t planes       # N*M planes, or N*blocks with c8
     const cy_epilogue* ep0
+    bint c8                 # 8 channels at a time (conv_dw_c8_avx2.h): units are
+    Py_ssize_t blocks       # (image, block of 8 channels), `blocks` per image
 
 
 cdef void _dw_task(void* ctx, long piece, int tid) noexcept nogil:
     cdef DwJob* j = <DwJob*>ctx
     cdef Py_ssize_t q = piece * j.per_piece, end = task_end(q, j.per_piece, j.planes)
+    cdef Py_ssize_t n, m0, plane = j.OH * j.OW
+    if j.c8:
+        while q < end:
+            n = q // j.blocks
+            m0 = (q - n * j.blocks) * 8
+            cy_dw_c8(j.xp + (n * j.C + m0) * j.H * j.W, j.H * j.W, <int>min(8, j.M - m0),
+                     <int>j.H, <int>j.W, j.wp + m0 * j.KK, j.bp + m0 if j.bp != NULL else NULL,
+                     j.yp + (n * j.M + m0) * plane, plane, <int>j.OH, <int>j.OW, j.geo.sh,
+                     j.geo.pt, j.geo.pl, j.clamp, j.lo, j.hi)
+            q += 1
+        return
     while q < end:
         _dw_plane(j, q, tid)
         q += 1
@@ -853,9 +870,18 @@ cdef class ConvPlan:
         cdef double work = <double>c.N * c.M * (c.OH * c.OW * job.KK
                                                  * (2 if geo.sh * geo.sw > 1 else 1) + 512)
         c.nt = _threads(work, c.N * c.M, c.n_threads)
+        # Small stride-1 planes of one channel each (MobileNetV2's 14x14 and 7x7 layers):
+        # 8 channels in the vector lanes (conv_dw.h's cy_dw_c8), bitwise the plane kernel's
+        # results. In process, ReLU6, step times: 960 ch @ 7x7 104 -> 77 us on one thread,
+        # 61 -> 40 on two; 576 ch @ 14x14 212 -> 150 us (one); MobileNetV2 b1, 2 threads:
+        # those layers -30%, node sum 8.85 -> 8.42 ms, whole runs 9.38 -> 8.92 ms.
+        job.c8 = (vec and self.multiplier == 1 and not job.extra
+                  and cy_dw_c8_supported(geo.KH, geo.sh, geo.sw, <int>c.OH, <int>c.OW) != 0)
+        job.blocks = (c.M + 7) // 8
         # several planes per piece: a 7x7 plane alone is too little to claim
-        job.planes = c.N * c.M
-        job.per_piece = units_per_task(c.N * c.M, c.OH * c.OW * job.KK, c.nt)
+        job.planes = c.N * (job.blocks if job.c8 else c.M)
+        job.per_piece = units_per_task(job.planes,
+                                       c.OH * c.OW * job.KK * (8 if job.c8 else 1), c.nt)
         c.pieces = (job.planes + job.per_piece - 1) // job.per_piece
 
     cdef void _prepare_offsets(self, ConvCall* c):

@@ -114,6 +114,19 @@ def test_dw_other_shapes_fall_back(rng, k, s, dil):
     check_dw(rng, 1, 4, 13, 17, 1, k, s, (2, 2, 2, 2), dil=dil)
 
 
+@pytest.mark.parametrize("C", [1, 7, 8, 9, 17, 24])
+@pytest.mark.parametrize("H,W,pads", [(7, 7, (1, 1, 1, 1)), (14, 14, (1, 1, 1, 1)),
+                                      (16, 16, (1, 1, 1, 1)), (17, 17, (1, 1, 1, 1)),
+                                      (5, 11, (0, 1, 2, 0)), (1, 1, (1, 1, 1, 1)),
+                                      (9, 6, (0, 0, 0, 0))])
+def test_dw3x3_channel_blocks(rng, C, H, W, pads):
+    # small stride-1 planes run 8 channels at a time in the lanes (conv_dw_c8_avx2.h):
+    # partial blocks, batch 2 (blocks never straddle images), planes up to its 16x16 limit
+    # and one past it (the plane kernel), one-sided pads, ReLU6 in the kernel
+    check_dw(rng, 2, C, H, W, 1, 3, 1, pads, act="Clip", params=(0.0, 6.0))
+    check_dw(rng, 1, C, H, W, 1, 3, 1, pads)
+
+
 def test_mobilenet_sizes(rng):
     check_dw(rng, 1, 32, 112, 112, 1, 3, 1, (1, 1, 1, 1), relu=True)
     check_dw(rng, 1, 24, 56, 56, 1, 3, 2, (1, 1, 1, 1))

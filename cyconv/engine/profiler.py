@@ -145,7 +145,9 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
             totals.append((time.perf_counter() - start) * 1e3)
     finally:
         buffers.set_handler(outer)
-    return Profile(timings, totals, peak, session.fusions, executor)
+    # the graph passes' fusions, and what the native plan did for these shapes
+    fusions = list(session.fusions) + (list(plan.notes) if plan is not None else [])
+    return Profile(timings, totals, peak, fusions, executor)
 
 
 def _input_shape(slots, slot, captured) -> list:

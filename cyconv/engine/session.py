@@ -329,6 +329,8 @@ class InferenceSession:
         nested, elided = concats_in_place(
             steps, {v: int(np.prod(shapes[v])) for v in made},
             lambda v: v in made and v not in outputs)
+        notes = [f"Concat {self._steps[nodes[k]].node_name!r} runs no copy: its inputs are "
+                 f"written into its buffer" for k in sorted(elided)]
         steps = [st for k, st in enumerate(steps) if k not in elided]
         nodes = [n for k, n in enumerate(nodes) if k not in elided]
         grouped = set(nested) | {root for root, _ in nested.values()}
@@ -390,7 +392,7 @@ class InferenceSession:
             out_spec.append((v, shapes[v], copy))
         return _native.NativePlan(steps, n_values, [slot for slot, _ in feeds], out_spec,
                                   list(used_consts.items()), list(offsets.items()), total,
-                                  nodes)
+                                  nodes, notes)
 
     # ----------------------------------------------------------------- helpers
     @staticmethod

@@ -184,6 +184,8 @@ cdef class NativePlan:
     arena_floats : int
     nodes : list of int, optional
         Per step, the index of the session step it runs (for profiles).
+    notes : list of str, optional
+        What the plan did beyond running the steps (concats written in place), for profiles.
     """
     cdef Step* steps
     cdef int n_steps, n_values
@@ -195,6 +197,7 @@ cdef class NativePlan:
     cdef list feed_ids, out_ids, out_shapes, out_copy
     cdef readonly Py_ssize_t arena_bytes
     cdef readonly list nodes
+    cdef readonly list notes
 
     def __cinit__(self):
         self.steps = NULL
@@ -202,7 +205,7 @@ cdef class NativePlan:
         self.ptr_scratch = NULL
 
     def __init__(self, steps, int n_values, feeds, outputs, constants, arena,
-                 Py_ssize_t arena_floats, nodes=None):
+                 Py_ssize_t arena_floats, nodes=None, notes=None):
         cdef int k, i, total = 0
         cdef NativeOp op
         self.n_steps, self.n_values = len(steps), n_values
@@ -250,6 +253,7 @@ cdef class NativePlan:
         self.out_shapes = [tuple(s) for _, s, _ in outputs]
         self.out_copy = [bool(c) for _, _, c in outputs]
         self.nodes = list(nodes) if nodes is not None else list(range(self.n_steps))
+        self.notes = list(notes) if notes is not None else []
 
     def __dealloc__(self):
         free(self.steps)

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 import cyconv
 from cyconv import zoo
 from cyconv.engine.plan import ALIGN_FLOATS, assign_offsets, concats_in_place
+from cyconv.engine.profiler import profile
 
 # zoo models whose optimised graph is all native ops, at small input sides
 NATIVE_ZOO = {"lenet5": 32, "cifar_cnn": 32, "squeezenet1_1": 67, "resnet18": 64,
@@ -349,3 +350,7 @@ def test_concats_in_place_equal_the_python_loop(name, optimize, monkeypatch):
     assert one is not None and three is not None
     # at batch 1 some concat runs no copy; at batch 3 (not one block) every one copies
     assert len(one.nodes) < len(three.nodes)
+    assert one.notes and all("runs no copy" in note for note in one.notes) and not three.notes
+    # cyconv profile lists them with the fusions
+    x = np.zeros((1, 4, 6, 6), np.float32)
+    assert set(one.notes) <= set(profile(native, {"x": x}, repeats=1).fusions)

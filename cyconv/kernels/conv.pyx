@@ -101,8 +101,8 @@ cdef extern from "conv_dw.h" nogil:
     int cy_dw_supported(int K, int sh, int sw)
     int cy_dw_c8_supported(int K, int sh, int sw, int OH, int OW)
     void cy_dw_c8(const float* x, ptrdiff_t xs, int nc, int H, int W, const float* w,
-                  const float* bias, float* y, ptrdiff_t ys, int OH, int OW, int S, int pt,
-                  int pl, int clamp, float lo, float hi)
+                  const float* bias, float* y, ptrdiff_t ys, int OH, int OW, int pt, int pl,
+                  int clamp, float lo, float hi)
     int cy_dw_plane(const float* x, int H, int W, const float* w, float bias, float* y,
                     int OH, int OW, int K, int sh, int sw, int pt, int pl, int clamp,
                     float lo, float hi)
@@ -262,8 +262,8 @@ cdef void _dw_task(void* ctx, long piece, int tid) noexcept nogil:
             m0 = (q - n * j.blocks) * 8
             cy_dw_c8(j.xp + (n * j.C + m0) * j.H * j.W, j.H * j.W, <int>min(8, j.M - m0),
                      <int>j.H, <int>j.W, j.wp + m0 * j.KK, j.bp + m0 if j.bp != NULL else NULL,
-                     j.yp + (n * j.M + m0) * plane, plane, <int>j.OH, <int>j.OW, j.geo.sh,
-                     j.geo.pt, j.geo.pl, j.clamp, j.lo, j.hi)
+                     j.yp + (n * j.M + m0) * plane, plane, <int>j.OH, <int>j.OW, j.geo.pt,
+                     j.geo.pl, j.clamp, j.lo, j.hi)
             q += 1
         return
     while q < end:

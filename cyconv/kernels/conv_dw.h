@@ -85,15 +85,15 @@ static inline int cy_dw_plane(const float *x, int H, int W, const float *w, floa
 }
 
 /* Whether cy_dw_c8 computes a 3x3 depthwise conv (dilation 1) of strides (sh, sw) to an
- * OH x OW plane: stride 1 (at stride 2 the plane kernel was as fast: 4x the input to
- * transpose for the outputs), on AVX2 or AVX-512 (the AVX2 kernel: a 16-lane
- * plane kernel wastes even more lanes on these planes; its speed there is not measured,
- * the results are the same floats), planes small enough for its stack buffers. */
+ * OH x OW plane: stride 1 only (at stride 2 the plane kernel was as fast, having 4x less
+ * input to transpose per output), planes small enough for its stack buffers, on AVX2 and
+ * AVX-512 machines alike (a 16-lane plane kernel wastes even more lanes on such planes; not
+ * timed there, the results are the same floats). */
 static inline int cy_dw_c8_supported(int K, int sh, int sw, int OH, int OW)
 {
 #if CY_DW_X86
     return K == 3 && sh == 1 && sw == 1 && OH >= 1 && OW >= 1 &&
-           cy_dw_isa() >= 1 && cy_dw_c8_fits(OH, OW, sh);
+           cy_dw_isa() >= 1 && cy_dw_c8_fits(OH, OW);
 #else
     (void)K; (void)sh; (void)sw; (void)OH; (void)OW;
     return 0;
@@ -102,14 +102,14 @@ static inline int cy_dw_c8_supported(int K, int sh, int sw, int OH, int OW)
 
 /* nc <= 8 planes at once (conv_dw_c8_avx2.h) when cy_dw_c8_supported */
 static inline void cy_dw_c8(const float *x, ptrdiff_t xs, int nc, int H, int W, const float *w,
-                            const float *bias, float *y, ptrdiff_t ys, int OH, int OW, int S,
-                            int pt, int pl, int clamp, float lo, float hi)
+                            const float *bias, float *y, ptrdiff_t ys, int OH, int OW, int pt,
+                            int pl, int clamp, float lo, float hi)
 {
 #if CY_DW_X86
-    cy_dw_c8_avx2(x, xs, nc, H, W, w, bias, y, ys, OH, OW, S, pt, pl, clamp, lo, hi);
+    cy_dw_c8_avx2(x, xs, nc, H, W, w, bias, y, ys, OH, OW, pt, pl, clamp, lo, hi);
 #else
     (void)x; (void)xs; (void)nc; (void)H; (void)W; (void)w; (void)bias; (void)y; (void)ys;
-    (void)OH; (void)OW; (void)S; (void)pt; (void)pl; (void)clamp; (void)lo; (void)hi;
+    (void)OH; (void)OW; (void)pt; (void)pl; (void)clamp; (void)lo; (void)hi;
 #endif
 }
 #endif

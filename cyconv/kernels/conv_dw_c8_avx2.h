@@ -26,10 +26,10 @@
 #define DWC8_TARGET __attribute__((target("avx2,fma")))
 #define DWC8_INLINE static inline __attribute__((always_inline))
 
-/* The padded input a K = 3 conv of strides S reads for OH x OW outputs: Hp x Wp */
-static inline int cy_dw_c8_fits(int OH, int OW, int S)
+/* The padded input a 3x3 stride-1 conv reads for OH x OW outputs: Hp x Wp */
+static inline int cy_dw_c8_fits(int OH, int OW)
 {
-    const int Hp = (OH - 1) * S + 3, Wp = (OW - 1) * S + 3;
+    const int Hp = OH + 2, Wp = OW + 2;
     return OH * OW <= CY_DW_C8_MAX_OUT && Hp * Wp <= CY_DW_C8_MAX_IN;
 }
 
@@ -61,15 +61,15 @@ DWC8_TARGET DWC8_INLINE __m256i dwc8_mask(int n)
 }
 
 /* nc (1..8) planes of x (H x W, plane stride xs) -> nc planes of y (OH x OW, stride ys):
- * y = clamp(bias + 3x3 conv of strides S (1 or 2), padding pt / pl (bottom and right as the
+ * y = clamp(bias + 3x3 conv of stride 1, padding pt / pl (bottom and right as the
  * output size implies)), clamped to [lo, hi] when clamp is set. w: nc x 9 weights, bias: nc
- * floats or NULL. Requires cy_dw_c8_fits(OH, OW, S). */
+ * floats or NULL. Requires cy_dw_c8_fits(OH, OW). */
 DWC8_TARGET static void cy_dw_c8_avx2(const float *x, ptrdiff_t xs, int nc, int H, int W,
                                       const float *w, const float *bias, float *y,
-                                      ptrdiff_t ys, int OH, int OW, int S, int pt, int pl,
+                                      ptrdiff_t ys, int OH, int OW, int pt, int pl,
                                       int clamp, float lo, float hi)
 {
-    const int Hp = (OH - 1) * S + 3, Wp = (OW - 1) * S + 3;
+    const int Hp = OH + 2, Wp = OW + 2;
     float xb[CY_DW_C8_MAX_IN * 8] __attribute__((aligned(32)));
     float yb[(CY_DW_C8_MAX_OUT + 8) * 8] __attribute__((aligned(32)));
     const __m256 zero = _mm256_setzero_ps();
@@ -109,10 +109,10 @@ DWC8_TARGET static void cy_dw_c8_avx2(const float *x, ptrdiff_t xs, int nc, int 
     const __m256 lov = _mm256_set1_ps(lo), hiv = _mm256_set1_ps(hi);
 
     for (int oh = 0; oh < OH; oh++) {
-        const float *row = xb + 8 * (oh * S * Wp);
+        const float *row = xb + 8 * (oh * Wp);
         float *out = yb + 8 * (oh * OW);
         for (int ow = 0; ow < OW; ow++) {
-            const float *q = row + 8 * (ow * S);
+            const float *q = row + 8 * ow;
             __m256 acc = bv;
 #pragma GCC unroll 3
             for (int ki = 0; ki < 3; ki++)

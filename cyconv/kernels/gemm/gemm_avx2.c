@@ -149,6 +149,27 @@ TARGET INLINE void store_tile_general(const int ROWS, const int COLS, const int 
     }
 }
 
+/* The tile's epilogue: the common case (one K block, a conv's bias, ReLU / ReLU6 or none)
+ * with the activation chosen once per tile instead of per vector, else the general one. */
+TARGET INLINE void store_tile(const int ROWS, const int COLS, const int FULL,
+                              __m256 acc[MR][2], float *c, ptrdiff_t ldc, int mr, int nr,
+                              const cy_tile *t)
+{
+    const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
+    const int act = t->last ? t->act : CY_ACT_NONE;
+    if (t->last && !t->accumulate && t->alpha == 1.0f && !t->bias_col &&
+        (act == CY_ACT_NONE || act == CY_ACT_RELU || act == CY_ACT_CLIP)) {
+        if (act == CY_ACT_RELU)
+            store_tile_fast(ROWS, COLS, FULL, CY_ACT_RELU, acc, c, ldc, mr, m, t);
+        else if (act == CY_ACT_CLIP)
+            store_tile_fast(ROWS, COLS, FULL, CY_ACT_CLIP, acc, c, ldc, mr, m, t);
+        else
+            store_tile_fast(ROWS, COLS, FULL, CY_ACT_NONE, acc, c, ldc, mr, m, t);
+        return;
+    }
+    store_tile_general(ROWS, COLS, FULL, acc, c, ldc, mr, m, t);
+}
+
 /* ROWS <= MR rows, COLS <= 2 ymm columns, FULL (nr == 8 * COLS): compile-time constants
  * after inlining, so the accumulators live in registers. A single row (M = 1) has only 2
  * accumulators, too few to hide the FMA latency, so it keeps two sets (even and odd k) added
@@ -187,21 +208,7 @@ TARGET INLINE void tile(const int OFFS, const int ROWS, const int COLS, const in
         for (int k = 0; k < kc; k++) STEP(acc, k);
     }
 
-    const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
-    const int act = t->last ? t->act : CY_ACT_NONE;
-    if (t->last && !t->accumulate && t->alpha == 1.0f && !t->bias_col &&
-        (act == CY_ACT_NONE || act == CY_ACT_RELU || act == CY_ACT_CLIP)) {
-        /* the common case (one K block, a conv's bias, ReLU / ReLU6 or none), activation
-         * chosen once per tile instead of per vector */
-        if (act == CY_ACT_RELU)
-            store_tile_fast(ROWS, COLS, FULL, CY_ACT_RELU, acc, c, ldc, mr, m, t);
-        else if (act == CY_ACT_CLIP)
-            store_tile_fast(ROWS, COLS, FULL, CY_ACT_CLIP, acc, c, ldc, mr, m, t);
-        else
-            store_tile_fast(ROWS, COLS, FULL, CY_ACT_NONE, acc, c, ldc, mr, m, t);
-        return;
-    }
-    store_tile_general(ROWS, COLS, FULL, acc, c, ldc, mr, m, t);
+    store_tile(ROWS, COLS, FULL, acc, c, ldc, mr, nr, t);
 }
 
 /* A full-height tile of a packed B panel's last NRN <= 4 columns (N = 49: a 7x7 plane's 48
@@ -244,19 +251,7 @@ TARGET INLINE void tile_narrow(const int NRN, int kc, const float *a, const floa
         tacc[i][0] = _mm256_loadu_ps(r);
         tacc[i][1] = zero;
     }
-    const __m256i m[2] = {lane_mask(nr), lane_mask(nr - 8)};
-    const int act = t->last ? t->act : CY_ACT_NONE;
-    if (t->last && !t->accumulate && t->alpha == 1.0f && !t->bias_col &&
-        (act == CY_ACT_NONE || act == CY_ACT_RELU || act == CY_ACT_CLIP)) {
-        if (act == CY_ACT_RELU)
-            store_tile_fast(MR, 1, 0, CY_ACT_RELU, tacc, c, ldc, MR, m, t);
-        else if (act == CY_ACT_CLIP)
-            store_tile_fast(MR, 1, 0, CY_ACT_CLIP, tacc, c, ldc, MR, m, t);
-        else
-            store_tile_fast(MR, 1, 0, CY_ACT_NONE, tacc, c, ldc, MR, m, t);
-        return;
-    }
-    store_tile_general(MR, 1, 0, tacc, c, ldc, MR, m, t);
+    store_tile(MR, 1, 0, tacc, c, ldc, MR, nr, t);
 }
 
 /* The narrow tiles stay out of kernel_body: inlined there beside the tile() instances they

@@ -107,3 +107,53 @@ def concats_in_place(steps, sizes: dict, may_nest) -> tuple[dict, set]:
             leaves.pop(root, None)
         elided.add(k)
     return {v: find(v) for v in parent}, elided
+
+
+def fuse_blocks(steps, fuse, keep) -> tuple[dict, set]:
+    """Chains of three steps that run better as one: an expand step, a middle step that
+    reads only its output, and a last step that reads only the middle's (MobileNet's
+    1x1 expand -> depthwise -> 1x1 project, kernels/conv_block.pxi); or, without an expand,
+    middle -> last. ``fuse(first or None, middle, last)`` gives the fused op or None.
+
+    The fused step runs where the last one did, reading the first step's input (and the
+    last step's other inputs: the residual); the intermediates must be read by nothing else
+    and not be ``keep(value)`` (graph outputs). A step joins one chain at most.
+
+    Returns
+    -------
+    fused : {index of the last step: (op, input ids, output ids, indices of the chain)}
+    gone : set of the indices of the steps it replaces
+    """
+    producer, readers = {}, {}
+    for k, (op, ins, outs) in enumerate(steps):
+        for v in ins:
+            readers[v] = readers.get(v, 0) + 1
+        for v in outs:
+            producer[v] = k
+
+    def single_use(v):
+        k = producer.get(v)
+        if k is None or k in gone or k in fused or readers.get(v) != 1 or keep(v):
+            return None
+        op, ins, outs = steps[k]
+        return k if op is not None and len(ins) == 1 and len(outs) == 1 else None
+
+    fused, gone = {}, set()
+    for last, (op, ins, outs) in enumerate(steps):
+        if op is None or not ins:
+            continue
+        middle = single_use(ins[0])
+        if middle is None:
+            continue
+        first = single_use(steps[middle][1][0])
+        for chain in ([first, middle] if first is not None else [], [middle]):
+            if not chain:
+                continue
+            ops = [steps[k][0] for k in chain]
+            block = fuse(*([None] * (3 - len(chain) - 1) + ops + [op]))
+            if block is not None:
+                fused[last] = (block, [steps[chain[0]][1][0]] + list(ins[1:]), list(outs),
+                               chain + [last])
+                gone.update(chain)
+                break
+    return fused, gone

@@ -31,10 +31,11 @@ from . import passes
 from .._threads import resolve_threads
 from ..converters.onnx_import import import_model
 from ..kernels import buffers
+from ..kernels.conv import fuse_inverted_residual
 from ..kernels import native as _native
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
-from .plan import assign_offsets, concats_in_place
+from .plan import assign_offsets, concats_in_place, fuse_blocks
 from .registry import (ALIAS, SHAPE_ONLY, NodeContext, RunContext, build_with_attrs,
                        consumed_inputs, lookup)
 
@@ -323,14 +324,22 @@ class InferenceSession:
 
         fed = {slot for slot, _ in feeds}
         outputs = self._graph_output_slots
+        # Inverted residual blocks run as one strip-mined step (kernels/conv_block.pxi).
+        fused, gone = fuse_blocks(steps, fuse_inverted_residual, lambda v: v in outputs)
+        notes = [f"Conv {', '.join(repr(self._steps[nodes[k]].node_name) for k in chain)} "
+                 f"run as one step: an inverted residual block in strips of rows"
+                 for _, _, _, chain in fused.values()]
+        steps = [fused[k][:3] if k in fused else st for k, st in enumerate(steps)
+                 if k not in gone]
+        nodes = [n for k, n in enumerate(nodes) if k not in gone]
         made = {v for op, _, outs in steps if op is not None for v in outs}
         # Concats whose inputs are written into the output's buffer: those steps go
         # (plan.py); `nested` values live at an offset of another value's buffer.
         nested, elided = concats_in_place(
             steps, {v: int(np.prod(shapes[v])) for v in made},
             lambda v: v in made and v not in outputs)
-        notes = [f"Concat {self._steps[nodes[k]].node_name!r} runs no copy: its inputs are "
-                 f"written into its buffer" for k in sorted(elided)]
+        notes += [f"Concat {self._steps[nodes[k]].node_name!r} runs no copy: its inputs are "
+                  f"written into its buffer" for k in sorted(elided)]
         steps = [st for k, st in enumerate(steps) if k not in elided]
         nodes = [n for k, n in enumerate(nodes) if k not in elided]
         grouped = set(nested) | {root for root, _ in nested.values()}

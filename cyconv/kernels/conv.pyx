@@ -32,7 +32,7 @@ import os
 import numpy as np
 cimport numpy as cnp
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 from libc.math cimport INFINITY
 
 from cyconv.kernels.gemm._gemm cimport (
@@ -1277,3 +1277,5 @@ cdef class ConvTransposePlan:
             raise RuntimeError(f"ConvTranspose: GEMM failed ({err})")
         return y
 
+
+include "conv_block.pxi"

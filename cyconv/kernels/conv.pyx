@@ -584,14 +584,21 @@ cdef inline double _offsets_work(Py_ssize_t M, Py_ssize_t K, Py_ssize_t H, Py_ss
     return <double>M * K * OH * Wp
 
 
-cdef inline bint offsets_pay(Py_ssize_t C, int sh, int sw, Py_ssize_t Hp,
+cdef inline bint offsets_pay(Py_ssize_t C, Py_ssize_t M, int sh, int sw, Py_ssize_t Hp,
                              Py_ssize_t Wp) noexcept nogil:
     # The row-offset path (_prepare_offsets / _offsets_exec: a kxk stride-1 conv read in place from its
     # padded input, no im2col packing) against im2col + packed GEMM, 2 threads, one image:
     # 0.66-0.9x on padded planes up to 32x32 (the kxk taps of a channel share its 4 KiB),
     # 0.85-1.25x beyond (each k-step reads a row in another page), and slower on 1x1 convs
     # (packing a contiguous copy pays for itself) and on a handful of input channels.
-    return (sh == 1 and sw == 1 and C >= 8 and Hp * Wp <= 1024 and gemm_has_row_offsets())
+    # Beyond 32x32 it still pays when both channel counts are small (C * M <= 1024) and the
+    # padded input fits L2 (<= 320 KiB): MTCNN PNet's 10 -> 16 at 59x79 ran 0.18-0.25 ms
+    # against 0.44-0.47 as im2col + GEMM (2 threads; 0.23 vs 0.65 on one), its 16 -> 32 at
+    # 57x77 0.40-0.48 against 0.53-0.61 as Winograd; at C * M = 3072 (24 -> 128 at 56x56)
+    # Winograd stayed faster (1.75-1.8 vs 2.2-3.7 ms). In-process A/B, medians.
+    if not (sh == 1 and sw == 1 and C >= 8 and gemm_has_row_offsets()):
+        return False
+    return Hp * Wp <= 1024 or (C * M <= 1024 and C * Hp * Wp <= 81920)
 
 
 def winograd_applies(int KH, int KW, strides, dilations, int group):
@@ -617,7 +624,7 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     # Few channels on a small plane: the row-offset path (no transforms, no packing) is
     # faster, measured at 2 threads: 32->32 at 30x30 140 vs 166 us, 64->64 at 13x13 81 vs
     # 111, 32->128 at 27x27 238 vs 275; from ~96->208 (C*M ~ 20k) on, Winograd wins.
-    if C * M <= 8192 and offsets_pay(C, 1, 1, OH + 2, OW + 2):
+    if C * M <= 8192 and offsets_pay(C, M, 1, 1, OH + 2, OW + 2):
         return 0
     if N * ((OH + 3) // 4) * ((OW + 3) // 4) >= 16:
         return 4
@@ -1007,13 +1014,13 @@ cdef class ConvPlan:
         cdef Py_ssize_t Hp = H + geo.pt + geo.pb, Wp = W + geo.pl + geo.pr
         if not OFFSETS_ENABLED or self.KH * self.KW == 1 or self.group != 1:
             return False
-        if offsets_pay(self.C, geo.sh, geo.sw, Hp, Wp):
+        if offsets_pay(self.C, self.M, geo.sh, geo.sw, Hp, Wp):
             return True
         # Few input channels: only tiny convs (LeNet's), which then run on one thread
         # (_prepare_offsets): packing im2col cost more than their multiply-adds. LeNet-5's
         # 1->6 5x5 on 32x32: 11-16 -> 8 us; 6->16 on 14x14: 14-23 -> 9 us; 3->32 3x3 on
         # 30x30 (too big for this) ran 19 us as im2col on two threads, 28-32 us here.
-        return (offsets_pay(8, geo.sh, geo.sw, Hp, Wp)
+        return (offsets_pay(8, self.M, geo.sh, geo.sw, Hp, Wp)
                 and _offsets_work(self.M, self.C * self.KH * self.KW, H, W, geo) <= TINY_WORK)
 
 

@@ -121,8 +121,13 @@ def test_choice():
     w = np.zeros((32, 32, 3, 3), np.float32)
     plan = kc.ConvPlan(w, None, (1, 1), (1, 1), 1)
     assert plan.uses_row_offsets(30, 30, (1, 1, 1, 1)) is True     # padded 32x32 = 1024
-    assert plan.uses_row_offsets(31, 31, (1, 1, 1, 1)) is False    # padded 33x33
-    assert plan.uses_row_offsets(56, 56, (1, 1, 1, 1)) is False    # large plane: im2col
+    # beyond 32x32 only with few channels (C * M <= 1024) and a padded input <= 320 KiB
+    assert plan.uses_row_offsets(31, 31, (1, 1, 1, 1)) is True     # 32 x 33 x 33 floats
+    assert plan.uses_row_offsets(56, 56, (1, 1, 1, 1)) is False    # 32 x 58 x 58 > 81920
+    assert not kc.ConvPlan(np.zeros((64, 32, 3, 3), np.float32), None, (1, 1), (1, 1),
+                           1).uses_row_offsets(31, 31, (1, 1, 1, 1))  # C * M = 2048
+    assert kc.ConvPlan(np.zeros((16, 10, 3, 3), np.float32), None, (1, 1), (1, 1),
+                       1).uses_row_offsets(59, 79, (0, 0, 0, 0))     # MTCNN PNet's second
     assert not kc.ConvPlan(np.zeros((8, 8, 1, 1), np.float32), None, (1, 1), (1, 1),
                            1).uses_row_offsets(7, 7, (0, 0, 0, 0))  # 1x1: packed copy pays
     # few input channels: only tiny convs (LeNet's), which then run on one thread

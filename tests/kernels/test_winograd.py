@@ -179,7 +179,7 @@ def test_dynamic_size_picks_winograd_per_input_shape(rng, monkeypatch):
     from onnx import TensorProto, helper, numpy_helper
 
     from cyconv.engine.session import InferenceSession
-    w = (rand(rng, 32, 32, 3, 3) / 17).astype(np.float32)
+    w = (rand(rng, 48, 32, 3, 3) / 17).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["N", 32, "H", "W"])], [helper.make_tensor_value_info(
@@ -188,7 +188,8 @@ def test_dynamic_size_picks_winograd_per_input_shape(rng, monkeypatch):
     dynamic = InferenceSession(model)
     monkeypatch.setenv("CYCONV_WINOGRAD", "0")
     direct = InferenceSession(model)
-    # 40x40: Winograd (a padded plane over 32x32; below, few channels take the row-offset path)
+    # 40x40: Winograd (a padded plane over 32x32 and C * M > 1024; below, few channels take
+    # the row-offset path)
     for size, winograd in ((40, True), (3, False), (40, True)):
         x = rand(rng, 1, 32, size, size)
         got, = dynamic.run(None, {"x": x})

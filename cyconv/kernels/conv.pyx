@@ -590,15 +590,18 @@ cdef inline bint offsets_pay(Py_ssize_t C, Py_ssize_t M, int sh, int sw, Py_ssiz
     # padded input, no im2col packing) against im2col + packed GEMM, 2 threads, one image:
     # 0.66-0.9x on padded planes up to 32x32 (the kxk taps of a channel share its 4 KiB),
     # 0.85-1.25x beyond (each k-step reads a row in another page), and slower on 1x1 convs
-    # (packing a contiguous copy pays for itself) and on a handful of input channels.
-    # Beyond 32x32 it still pays when both channel counts are small (C * M <= 1024) and the
-    # padded input fits L2 (<= 320 KiB): MTCNN PNet's 10 -> 16 at 59x79 ran 0.18-0.25 ms
-    # against 0.44-0.47 as im2col + GEMM (2 threads; 0.23 vs 0.65 on one), its 16 -> 32 at
-    # 57x77 0.40-0.48 against 0.53-0.61 as Winograd; at C * M = 3072 (24 -> 128 at 56x56)
-    # Winograd stayed faster (1.75-1.8 vs 2.2-3.7 ms). In-process A/B, medians.
-    if not (sh == 1 and sw == 1 and C >= 8 and gemm_has_row_offsets()):
+    # (packing a contiguous copy pays for itself). It also pays, on any plane and any number of input channels, when both channel counts
+    # are small (C * M <= 1024) and the padded input fits L2 (<= 320 KiB). In-process A/B,
+    # 2 threads, medians: MTCNN PNet's 3 -> 10 at 120x160 0.22 vs 0.47 ms as im2col + GEMM,
+    # its 10 -> 16 at 59x79 0.18-0.25 vs 0.44-0.47 (0.23 vs 0.65 on one thread), its
+    # 16 -> 32 at 57x77 0.40-0.48 vs 0.53-0.61 as Winograd; the CIFAR CNN's 3 -> 32 at 32x32
+    # 41 vs 55 us. At C * M = 3072 (24 -> 128 at 56x56) Winograd stayed faster (1.75-1.8 vs
+    # 2.2-3.7 ms), and VGG's 3 -> 64 at 224x224 (613 KiB padded) ran the same either way.
+    if not (sh == 1 and sw == 1 and gemm_has_row_offsets()):
         return False
-    return Hp * Wp <= 1024 or (C * M <= 1024 and C * Hp * Wp <= 81920)
+    if C * M <= 1024 and C * Hp * Wp <= 81920:
+        return True
+    return C >= 8 and Hp * Wp <= 1024
 
 
 def winograd_applies(int KH, int KW, strides, dilations, int group):

@@ -133,8 +133,13 @@ def test_choice():
     # few input channels: only tiny convs (LeNet's), which then run on one thread
     assert kc.ConvPlan(np.zeros((8, 4, 3, 3), np.float32), None, (1, 1), (1, 1),
                        1).uses_row_offsets(7, 7, (1, 1, 1, 1))
-    assert not kc.ConvPlan(np.zeros((64, 4, 3, 3), np.float32), None, (1, 1), (1, 1),
-                           1).uses_row_offsets(30, 30, (1, 1, 1, 1))
+    assert not kc.ConvPlan(np.zeros((512, 4, 3, 3), np.float32), None, (1, 1), (1, 1),
+                           1).uses_row_offsets(30, 30, (1, 1, 1, 1))   # C * M = 2048
+    # few channels each way on a plane whose padded input fits 320 KiB: PNet's first conv;
+    # VGG's (3 x 226 x 226 floats) is too big
+    rgb = kc.ConvPlan(np.zeros((10, 3, 3, 3), np.float32), None, (1, 1), (1, 1), 1)
+    assert rgb.uses_row_offsets(120, 160, (0, 0, 0, 0))
+    assert not rgb.uses_row_offsets(224, 224, (1, 1, 1, 1))
     assert not kc.ConvPlan(w, None, (2, 2), (1, 1), 1).uses_row_offsets(16, 16, (1, 1, 1, 1))
 
 

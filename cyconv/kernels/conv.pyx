@@ -624,12 +624,23 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     """
     if C < 16 or M < 16:
         return 0
-    # Few channels on a small plane: the row-offset path (no transforms, no packing) is
-    # faster, measured at 2 threads: 32->32 at 30x30 140 vs 166 us, 64->64 at 13x13 81 vs
-    # 111, 32->128 at 27x27 238 vs 275; from ~96->208 (C*M ~ 20k) on, Winograd wins.
-    if C * M <= 8192 and offsets_pay(C, M, 1, 1, OH + 2, OW + 2):
+    # Where the row-offset path applies (no transforms, no packing), Winograd pays once a
+    # tile's multiplies saved (~ C * M) outweigh its transforms (~ C + M), from about
+    # C * M >= 20 (C + M) on, but only while its 4x weights stay in cache from one run to
+    # the next: up to C * M = 2275 (320 KiB of F(4x4) weights). In-process A/B, 2 threads,
+    # one layer alone, row offsets vs F(4x4): 16->96 at 28x28 215 vs 250-286 us, 24->48 at
+    # 28x28 157 vs 174, 32->32 at 30x30 194-203 vs 200-202 (below the ratio); 32->64 at
+    # 15x15 68 vs 48 (the CIFAR CNN: 0.62 -> 0.59 ms). Alone, larger layers ran faster as
+    # Winograd too (64->64 at 13x13 100 vs 75 us, 128->32 at 28x28 405 vs 355), but in
+    # DenseNet-121, whose 36 such layers' F(4x4) weights take 21 MB, the model ran 10%
+    # slower; so from C * M > 2275 up to 8192 the row offsets stay, as measured when that
+    # path was new. Without F(4x4) tiles to fill (7x7 planes), row offsets beat F(2x2) up
+    # to C * M = 8192: 128->32 41 vs 53 us, 64->64 52 vs 61; 160->320 474-505 vs 315-320.
+    cdef bint f4 = N * ((OH + 3) // 4) * ((OW + 3) // 4) >= 16
+    if C * M <= 8192 and offsets_pay(C, M, 1, 1, OH + 2, OW + 2) and (
+            C * M < 20 * (C + M) or C * M > 2275 or not f4):
         return 0
-    if N * ((OH + 3) // 4) * ((OW + 3) // 4) >= 16:
+    if f4:
         return 4
     if N * ((OH + 1) // 2) * ((OW + 1) // 2) >= 16 and C * M <= 256 * 256:
         return 2

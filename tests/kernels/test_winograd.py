@@ -198,3 +198,24 @@ def test_dynamic_size_picks_winograd_per_input_shape(rng, monkeypatch):
         assert np.abs(got - exact).max() <= TOL * np.abs(exact).max()
         # Winograd rounds differently from the direct GEMM: bitwise equal only without it
         assert np.array_equal(got, want) is not winograd
+
+
+def test_tile_choice():
+    # no Winograd without 16 tiles to fill a panel, nor on few channels (C = 3 stems)
+    assert kc.winograd_tile(3, 64, 1, 56, 56) == 0
+    assert kc.winograd_tile(256, 256, 1, 56, 56) == 4
+    assert kc.winograd_tile(256, 256, 1, 7, 7) == 2        # 16 tiles of 2x2
+    assert kc.winograd_tile(512, 512, 1, 7, 7) == 0        # F(2x2) weights too big to stream
+    assert kc.winograd_tile(256, 256, 1, 3, 3) == 0        # 4 tiles
+    if not kc.ConvPlan(np.zeros((8, 8, 3, 3), np.float32), None, (1, 1), (1, 1),
+                       1).uses_row_offsets(8, 8, (1, 1, 1, 1)):
+        return                                           # no row-offset kernel on this ISA
+    # where the row-offset path applies: Winograd from C * M >= 20 (C + M) up to C * M =
+    # 2275 (its weights in cache), above that the row offsets up to C * M = 8192
+    assert kc.winograd_tile(32, 64, 1, 15, 15) == 4        # 2048 >= 1920
+    assert kc.winograd_tile(16, 96, 1, 28, 28) == 0        # 1536 < 2240
+    assert kc.winograd_tile(32, 32, 1, 30, 30) == 0
+    assert kc.winograd_tile(128, 32, 1, 28, 28) == 0       # 4096 > 2275
+    assert kc.winograd_tile(96, 128, 1, 28, 28) == 4       # 12288 > 8192
+    assert kc.winograd_tile(128, 32, 1, 7, 7) == 0         # no F(4x4): row offsets
+    assert kc.winograd_tile(160, 320, 1, 7, 7) == 2

@@ -74,3 +74,19 @@ def test_profile_peak_memory_counts_live_activations():
     assert result.peak_activation_bytes == 2 * 4096
     assert [n.op_type for n in result.nodes] == ["Relu", "Neg", "Relu"]
     assert all(len(n.times_ms) == 2 for n in result.nodes)
+
+
+def test_profile_needs_a_timed_run():
+    import pytest
+    from cyconv.engine.profiler import profile
+    from cyconv.engine.session import InferenceSession
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    sess = InferenceSession(helper.make_model(graph))
+    for repeats, warmup in ((0, 0), (0, 1), (2, -1)):
+        with pytest.raises(ValueError, match="repeats must be >= 1"):
+            profile(sess, {"x": np.ones(4, np.float32)}, repeats=repeats, warmup=warmup)
+    assert len(profile(sess, {"x": np.ones(4, np.float32)}, repeats=1, warmup=0).nodes) == 1

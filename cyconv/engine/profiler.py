@@ -86,6 +86,9 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
     """Run ``session`` on ``feed`` ``warmup + repeats`` times, timing every node, then
     ``repeats`` times unobserved for ``total_ms``: the hooks (shapes, live bytes) cost time
     per step that a plain run does not pay (17 ms over DenseNet-121's 300 steps)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"profile: repeats must be >= 1 and warmup >= 0, got repeats="
+                         f"{repeats}, warmup={warmup}")
     feeds = session._check_feed(feed)
     constant_ids = {id(v) for v in session._initial_slots if v is not None}
     timings = [NodeTiming(step.node_name, step.op_type, [], []) for step in session._steps]

@@ -27,9 +27,11 @@ cdef enum:
     # machines measured, the rest for the GEMMs' packed panels and the weights (128 KiB
     # and 512 KiB measured the same, within the noise)
     BLOCK_STRIP_FLOATS = 65536
-    # the smallest depthwise input plane fused: 56x56. Below it the intermediates stay in
-    # L2 between the steps anyway (28x28 measured no faster fused).
-    FUSE_MIN_PLANE = 3136
+    # the smallest depthwise input plane fused: 28x28. MobileNetV2, 2 threads, in process,
+    # against 56x56: batch 1 0.97-0.98x, batch 8 0.95-0.97x; 14x14 too was 3-10% slower
+    # than 28x28 (those intermediates stay in L2 between the steps anyway, and the GEMMs
+    # lose more to the strips than the copies they save)
+    FUSE_MIN_PLANE = 784
 
 
 cdef struct BlockCall:

@@ -271,18 +271,22 @@ cdef void _dw_task(void* ctx, long piece, int tid) noexcept nogil:
         q += 1
 
 
+cdef inline void _dw_channel(const DwJob* j, Py_ssize_t m, const float* x, Py_ssize_t H,
+                             float* y, Py_ssize_t OH, Geometry geo) noexcept nogil:
+    # output channel m over OH rows from x's H rows (geo: the job's, or a strip's pads):
+    # the vector kernel where it applies, else the scalar one
+    cdef float b = j.bp[m] if j.bp != NULL else 0.0
+    if not (j.vec and cy_dw_plane(x, <int>H, <int>j.W, j.wp + m * j.KK, b, y, <int>OH,
+                                  <int>j.OW, geo.KH, geo.sh, geo.sw, geo.pt, geo.pl,
+                                  j.clamp, j.lo, j.hi)):
+        _depthwise_plane(x, j.wp + m * j.KK, b, y, H, j.W, OH, j.OW, geo, j.relu)
+
+
 cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
     cdef Py_ssize_t n = q // j.M, m = q - n * j.M, plane = j.OH * j.OW
-    cdef const float* x = j.xp + (n * j.C + m // j.mult) * j.H * j.W
-    cdef float b = j.bp[m] if j.bp != NULL else 0.0
     cdef float* y = j.yp + q * plane
     cdef cy_epilogue ep
-    if j.vec and cy_dw_plane(x, <int>j.H, <int>j.W, j.wp + m * j.KK, b, y, <int>j.OH,
-                             <int>j.OW, j.geo.KH, j.geo.sh, j.geo.sw, j.geo.pt, j.geo.pl,
-                             j.clamp, j.lo, j.hi):
-        pass
-    else:
-        _depthwise_plane(x, j.wp + m * j.KK, b, y, j.H, j.W, j.OH, j.OW, j.geo, j.relu)
+    _dw_channel(j, m, j.xp + (n * j.C + m // j.mult) * j.H * j.W, j.H, y, j.OH, j.geo)
     if j.extra:
         # the plane is OH rows of one channel m: its PRelu slope is a scalar
         ep = j.ep0[0]

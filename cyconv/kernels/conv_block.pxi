@@ -125,14 +125,8 @@ cdef void _block_task(void* ctx, long t, int tid) noexcept nogil:
         # the strip's depthwise rows: local input row 0 is image row r0
         strip.pt = <int>(r0 - (o0 * geo.sh - geo.pt))
         for ch in range(b.Cexp):
-            if not (dw.vec and cy_dw_plane(
-                    src + ch * src_stride, <int>(r1 - r0), <int>W, dw.wp + ch * dw.KK,
-                    dw.bp[ch] if dw.bp != NULL else 0.0, d + ch * b.S * b.OW,
-                    <int>(o1 - o0), <int>b.OW, geo.KH, geo.sh, geo.sw, strip.pt, geo.pl,
-                    dw.clamp, dw.lo, dw.hi)):
-                _depthwise_plane(src + ch * src_stride, dw.wp + ch * dw.KK,
-                                 dw.bp[ch] if dw.bp != NULL else 0.0, d + ch * b.S * b.OW,
-                                 r1 - r0, W, o1 - o0, b.OW, strip, dw.relu)
+            _dw_channel(dw, ch, src + ch * src_stride, r1 - r0, d + ch * b.S * b.OW,
+                        o1 - o0, strip)
         ep = b.project.ep
         ep.residual = j.z + n * b.Cout * P + o0 * b.OW if j.z != NULL else NULL
         ep.ldr = P

@@ -78,41 +78,31 @@ def _block_model(cin, cexp, cout, hw, stride=1, kernel=3, pads=None, expand=True
                              ir_version=8).SerializeToString()
 
 
-def _native_and_python(model, threads, monkeypatch):
-    native = cyconv.InferenceSession(model, threads=threads)
-    monkeypatch.setenv("CYCONV_NATIVE", "0")
-    python = cyconv.InferenceSession(model, threads=threads)
-    monkeypatch.delenv("CYCONV_NATIVE")
-    return native, python
-
-
 def check_block(spec, threads, batches=(1, 2, 3)):
     """The native plan (fused where it applies) against the Python loop (bitwise) and ONNX
     Runtime; returns the notes of the plans made."""
     model = _block_model(**spec)
     native = cyconv.InferenceSession(model, threads=threads)
+    before = os.environ.get("CYCONV_NATIVE")
     os.environ["CYCONV_NATIVE"] = "0"
     try:
         python = cyconv.InferenceSession(model, threads=threads)
     finally:
-        del os.environ["CYCONV_NATIVE"]
+        if before is None:
+            del os.environ["CYCONV_NATIVE"]
+        else:
+            os.environ["CYCONV_NATIVE"] = before
     ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     h, w = spec["hw"]
     for batch in batches:
         x = np.random.default_rng(batch).standard_normal((batch, spec["cin"], h, w),
                                                          dtype=np.float32)
-        (got,) = native.run(None, {"x": x})
-        (want,) = python.run(None, {"x": x})
-        np.testing.assert_array_equal(got, want, err_msg=f"{spec} batch {batch}")
-        (peer,) = ref.run(None, {"x": x})
-        np.testing.assert_allclose(got, peer, rtol=1e-4, atol=1e-4)
+        for got, want, peer in zip(native.run(None, {"x": x}), python.run(None, {"x": x}),
+                                   ref.run(None, {"x": x})):
+            np.testing.assert_array_equal(got, want, err_msg=f"{spec} batch {batch}")
+            np.testing.assert_allclose(got, peer, rtol=1e-4, atol=1e-4)
     assert len(native._native_plans) == len(set(batches))
     return [p.notes for p in native._native_plans.values()]
-
-
-def _notes(sess):
-    (plan,) = [p for p in sess._native_plans.values() if p is not None]
-    return plan.notes
 
 
 BLOCKS = {
@@ -164,7 +154,7 @@ def test_fused_block_results_do_not_depend_on_threads():
 
 @pytest.mark.parametrize("case", ["expanded value is an output", "depthwise PRelu",
                                   "small plane"])
-def test_blocks_that_stay_three_steps(case, monkeypatch):
+def test_blocks_that_stay_three_steps(case):
     spec = dict(cin=16, cexp=32, cout=16, hw=(56, 56))
     if case == "expanded value is an output":
         spec["expanded_output"] = True
@@ -172,12 +162,8 @@ def test_blocks_that_stay_three_steps(case, monkeypatch):
         spec["dw_act"] = "PRelu"           # its epilogue runs outside the depthwise kernel
     else:
         spec["hw"] = (27, 27)              # intermediates stay in cache: not worth fusing
-    model = _block_model(**spec)
-    native, python = _native_and_python(model, 2, monkeypatch)
-    x = np.random.default_rng(1).standard_normal((2, 16) + spec["hw"], dtype=np.float32)
-    for got, want in zip(native.run(None, {"x": x}), python.run(None, {"x": x})):
-        np.testing.assert_array_equal(got, want)
-    fused = [note for note in _notes(native) if FUSED_NOTE in note]
+    (notes,) = check_block(spec, 2, batches=(2,))
+    fused = [note for note in notes if FUSED_NOTE in note]
     if case == "expanded value is an output":
         # the expand's output must be written: only depthwise -> project fuse
         assert len(fused) == 1 and fused[0].count("', '") == 1, fused

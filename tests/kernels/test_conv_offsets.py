@@ -159,3 +159,13 @@ def test_other_isas_use_im2col(cap):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.abspath(__file__)))
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("N,H,W,kw,pads,act,residual", [
+    (1, 27, 27, 3, (1, 1, 1, 1), "Relu", True),    # 783 grid columns, bands of 7 panels
+    (2, 20, 23, 3, (1, 1, 1, 1), "Clip", False),    # 2 images, a band ends inside a row
+    (1, 30, 19, 1, (1, 0, 1, 0), None, True)])      # in-place grid (Wp == OW), cut mid-row
+def test_bands_cut_mid_row(rng, N, H, W, kw, pads, act, residual):
+    # with several threads an image's grid is cut into bands of whole NR panels, not whole
+    # rows: the copy into y and the residual's epilogue pass start and end inside rows
+    check(rng, N, 8, H, W, 20, 3, 1, pads, act=act, residual=residual, kw=kw)

@@ -300,10 +300,12 @@ cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
 
 
 cdef struct SplitJob:
-    # ConvPlan._prepare_gemm's phase split: task t = planes [t*per, (t+1)*per) of the N*C
+    # a phase split of x (gemm/im2col.h): task t = planes [t*per, (t+1)*per) of the N*C, each
+    # into sh*sw phase planes of Hq x Wq; by column phase only (sh = 1) for the GEMM path's
+    # im2col, by row and column phase for a strided row-offset conv
     const float* x
     float* xq
-    Py_ssize_t H, W, pt, pl, sw, Hq, Wq, planes, per
+    Py_ssize_t H, W, pt, pl, sh, sw, Hq, Wq, planes, per
 
 
 cdef struct PadJob:
@@ -365,12 +367,13 @@ cdef struct ConvCall:
     int wino_tile
     DwJob dw                # depthwise: planes in pieces
     Py_ssize_t pieces
-    # row-offset path: the zero-padded images (Hp x Wp planes) read by row offsets off[K];
+    # row-offset path: the zero-padded images (Hp x Wp planes; with strides, their sh*sw
+    # phase planes of Hq x Wq each, SplitJob sj) read by row offsets off[K];
     # pieces are bands of band_cols columns of the padded-width grid (whole NR panels, the
     # last band of an image ending at Q) x msplit ranges of output channels, each a GEMM
     # into the thread's grid buffer (M x band_cols) copied into y
     Py_ssize_t Wp, plane, Q, K, band_cols, bands, msplit
-    bint in_place
+    bint in_place, phased   # phased: strided, x phase split (sj) instead of padded (pad)
     PadJob pad
     int pad_nt
     # GEMM path: (image, group) items cut into `per` column ranges; the phase split of x
@@ -403,10 +406,16 @@ cdef _Scratch _scratch_for(ConvCall* c):
     if c.off_count:
         s.off = np.empty(c.off_count, np.intp)
         c.off = <ptrdiff_t*>cnp.PyArray_DATA(s.off)
+        # tap (kh, kw) of channel ch: phase (kh*dh % sh, kw*dw % sw) of the channel's split,
+        # from its row kh*dh // sh and column kw*dw // sw (stride 1: the padded plane itself)
         for ch in range(c.C):
             for kh in range(c.geo.KH):
                 for kw in range(c.geo.KW):
-                    c.off[k] = ch * c.plane + kh * c.geo.dh * c.Wp + kw * c.geo.dw
+                    c.off[k] = (ch * c.plane
+                                + ((kh * c.geo.dh) % c.geo.sh * c.geo.sw
+                                   + (kw * c.geo.dw) % c.geo.sw) * c.sj.Hq * c.Wp
+                                + (kh * c.geo.dh) // c.geo.sh * c.Wp
+                                + (kw * c.geo.dw) // c.geo.sw)
                     k += 1
     if c.grid_floats + c.xq_floats:
         s.rest = np.empty(c.grid_floats + c.xq_floats, np.float32)
@@ -451,9 +460,14 @@ cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
     # GEMM over threads (M) instead, then copying the grid in a second region, ran CIFAR-size
     # layers (32 -> 32 at 30x30) at 1.2-1.3x of one thread on two.
     cdef PadJob pad = c.pad
+    cdef SplitJob sj = c.sj
     cdef BandJob j
-    pad.x, pad.xpad = x, c.xpad
-    parallel_for((pad.planes + pad.per - 1) // pad.per, c.pad_nt, _pad_task, &pad)
+    if c.phased:
+        sj.x, sj.xq = x, c.xpad
+        parallel_for((sj.planes + sj.per - 1) // sj.per, c.pad_nt, _split_task, &sj)
+    else:
+        pad.x, pad.xpad = x, c.xpad
+        parallel_for((pad.planes + pad.per - 1) // pad.per, c.pad_nt, _pad_task, &pad)
     j.c, j.y, j.ep, j.failed = c, y, ep0, 0
     parallel_for(c.N * c.bands * c.msplit, c.nt, _band_task, &j)
     return CY_ENOMEM if j.failed else CY_OK
@@ -588,15 +602,16 @@ cdef enum:
 
 cdef inline double _offsets_work(Py_ssize_t M, Py_ssize_t K, Py_ssize_t H, Py_ssize_t W,
                                  Geometry geo) noexcept nogil:
-    # M x K x (OH * Wp): the row-offset GEMM's multiply-adds for one image
-    cdef Py_ssize_t Wp = W + geo.pl + geo.pr
+    # M x K x (OH * Wq): the row-offset GEMM's multiply-adds for one image (Wq: the grid's
+    # row, the padded width / column stride)
+    cdef Py_ssize_t Wq = (W + geo.pl + geo.pr + geo.sw - 1) // geo.sw
     cdef Py_ssize_t OH = (H + geo.pt + geo.pb - (geo.KH - 1) * geo.dh - 1) // geo.sh + 1
-    return <double>M * K * OH * Wp
+    return <double>M * K * OH * Wq
 
 
 cdef inline bint offsets_pay(Py_ssize_t C, Py_ssize_t M, int sh, int sw, Py_ssize_t Hp,
                              Py_ssize_t Wp) noexcept nogil:
-    # The row-offset path (_prepare_offsets / _offsets_exec: a kxk stride-1 conv read in place from its
+    # The row-offset path (_prepare_offsets / _offsets_exec: a kxk conv read in place from its
     # padded input, no im2col packing) against im2col + packed GEMM, 2 threads, one image:
     # 0.66-0.9x on padded planes up to 32x32 (the kxk taps of a channel share its 4 KiB),
     # 0.85-1.25x beyond (each k-step reads a row in another page), and slower on 1x1 convs
@@ -607,8 +622,17 @@ cdef inline bint offsets_pay(Py_ssize_t C, Py_ssize_t M, int sh, int sw, Py_ssiz
     # 16 -> 32 at 57x77 0.40-0.48 vs 0.53-0.61 as Winograd; the CIFAR CNN's 3 -> 32 at 32x32
     # 41 vs 55 us. At C * M = 3072 (24 -> 128 at 56x56) Winograd stayed faster (1.75-1.8 vs
     # 2.2-3.7 ms), and VGG's 3 -> 64 at 224x224 (613 KiB padded) ran the same either way.
-    if not (sh == 1 and sw == 1 and gemm_has_row_offsets()):
+    if not gemm_has_row_offsets():
         return False
+    if sh > 1 or sw > 1:
+        # Strided, x split by row and column phase (_prepare_offsets): the first convs of
+        # ImageNet models, few channels on a big plane, whose im2col packing outweighed
+        # their few multiply-adds per column. In-process A/B against im2col + GEMM (2 threads,
+        # one layer, ReLU): 7x7 s2 3 -> 64 at 224x224 0.81-0.89x, AlexNet's 11x11 s4 0.84-0.86x,
+        # 3 -> 8 3x3 s2 at 64..128 0.46-0.63x on one thread, 0.8-0.97x on two; 3x3 s2
+        # 3 -> 32/64 at 224 0.94-1.08x. Many channels did not pay: 64 -> 64 s2 at 112x112 and
+        # 128 -> 128 at 56x56 1.15x, 64 -> 128 at 56x56 0.91-1.13x, 256 -> 256 at 28x28 1.06x.
+        return C * M <= 1024 and C * Hp * Wp <= 262144
     if C * M <= 1024 and C * Hp * Wp <= 81920:
         return True
     return C >= 8 and Hp * Wp <= 1024
@@ -921,14 +945,18 @@ cdef class ConvPlan:
         # q = oh*Wp + ow (ow < Wp), is the padded image itself from c*Hp*Wp + kh*dh*Wp + kw*dw
         # on. The micro-kernel reads those rows directly (gemm.h's row_off), so nothing is
         # packed; the grid's Wp - OW extra columns per row are computed and dropped when the
-        # grid is copied into y, with the epilogue.
+        # grid is copied into y, with the epilogue. A strided conv reads x split by row and
+        # column phase instead (gemm/im2col.h): each tap is then a stride-1 read of one phase
+        # plane, Hq x Wq = the padded plane / (sh, sw), and the grid is OH x Wq.
         cdef Geometry geo = c.geo
         cdef Py_ssize_t Hp = c.H + geo.pt + geo.pb, P = c.OH * c.OW
         cdef Py_ssize_t nr = gemm_nr(), per_image
         c.path = PATH_OFFSETS
         c.w = <const float*>cnp.PyArray_DATA(self.w_packed)
-        c.Wp = c.W + geo.pl + geo.pr
-        c.plane = Hp * c.Wp
+        c.phased = geo.sh > 1 or geo.sw > 1
+        c.Wp = (c.W + geo.pl + geo.pr + geo.sw - 1) // geo.sw
+        c.sj.Hq = (Hp + geo.sh - 1) // geo.sh
+        c.plane = geo.sh * geo.sw * c.sj.Hq * c.Wp
         c.Q = c.OH * c.Wp
         c.K = c.C * self.KH * self.KW
         # the images one after another; the last grid row's panel of the last image reads up
@@ -969,6 +997,8 @@ cdef class ConvPlan:
         c.pad.pt, c.pad.pl, c.pad.planes = geo.pt, geo.pl, c.N * c.C
         c.pad_nt = c.n_threads if c.N * c.C * c.H * c.W >= 65536 else 1
         c.pad.per = units_per_task(c.pad.planes, c.H * c.W, c.pad_nt)
+        c.sj.H, c.sj.W, c.sj.pt, c.sj.pl, c.sj.sh, c.sj.sw = c.H, c.W, geo.pt, geo.pl, geo.sh, geo.sw
+        c.sj.Wq, c.sj.planes, c.sj.per = c.Wp, c.N * c.C, c.pad.per
 
     cdef void _prepare_gemm(self, ConvCall* c, bint has_pre):
         # One parallel region for the whole op: pieces are (image, group, column range),
@@ -1003,7 +1033,7 @@ cdef class ConvPlan:
             Wq = (c.W + geo.pl + geo.pr + sw - 1) // sw
             # + 16: the packer copies runs in whole 16-float chunks (gemm/im2col.c)
             c.xq_floats = c.N * c.C * sw * Hq * Wq + 16
-            c.sj.H, c.sj.W, c.sj.pt, c.sj.pl, c.sj.sw = c.H, c.W, geo.pt, geo.pl, sw
+            c.sj.H, c.sj.W, c.sj.pt, c.sj.pl, c.sj.sh, c.sj.sw = c.H, c.W, geo.pt, geo.pl, 1, sw
             c.sj.Hq, c.sj.Wq = Hq, Wq
             c.sj.planes = c.N * c.C
             c.sj.per = units_per_task(c.sj.planes, sw * Hq * Wq, c.n_threads)
@@ -1058,8 +1088,8 @@ cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
     cdef SplitJob* j = <SplitJob*>ctx
     cdef Py_ssize_t p
     for p in range(t * j.per, task_end(t * j.per, j.per, j.planes)):
-        phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sw,
-                    <int>j.Hq, <int>j.Wq, j.xq + p * j.sw * j.Hq * j.Wq)
+        phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sh,
+                    <int>j.sw, <int>j.Hq, <int>j.Wq, j.xq + p * j.sh * j.sw * j.Hq * j.Wq)
 
 
 cdef void _conv_task(void* ctx, long r, int tid) noexcept nogil:

@@ -33,7 +33,7 @@ def isa(request):
     _gemm.set_isa(prev)
 
 
-def check(rng, N, C, H, W, M, k, d, pads, act=None, residual=False, kw=None):
+def check(rng, N, C, H, W, M, k, d, pads, act=None, residual=False, kw=None, strides=(1, 1)):
     kw = k if kw is None else kw
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((M, C, k, kw)).astype(np.float32)
@@ -41,10 +41,10 @@ def check(rng, N, C, H, W, M, k, d, pads, act=None, residual=False, kw=None):
     kwargs = {"activation": act, "act_alpha": 0.1, "act_beta": 0.0} if act == "LeakyRelu" \
         else {"activation": act, "act_alpha": -1.0, "act_beta": 2.0} if act == "Clip" \
         else {"activation": act}
-    plan = kc.ConvPlan(w, b, (1, 1), (d, d), 1, **kwargs)
+    plan = kc.ConvPlan(w, b, strides, (d, d), 1, **kwargs)
     assert plan.uses_row_offsets(H, W, pads), (C, H, W, M, k, pads)
     want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                          strides=[1, 1], dilations=[d, d], pads=list(pads))
+                          strides=list(strides), dilations=[d, d], pads=list(pads))
     z = rng.standard_normal(want.shape).astype(np.float32) if residual else None
     if z is not None:
         want = want + z
@@ -140,7 +140,14 @@ def test_choice():
     rgb = kc.ConvPlan(np.zeros((10, 3, 3, 3), np.float32), None, (1, 1), (1, 1), 1)
     assert rgb.uses_row_offsets(120, 160, (0, 0, 0, 0))
     assert not rgb.uses_row_offsets(224, 224, (1, 1, 1, 1))
-    assert not kc.ConvPlan(w, None, (2, 2), (1, 1), 1).uses_row_offsets(16, 16, (1, 1, 1, 1))
+    # strided: split by phase, few channels each way on an input up to 1 MiB (first convs)
+    assert kc.ConvPlan(np.zeros((64, 3, 7, 7), np.float32), None, (2, 2), (1, 1),
+                       1).uses_row_offsets(224, 224, (3, 3, 3, 3))    # ResNet's conv1
+    assert kc.ConvPlan(w, None, (2, 2), (1, 1), 1).uses_row_offsets(16, 16, (1, 1, 1, 1))
+    assert not kc.ConvPlan(np.zeros((64, 64, 3, 3), np.float32), None, (2, 2), (1, 1),
+                           1).uses_row_offsets(56, 56, (1, 1, 1, 1))  # C * M = 4096
+    assert not kc.ConvPlan(np.zeros((32, 8, 3, 3), np.float32), None, (2, 2), (1, 1),
+                           1).uses_row_offsets(190, 190, (1, 1, 1, 1))  # 8 x 192 x 192 floats
 
 
 @pytest.mark.parametrize("cap", ["generic"])
@@ -169,3 +176,18 @@ def test_bands_cut_mid_row(rng, N, H, W, kw, pads, act, residual):
     # with several threads an image's grid is cut into bands of whole NR panels, not whole
     # rows: the copy into y and the residual's epilogue pass start and end inside rows
     check(rng, N, 8, H, W, 20, 3, 1, pads, act=act, residual=residual, kw=kw)
+
+
+@pytest.mark.parametrize("N,C,H,W,M,k,kw,strides,d,pads,act,residual", [
+    (1, 3, 64, 64, 16, 7, 7, (2, 2), 1, (3, 3, 3, 3), "Relu", False),   # ResNet's conv1, small
+    (2, 3, 47, 47, 10, 11, 11, (4, 4), 1, (0, 0, 0, 0), None, True),    # AlexNet's conv1
+    (1, 3, 48, 96, 8, 3, 3, (2, 2), 1, (1, 1, 1, 1), "Clip", False),    # PaddleOCR's first
+    (1, 4, 20, 21, 7, 3, 3, (2, 1), 1, (1, 0, 2, 1), "LeakyRelu", True),  # rows only
+    (1, 4, 20, 21, 7, 3, 3, (1, 2), 2, (1, 2, 0, 1), None, False),       # columns, dilated
+    (2, 6, 15, 15, 9, 5, 5, (3, 3), 1, (2, 2, 2, 2), "Relu", True),      # stride 3
+    (1, 8, 23, 18, 12, 3, 2, (2, 3), 2, (0, 1, 1, 0), None, False),      # odd everything
+    (1, 5, 9, 9, 13, 3, 1, (2, 2), 1, (0, 0, 0, 0), "Relu", True)])      # in-place grid (Wq == OW)
+def test_strided(rng, N, C, H, W, M, k, kw, strides, d, pads, act, residual):
+    # strided convs read x split by row and column phase: each tap a stride-1 read of one
+    # phase plane (gemm/im2col.h cy_im2col_phase_split)
+    check(rng, N, C, H, W, M, k, d, pads, act=act, residual=residual, kw=kw, strides=strides)

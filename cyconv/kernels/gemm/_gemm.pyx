@@ -105,9 +105,9 @@ cdef cy_pack_b_fn im2col_packer() noexcept nogil:
 cdef cy_pack_b_fn preact_packer() noexcept nogil:
     return <cy_pack_b_fn>cy_preact_pack_b
 
-cdef void phase_split(const float *x, int H, int W, int pt, int pl, int sw, int Hp, int Wq,
-                      float *dst) noexcept nogil:
-    cy_im2col_phase_split(x, H, W, pt, pl, sw, Hp, Wq, dst)
+cdef void phase_split(const float *x, int H, int W, int pt, int pl, int sh, int sw, int Hq,
+                      int Wq, float *dst) noexcept nogil:
+    cy_im2col_phase_split(x, H, W, pt, pl, sh, sw, Hq, Wq, dst)
 
 cdef int gemm_mr() noexcept nogil:
     return cy_gemm_mr()

@@ -159,17 +159,18 @@ CY_CLONES void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc,
         pack_direct(g, k0, kc, j0, nc, NR, dst);
 }
 
-CY_CLONES void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sw,
-                                     int Hp, int Wq, float *dst)
+CY_CLONES void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sh,
+                                     int sw, int Hq, int Wq, float *dst)
 {
+    for (int a = 0; a < sh; a++)
     for (int p = 0; p < sw; p++) {
         /* columns j in [ja, jb) read x column j*sw + p - pl inside [0, W) */
         int ja = 0, jb = Wq;
         while (ja < Wq && ja * sw + p - pl < 0) ja++;
         while (jb > ja && (jb - 1) * sw + p - pl >= W) jb--;
-        for (int r = 0; r < Hp; r++) {
-            float *d = dst + ((size_t)p * Hp + r) * Wq;
-            const int ih = r - pt;
+        for (int r = 0; r < Hq; r++) {
+            float *d = dst + (((size_t)a * sw + p) * Hq + r) * Wq;
+            const int ih = r * sh + a - pt;
             if (ih < 0 || ih >= H) {
                 memset(d, 0, (size_t)Wq * sizeof(float));
                 continue;

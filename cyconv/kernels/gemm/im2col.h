@@ -24,13 +24,16 @@ typedef struct cy_im2col {
     int phases;
 } cy_im2col;
 
-/* One image plane, zero-padded and split by column phase for a conv of column stride sw:
- * dst[p][r][j] = x[r - pt][j*sw + p - pl] (0 outside x), p < sw, r < Hp, j < Wq, where
- * Wq >= ceil((W + pl + pr) / sw). Every stride-sw tap of the padded image is then a
- * contiguous run of one phase row, so im2col packs strided convs (ResNet's 7x7 and 3x3
- * stride-2 layers) with plain copies instead of strided gathers and edge tests. */
-void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sw, int Hp,
-                           int Wq, float *dst);
+/* One image plane, zero-padded and split by row and column phase for a conv of strides
+ * (sh, sw): dst[a][p][r][j] = x[r*sh + a - pt][j*sw + p - pl] (0 outside x), a < sh, p < sw,
+ * r < Hq, j < Wq, where Hq >= ceil((H + pt + pb) / sh) and Wq >= ceil((W + pl + pr) / sw).
+ * Every stride-sw tap of the padded image is then a contiguous run of one phase row, so
+ * im2col packs strided convs (ResNet's 7x7 and 3x3 stride-2 layers) with plain copies
+ * instead of strided gathers and edge tests (sh = 1: rows unsplit); with the rows split too,
+ * tap (kh, kw) of output (oh, ow) is element (oh + kh/sh, ow + kw/sw) of phase
+ * (kh % sh, kw % sw): a stride-1 read, which the row-offset GEMM takes in place. */
+void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sh, int sw,
+                           int Hq, int Wq, float *dst);
 
 /* cy_pack_b_fn for ctx = const cy_im2col *. */
 void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst);

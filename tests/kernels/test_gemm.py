@@ -233,3 +233,26 @@ def test_concurrent_callers(rng):
         outs = list(ex.map(lambda t: _gemm.sgemm(a, b, n_threads=2 + t % 2), range(16)))
     for o in outs:
         np.testing.assert_array_equal(o, want)
+
+
+@pytest.mark.parametrize("M,nr", [(1280, 1), (960, 1), (12, 1), (13, 1), (150, 2), (144, 3),
+                                  (577, 4), (18, 4), (31, 1)])
+def test_narrow_last_panel(isa, rng, M, nr):
+    # a last panel of 1-4 columns (N = 49: a 7x7 plane) runs its full-height tiles several
+    # at a time (gemm_isa.h, kernel_edge), blocks of MC rows and a ragged last tile included;
+    # every element is the chain of FMAs the 16-column tile computes: bitwise the columns of
+    # a wider product, with bias, PRelu-like slopes, residual and activation, on any threads
+    K, N = 70, 48 + nr
+    a, b = rand(rng, M, K), rand(rng, K, 64)
+    bias, z, slopes = rand(rng, M), rand(rng, M, 64), rand(rng, M)
+    for kwargs in ({}, {"bias_row": bias, "act": "relu"}, {"bias_row": bias, "residual": z},
+                   {"slope_row": slopes, "act": "PRelu"}):
+        wide = _gemm.sgemm(_gemm.pack_a(a), b, **kwargs)
+        narrow_kwargs = dict(kwargs, residual=np.ascontiguousarray(z[:, :N])) \
+            if "residual" in kwargs else kwargs
+        outs = [_gemm.sgemm(aa, np.ascontiguousarray(b[:, :N]), n_threads=t, **narrow_kwargs)
+                for aa in (a, _gemm.pack_a(a)) for t in (1, 2, 3)]
+        for o in outs:
+            np.testing.assert_array_equal(o, wide[:, :N])
+        if "residual" in kwargs:
+            check(outs[0], reference(a, b[:, :N], bias_row=bias) + z[:, :N], K)

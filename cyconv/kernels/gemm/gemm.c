@@ -261,9 +261,30 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                  * other order: its two row tiles share each whole-K B panel while it is in
                  * L2, where the row order reread all of the NC columns' panels from L3. */
                 const int n_ir = (mc + MR - 1) / MR, n_jr = (nc + NR - 1) / NR;
+                /* A packed B's last panel of 1-4 columns (N = 49: a 7x7 plane) runs for
+                 * the full-height tiles together (isa->kernel_edge, several row tiles'
+                 * FMA chains in flight), when the row order reaches the last full tile of
+                 * this block; each element is computed as the tile-by-tile kernel does. */
+                const int edge_nr = nc - (n_jr - 1) * NR, full_tiles = mc / MR;
+                const int edge_batch = isa->kernel_edge && !B->row_off && !small_m &&
+                                       edge_nr <= 4 && full_tiles >= 2;
                 for (int q = 0; q < n_ir * n_jr; q++) {
                     const int ir = (small_m ? q % n_ir : q / n_jr) * MR;
                     const int jr = (small_m ? q / n_ir : q % n_jr) * NR;
+                    if (edge_batch && jr == (n_jr - 1) * NR && ir / MR < full_tiles) {
+                        if (ir / MR == full_tiles - 1) {
+                            t.bias_row = bias_row ? bias_row + ic : NULL;
+                            t.slope_row = slope_row ? slope_row + ic : NULL;
+                            t.bias_col = bias_col ? bias_col + jc + jr : NULL;
+                            t.residual = residual ? residual + (ptrdiff_t)ic * t.ldr + jc + jr
+                                                  : NULL;
+                            isa->kernel_edge(kc, ap, a_stride, full_tiles,
+                                             bp + (jr / NR) * b_stride,
+                                             C + (ptrdiff_t)ic * ldc + jc + jr, ldc, edge_nr,
+                                             &t);
+                        }
+                        continue;
+                    }
                     t.bias_row = bias_row ? bias_row + ic + ir : NULL;
                     t.slope_row = slope_row ? slope_row + ic + ir : NULL;
                     const float *a_panel = ap + (ir / MR) * a_stride;

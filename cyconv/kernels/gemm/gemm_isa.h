@@ -51,6 +51,15 @@ typedef void (*cy_epilogue_fn)(int M, int N, float *c, ptrdiff_t ldc, const cy_e
 typedef void (*cy_gemv_kernel)(int kc, const float *x, const float *b, ptrdiff_t b_stride,
                                float *c, int nc, const cy_tile *t);
 
+/* Optional: `tiles` full MR-row tiles (A micro-panels a_stride floats apart, C rows and the
+ * tile's bias, slope and residual rows following on) against one packed B panel's last
+ * nr <= 4 columns, several tiles at once so that enough independent FMA chains are in
+ * flight. Each C element must be the same chain of FMAs, in the same order, as cy_ukernel
+ * computes it: which tiles run together depends on the threads' pieces. */
+typedef void (*cy_ukernel_edge)(int kc, const float *a, ptrdiff_t a_stride, int tiles,
+                                const float *b, float *c, ptrdiff_t ldc, int nr,
+                                const cy_tile *t);
+
 typedef struct cy_gemm_isa {
     const char *name;
     int mr, nr;              /* register tile */
@@ -59,6 +68,7 @@ typedef struct cy_gemm_isa {
     cy_epilogue_fn epilogue;
     cy_gemv_kernel gemv;     /* or NULL: M == 1 runs the MR x NR kernel */
     cy_ukernel_offsets kernel_offsets;   /* or NULL: no B operand given by row offsets */
+    cy_ukernel_edge kernel_edge;         /* or NULL: narrow last panels tile by tile */
 } cy_gemm_isa;
 
 /* Defined in gemm_<isa>.c; the x86 ones exist only when the compiler targets x86. */

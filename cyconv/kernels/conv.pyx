@@ -14,6 +14,9 @@ Conv as GEMM, per (image, group)::
 stored: the GEMM packs each block of it straight from the image into its B panels
 (gemm/im2col.h). A 1x1 stride-1 unpadded conv needs no col: x[n, g] is already Kg x P.
 3x3 stride-1 convs may run as Winograd F(4x4, 3x3) or F(2x2, 3x3) instead (gemm/winograd.h).
+Convs on small planes or few channels read col in place instead, by row offsets into the
+zero-padded image (strided ones: into its row and column phase split), over a padded-width
+grid of outputs (ConvPlan._prepare_offsets).
 Bias, the residual z (a skip connection, same shape as y) and the activation run in the GEMM
 epilogue:
 ``y = act(conv(x) + bias + z)`` (com.microsoft FusedConv). Depthwise convs (g == C,

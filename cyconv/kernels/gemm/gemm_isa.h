@@ -33,7 +33,7 @@ typedef void (*cy_ukernel)(int kc, const float *a, const float *b, float *c, ptr
                            int mr, int nr, const cy_tile *t);
 
 /* The micro-kernel with B's row k at b + boff[k] (columns contiguous) instead of a packed
- * panel: a stride-1 conv read straight from its zero-padded input (cy_operand.row_off). */
+ * panel: a conv read straight from its zero-padded input (cy_operand.row_off). */
 typedef void (*cy_ukernel_offsets)(int kc, const float *a, const float *b,
                                    const ptrdiff_t *boff, float *c, ptrdiff_t ldc, int mr,
                                    int nr, const cy_tile *t);

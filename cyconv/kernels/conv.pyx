@@ -371,7 +371,8 @@ cdef struct ConvCall:
     DwJob dw                # depthwise: planes in pieces
     Py_ssize_t pieces
     # row-offset path: the zero-padded images (Hp x Wp planes; with strides, their sh*sw
-    # phase planes of Hq x Wq each, SplitJob sj) read by row offsets off[K];
+    # phase planes of Hq x Wq each, SplitJob sj, and Wp holds Wq: the grid's row) read by
+    # row offsets off[K];
     # pieces are bands of band_cols columns of the padded-width grid (whole NR panels, the
     # last band of an image ending at Q) x msplit ranges of output channels, each a GEMM
     # into the thread's grid buffer (M x band_cols) copied into y

@@ -211,54 +211,28 @@ TARGET INLINE void tile(const int OFFS, const int ROWS, const int COLS, const in
     store_tile(ROWS, COLS, FULL, acc, c, ldc, mr, nr, t);
 }
 
-/* A full-height tile of a packed B panel's last NRN <= 4 columns (N = 49: a 7x7 plane's 48
- * + 1), with the rows in the lanes: per step one load of the step's MR floats of A (and two
- * of the next step's, unused), NRN broadcasts of B and NRN FMAs, where the 6 x 16 tile spent
- * 6 broadcasts and 6-12 FMAs on one column as on sixteen (M = 1280, K = 320: N = 49 took 0.86
- * ms, N = 48 0.65). Each C element is the same chain of FMAs in the same order as in tile(),
- * so the results are the same floats; the epilogue is tile()'s, after a transpose. In-process
- * A/B, one thread, B packed per call, medians: 1280 x 49 x 320 743 -> 695 us, 160 x 49 x 960
- * 275 -> 254, 576 x 196 x 96 344 -> 330; other shapes unchanged. */
-TARGET INLINE void tile_narrow(const int NRN, int kc, const float *a, const float *b,
-                               float *c, ptrdiff_t ldc, int nr, const cy_tile *t)
+/* t for the tile `rows` rows further down: its bias, slope and residual rows. */
+INLINE cy_tile tile_rows_down(const cy_tile *t, int rows)
 {
-    __m256 acc[4];
-#pragma GCC unroll 4
-    for (int j = 0; j < NRN; j++) acc[j] = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 1 < kc; k++) {
-        const float *ak = a + k * MR, *bk = b + k * NR;
-        _mm_prefetch((const char *)(ak + A_PREFETCH), _MM_HINT_T0);
-        const __m256 av = _mm256_loadu_ps(ak);       /* lanes 6, 7: step k+1's, unused */
-#pragma GCC unroll 4
-        for (int j = 0; j < NRN; j++)
-            acc[j] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(bk + j), acc[j]);
-    }
-    {   /* the last step: lanes 6 and 7 would lie past the panel */
-        const __m256 av = _mm256_maskload_ps(a + k * MR, lane_mask(MR));
-#pragma GCC unroll 4
-        for (int j = 0; j < NRN; j++)
-            acc[j] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(b + k * NR + j), acc[j]);
-    }
-    float rows[4][8];
-#pragma GCC unroll 4
-    for (int j = 0; j < NRN; j++) _mm256_storeu_ps(rows[j], acc[j]);
-    __m256 tacc[MR][2];
-    const __m256 zero = _mm256_setzero_ps();
-    for (int i = 0; i < MR; i++) {
-        float r[8] = {0};
-        for (int j = 0; j < NRN; j++) r[j] = rows[j][i];
-        tacc[i][0] = _mm256_loadu_ps(r);
-        tacc[i][1] = zero;
-    }
-    store_tile(MR, 1, 0, tacc, c, ldc, MR, nr, t);
+    cy_tile d = *t;
+    if (d.bias_row) d.bias_row += rows;
+    if (d.slope_row) d.slope_row += rows;
+    if (d.residual) d.residual += (ptrdiff_t)rows * d.ldr;
+    return d;
 }
 
-/* R full-height tiles at once against the narrow panel (cy_ukernel_edge): tile_narrow alone
- * has NRN chains of dependent FMAs, one step each per FMA latency (4 cycles on Zen 3), so a
- * 1-column edge cost 2/3 of a whole 16-column panel; R tiles side by side run R x NRN chains
- * (8 or 9: 8 FMAs in flight fill both pipes), each element the same chain as alone. In-process
- * A/B against tile by tile, 1x1 convs with ReLU, medians: 320 -> 1280 at 7x7 0.92-0.97x on
+/* R full-height tiles (A micro-panels a_stride apart, C rows following on) against a packed B
+ * panel's last NRN <= 4 columns (N = 49: a 7x7 plane's 48 + 1), with the rows in the lanes:
+ * per step and tile one load of the step's MR floats of A (and two of the next step's,
+ * unused), NRN broadcasts of B shared by the tiles, NRN FMAs, where the 6 x 16 tile spent
+ * 6 broadcasts and 6-12 FMAs on one column as on sixteen (M = 1280, K = 320: N = 49 took 0.86
+ * ms, N = 48 0.65; one tile at a time, 1280 x 49 x 320 743 -> 695 us on one thread). Each C
+ * element is the same chain of FMAs in the same order as in tile(), so the results are the
+ * same floats; the epilogue is tile()'s, after a transpose.
+ * One tile alone has only NRN dependent chains, one step each per FMA latency (4 cycles on
+ * Zen 3): its 1-column edge cost 2/3 of a whole 16-column panel. R tiles side by side run
+ * R x NRN chains (8 or 9: 8 FMAs in flight fill both pipes; kernel_edge_avx2). In-process A/B
+ * against one tile at a time, 1x1 convs with ReLU, medians: 320 -> 1280 at 7x7 0.92-0.97x on
  * 2 threads (0.92 on one), 960 -> 160 0.94x (160 -> 960 0.91 on one), ResNet-50's 512 -> 2048
  * and 2048 -> 512 at 7x7 0.93-0.95x; 14x14 layers (4-column edge, 2 tiles) 0.96-0.99x. */
 TARGET INLINE void tiles_narrow(const int R, const int NRN, int kc, const float *a,
@@ -306,10 +280,7 @@ TARGET INLINE void tiles_narrow(const int R, const int NRN, int kc, const float 
             tacc[i][0] = _mm256_loadu_ps(v);
             tacc[i][1] = zero;
         }
-        cy_tile tr = *t;
-        if (tr.bias_row) tr.bias_row += r * MR;
-        if (tr.slope_row) tr.slope_row += r * MR;
-        if (tr.residual) tr.residual += r * MR * tr.ldr;
+        const cy_tile tr = tile_rows_down(t, r * MR);
         store_tile(MR, 1, 0, tacc, c + r * MR * ldc, ldc, MR, nr, &tr);
     }
 }
@@ -320,10 +291,10 @@ __attribute__((noinline)) TARGET static void narrow_edge(int kc, const float *a,
                                                         float *c, ptrdiff_t ldc, int nr,
                                                         const cy_tile *t)
 {
-    if (nr == 1) tile_narrow(1, kc, a, b, c, ldc, nr, t);
-    else if (nr == 2) tile_narrow(2, kc, a, b, c, ldc, nr, t);
-    else if (nr == 3) tile_narrow(3, kc, a, b, c, ldc, nr, t);
-    else tile_narrow(4, kc, a, b, c, ldc, nr, t);
+    if (nr == 1) tiles_narrow(1, 1, kc, a, 0, b, c, ldc, nr, t);
+    else if (nr == 2) tiles_narrow(1, 2, kc, a, 0, b, c, ldc, nr, t);
+    else if (nr == 3) tiles_narrow(1, 3, kc, a, 0, b, c, ldc, nr, t);
+    else tiles_narrow(1, 4, kc, a, 0, b, c, ldc, nr, t);
 }
 
 /* cy_ukernel_edge: groups of R tiles (R x NRN = 8 or 9 chains), the rest one by one. */
@@ -334,27 +305,19 @@ __attribute__((noinline)) TARGET static void kernel_edge_avx2(int kc, const floa
                                                              const cy_tile *t)
 {
     const int R = nr == 1 ? 8 : nr == 2 ? 4 : nr == 3 ? 3 : 2;
-    cy_tile tg = *t;
     int r = 0;
-    for (; r < tiles; r += R) {
-        tg.bias_row = t->bias_row ? t->bias_row + r * MR : NULL;
-        tg.slope_row = t->slope_row ? t->slope_row + r * MR : NULL;
-        tg.residual = t->residual ? t->residual + r * MR * t->ldr : NULL;
+    for (; r + R <= tiles; r += R) {
+        const cy_tile tg = tile_rows_down(t, r * MR);
         const float *ar = a + r * a_stride;
         float *cr = c + r * MR * ldc;
-        if (tiles - r < R) {
-            for (int q = r; q < tiles; q++) {
-                tg.bias_row = t->bias_row ? t->bias_row + q * MR : NULL;
-                tg.slope_row = t->slope_row ? t->slope_row + q * MR : NULL;
-                tg.residual = t->residual ? t->residual + q * MR * t->ldr : NULL;
-                narrow_edge(kc, a + q * a_stride, b, c + q * MR * ldc, ldc, nr, &tg);
-            }
-            break;
-        }
         if (nr == 1) tiles_narrow(8, 1, kc, ar, a_stride, b, cr, ldc, nr, &tg);
         else if (nr == 2) tiles_narrow(4, 2, kc, ar, a_stride, b, cr, ldc, nr, &tg);
         else if (nr == 3) tiles_narrow(3, 3, kc, ar, a_stride, b, cr, ldc, nr, &tg);
         else tiles_narrow(2, 4, kc, ar, a_stride, b, cr, ldc, nr, &tg);
+    }
+    for (; r < tiles; r++) {
+        const cy_tile tg = tile_rows_down(t, r * MR);
+        narrow_edge(kc, a + r * a_stride, b, c + r * MR * ldc, ldc, nr, &tg);
     }
 }
 

@@ -186,7 +186,8 @@ def test_bands_cut_mid_row(rng, N, H, W, kw, pads, act, residual):
     (1, 4, 20, 21, 7, 3, 3, (1, 2), 2, (1, 2, 0, 1), None, False),       # columns, dilated
     (2, 6, 15, 15, 9, 5, 5, (3, 3), 1, (2, 2, 2, 2), "Relu", True),      # stride 3
     (1, 8, 23, 18, 12, 3, 2, (2, 3), 2, (0, 1, 1, 0), None, False),      # odd everything
-    (1, 5, 9, 9, 13, 3, 1, (2, 2), 1, (0, 0, 0, 0), "Relu", True)])      # in-place grid (Wq == OW)
+    (1, 5, 9, 9, 13, 3, 1, (2, 2), 1, (0, 0, 0, 0), "Relu", True),       # in-place grid (Wq == OW)
+    (1, 3, 5, 2101, 4, 3, 3, (2, 2), 1, (1, 1, 1, 1), None, False)])    # rows past the split's stage
 def test_strided(rng, N, C, H, W, M, k, kw, strides, d, pads, act, residual):
     # strided convs read x split by row and column phase: each tap a stride-1 read of one
     # phase plane (gemm/im2col.h cy_im2col_phase_split)

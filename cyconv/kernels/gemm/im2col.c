@@ -180,45 +180,37 @@ split_columns2(const float *xr, int W, int pl, int Wq, float *d0, float *d1)
     }
 }
 
+/* Phase p of row xr (x's row, column 0 at xr[0]) into d: d[j] = x column j*sw + p - pl,
+ * zero outside [0, W). */
+static inline __attribute__((always_inline)) void
+split_phase(const float *xr, int W, int pl, int sw, int p, int Wq, float *d)
+{
+    int ja = 0, jb = Wq;                /* columns j in [ja, jb) fall inside the image */
+    while (ja < Wq && ja * sw + p - pl < 0) ja++;
+    while (jb > ja && (jb - 1) * sw + p - pl >= W) jb--;
+    for (int j = 0; j < ja; j++) d[j] = 0.0f;
+    for (int j = ja; j < jb; j++) d[j] = xr[(ptrdiff_t)j * sw + p - pl];
+    for (int j = jb; j < Wq; j++) d[j] = 0.0f;
+}
+
 CY_CLONES void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sh,
                                      int sw, int Hq, int Wq, float *dst)
 {
-    if (sw == 2 && 2 * Wq <= SPLIT2_STAGE && pl < 2 * Wq) {
-        for (int a = 0; a < sh; a++)
-            for (int r = 0; r < Hq; r++) {
-                float *d0 = dst + ((size_t)a * 2 * Hq + r) * Wq, *d1 = d0 + (size_t)Hq * Wq;
-                const int ih = r * sh + a - pt;
-                if (ih < 0 || ih >= H) {
-                    memset(d0, 0, (size_t)Wq * sizeof(float));
-                    memset(d1, 0, (size_t)Wq * sizeof(float));
-                } else {
-                    split_columns2(x + (size_t)ih * W, W, pl, Wq, d0, d1);
-                }
-            }
-        return;
-    }
+    const size_t phase_plane = (size_t)Hq * Wq;
     for (int a = 0; a < sh; a++)
-    for (int p = 0; p < sw; p++) {
-        /* columns j in [ja, jb) read x column j*sw + p - pl inside [0, W) */
-        int ja = 0, jb = Wq;
-        while (ja < Wq && ja * sw + p - pl < 0) ja++;
-        while (jb > ja && (jb - 1) * sw + p - pl >= W) jb--;
         for (int r = 0; r < Hq; r++) {
-            float *d = dst + (((size_t)a * sw + p) * Hq + r) * Wq;
+            /* phase p of this row: dst + (a*sw + p) * phase_plane + r*Wq */
+            float *d = dst + (size_t)a * sw * phase_plane + (size_t)r * Wq;
             const int ih = r * sh + a - pt;
             if (ih < 0 || ih >= H) {
-                memset(d, 0, (size_t)Wq * sizeof(float));
-                continue;
+                for (int p = 0; p < sw; p++) memset(d + p * phase_plane, 0, Wq * sizeof(float));
+            } else if (sw == 2 && 2 * Wq <= SPLIT2_STAGE && pl < 2 * Wq) {
+                split_columns2(x + (size_t)ih * W, W, pl, Wq, d, d + phase_plane);
+            } else {
+                for (int p = 0; p < sw; p++)
+                    split_phase(x + (size_t)ih * W, W, pl, sw, p, Wq, d + p * phase_plane);
             }
-            const float *xr = x + (size_t)ih * W + p - pl;
-            for (int j = 0; j < ja; j++) d[j] = 0.0f;
-            if (sw == 2)
-                for (int j = ja; j < jb; j++) d[j] = xr[2 * j];
-            else
-                for (int j = ja; j < jb; j++) d[j] = xr[(ptrdiff_t)j * sw];
-            for (int j = jb; j < Wq; j++) d[j] = 0.0f;
         }
-    }
 }
 
 CY_CLONES void cy_preact_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR,

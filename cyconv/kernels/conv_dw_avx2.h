@@ -10,9 +10,9 @@
  * 3x3 weights are held as 9 broadcast vectors (the compiler keeps what fits in registers);
  * 5x5 ones are broadcast from memory by the FMAs. Broadcasting 3x3 weights from memory too
  * made MobileNetV2's depthwise layers 10-40% slower. vmaskmovps neither reads nor faults on
- * a masked-off lane; tiles inside the
- * row use plain loads and full output vectors plain stores, since masked moves are slow on
- * AMD Zen (stores microcoded, about one per 12 cycles).
+ * a masked-off lane; tiles inside the row use plain loads, and every tile whose 8 outputs
+ * exist plain stores, since masked moves are slow on AMD Zen (stores microcoded, about one
+ * per 12 cycles).
  */
 #ifndef CYCONV_CONV_DW_AVX2_H
 #define CYCONV_CONV_DW_AVX2_H
@@ -129,6 +129,13 @@ DW2_TARGET DW2_INLINE void dw2_rows(const float *x, int H, int W, const float *w
         if (c >= 0 && c + span <= W && ow0 + 8 <= OW)
             dw2_tile(x, H, W, wk, w3, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K,
                      1, 1);
+        else if (ow0 + 8 <= OW)
+            /* a tile at the padding whose 8 outputs all exist (the first and last tiles of
+             * a 56-wide row): masked loads, plain stores. Storing them through masks too
+             * (microcoded on Zen) made MobileNetV2's 24 -> 144 -> 24 block at 56x56, fused,
+             * 5-9% slower (in process, 1 and 2 threads). */
+            dw2_tile(x, H, W, wk, w3, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K,
+                     0, 1);
         else
             dw2_tile(x, H, W, wk, w3, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K,
                      0, 0);

@@ -126,14 +126,16 @@ DW2_TARGET DW2_INLINE void dw2_rows(const float *x, int H, int W, const float *w
     const int span = S == 1 ? K + 7 : K + 15;
     for (int ow0 = 0; ow0 < OW; ow0 += 8) {
         const int c = ow0 * S - pl;
-        if (c >= 0 && c + span <= W && ow0 + 8 <= OW)
+        /* OUT: all 8 outputs exist; IN: besides, every load lies inside the row */
+        const int out = ow0 + 8 <= OW, in = out && c >= 0 && c + span <= W;
+        if (in)
             dw2_tile(x, H, W, wk, w3, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K,
                      1, 1);
-        else if (ow0 + 8 <= OW)
-            /* a tile at the padding whose 8 outputs all exist (the first and last tiles of
-             * a 56-wide row): masked loads, plain stores. Storing them through masks too
-             * (microcoded on Zen) made MobileNetV2's 24 -> 144 -> 24 block at 56x56, fused,
-             * 5-9% slower (in process, 1 and 2 threads). */
+        else if (out)
+            /* a tile at the padding (the first and last tiles of a 56-wide row): masked
+             * loads, plain stores. Storing them through masks too (microcoded on Zen) made
+             * MobileNetV2's 24 -> 144 -> 24 block at 56x56, fused, 5-9% slower (in process,
+             * 1 and 2 threads). */
             dw2_tile(x, H, W, wk, w3, b, y, OW, oh0, ow0, pt, pl, clamp, lo, hi, R, SH, S, K,
                      0, 1);
         else

@@ -256,3 +256,47 @@ def test_narrow_last_panel(isa, rng, M, nr):
             np.testing.assert_array_equal(o, wide[:, :N])
         if "residual" in kwargs:
             check(outs[0], reference(a, b[:, :N], bias_row=bias) + z[:, :N], K)
+
+
+@pytest.mark.parametrize("M", [2, 5, 16, 17, 48, 256, 257])
+def test_b_read_in_place(isa, rng, M):
+    # a B with contiguous rows (a 1x1 conv's input planes, here a column slice of a wider
+    # array: rows farther apart than N) is read in place instead of packed for few rows of A
+    # (gemm.c, b_in_place; the limit is per ISA): the same sums in the same order as from a
+    # prepacked B, with the epilogue, on any number of threads
+    K, N = 150, 203
+    a, wide = rand(rng, M, K), rand(rng, K, N + 37)
+    b = wide[:, :N]
+    bias, z = rand(rng, M), rand(rng, M, N)
+    want = _gemm.sgemm(a, _gemm.pack_b(np.ascontiguousarray(b)), bias_row=bias, residual=z,
+                       act="relu")
+    check(want, np.maximum(reference(a, b, bias_row=bias) + z, 0), K)
+    for t in (1, 2, 3):
+        np.testing.assert_array_equal(
+            _gemm.sgemm(a, b, bias_row=bias, residual=z, act="relu", n_threads=t), want)
+
+
+def test_b_in_place_stays_in_its_page(isa, rng):
+    # B's last row ending at a page followed by an unreadable page: a kernel whose in-place
+    # loads run past a row's end (AVX2: whole vectors) must pack this B instead of faulting
+    import ctypes
+    import mmap
+    page = mmap.PAGESIZE
+    buf = mmap.mmap(-1, 3 * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    prot_none = 0
+    assert libc.mprotect(base + 2 * page, page, prot_none) == 0
+    try:
+        floats = np.frombuffer(buf, np.float32, count=2 * page // 4)
+        for K, N in [(7, 9), (20, 37), (3, 100)]:
+            b = floats[floats.size - K * N:].reshape(K, N)     # ends at the guard page
+            b[...] = rand(rng, K, N)
+            a = rand(rng, 4, K)
+            np.testing.assert_array_equal(_gemm.sgemm(a, b),
+                                          _gemm.sgemm(a, _gemm.pack_b(b.copy())))
+            del b
+        del floats
+    finally:
+        libc.mprotect(base + 2 * page, page, mmap.PROT_READ | mmap.PROT_WRITE)

@@ -19,6 +19,7 @@
  * and each thread runs the nest above on its own part with private packing buffers. Nothing depends on how C is cut, so
  * results are bitwise identical for any thread count.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gemm_isa.h"
@@ -405,6 +406,38 @@ static void pack_panel(void *ctx, long q, int tid)
                 p->dst + (size_t)q * p->K * p->NR);
 }
 
+/* ---- B read in place ------------------------------------------------------------------- */
+
+/* Page size assumed by the over-read test: a page is at least this, so two addresses in one
+ * such block lie in one page and are both readable when one is. */
+#define PAGE_BYTES 4096
+
+/* B as row offsets for kernel_offsets, read where it lies instead of packed, when its rows
+ * are contiguous (cs == 1: a 1x1 conv's input is K channel planes of rs floats) and M is
+ * small enough for that to pay (cy_gemm_isa.b_in_place_max_m); otherwise B itself. Packing
+ * copies every float of B once more per call, which for few rows of A costs as much as the
+ * multiply-adds (M = 16: half as much again). The offsets live in the calling thread's
+ * scratch, read by the workers during this call only. A kernel that reads past a row's last
+ * column (b_overread) must not leave the page of B's last element: what follows B is not
+ * known to be mapped (the rows before it are B's own). The sums are the packed kernel's, in
+ * the same order: results are bitwise the same either way. */
+static cy_operand b_in_place(const cy_gemm_isa *isa, int M, int N, int K, cy_operand B)
+{
+    if (!isa->kernel_offsets || M > isa->b_in_place_max_m || B.packed || B.pack_b ||
+        B.row_off || B.cs != 1 || B.rs < N || K == 0)
+        return B;
+    /* one row keeps the GEMV kernel (and its order of sums, which a prepacked B also gets) */
+    if (M == 1 && isa->gemv) return B;
+    const uintptr_t last = (uintptr_t)(B.data + (ptrdiff_t)(K - 1) * B.rs + N - 1);
+    if (last / PAGE_BYTES != (last + isa->b_overread * sizeof(float)) / PAGE_BYTES) return B;
+    ptrdiff_t *off = (ptrdiff_t *)cy_thread_scratch(
+        CY_SCRATCH_ROW_OFF, (size_t)K * sizeof(ptrdiff_t) / sizeof(float));
+    if (!off) return B;         /* no memory for K offsets: pack as usual */
+    for (int k = 0; k < K; k++) off[k] = (ptrdiff_t)k * B.rs;
+    B.row_off = off;
+    return B;
+}
+
 int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, int accumulate,
                 float *C, ptrdiff_t ldc, const cy_epilogue *ep, int n_threads)
 {
@@ -412,6 +445,7 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
     if (B.row_off && (!cy_gemm_has_row_offsets() || K == 0)) return CY_EINVAL;
     if (M == 0 || N == 0) return CY_OK;
     const cy_gemm_isa *isa = cy_gemm_isa_get();
+    B = b_in_place(isa, M, N, K, B);
     /* Columns are dealt in half panels where B is packed per piece: the 16-column tile runs
      * at full speed, and a 14x14 layer's 196 columns split 112 / 84 instead of 128 / 68.
      * A prepacked B keeps whole panels (its layout starts one at every NR columns). */

@@ -285,7 +285,19 @@ TARGET static void epilogue_avx512(int M, int N, float *c, ptrdiff_t ldc, const 
     }
 }
 
+/* A strided B (a 1x1 conv's input) is read in place up to this M (cy_sgemm_ex): packing
+ * moves every float of B once more, as costly as 16 rows of multiply-adds per float, and the
+ * masked in-place loads read each panel row from 2 lines. Measured with the conv's output an
+ * intermediate (Zen 4, in-place vs packed, 1 / 2 threads): 128 -> 16 at 55x55 0.74 / 0.85x,
+ * 64 -> 16 0.66 / 0.89, 256 -> 32 at 27x27 0.81 / 0.77, 384 -> 48 at 13x13 0.80 / 0.73,
+ * 144 -> 24 at 56x56 0.91 / 1.0, 128 -> 64 at 55x55 0.94 / 0.79, 256 -> 128 at 28x28 0.92 /
+ * 0.59, 1024 -> 128 at 7x7 0.93 / 0.55, 64 -> 256 at 56x56 1.02 / 0.91, 512 -> 256 at 14x14
+ * 0.98 / 0.93; from M = 512 on, within +-5% either way and 256 -> 1024 at 14x14 1.08x on
+ * two threads. */
+#define B_IN_PLACE_MAX_M 256
+
 /* MC x KC = 240 x 384 floats = 360 KiB of A in L2; KC x NC = 384 x 3072 = 4.5 MiB of B in L3. */
 const cy_gemm_isa cy_gemm_avx512 = {"avx512f", MR, NR, 240, 384, 3072, kernel_avx512,
-                                     epilogue_avx512, gemv_avx512, kernel_offsets_avx512};
+                                     epilogue_avx512, gemv_avx512, kernel_offsets_avx512,
+                                     NULL, B_IN_PLACE_MAX_M, 0};
 #endif

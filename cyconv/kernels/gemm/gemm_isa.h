@@ -69,6 +69,11 @@ typedef struct cy_gemm_isa {
     cy_gemv_kernel gemv;     /* or NULL: M == 1 runs the MR x NR kernel */
     cy_ukernel_offsets kernel_offsets;   /* or NULL: no B operand given by row offsets */
     cy_ukernel_edge kernel_edge;         /* or NULL: narrow last panels tile by tile */
+    /* A strided B with contiguous rows (a 1x1 conv's input: K channel planes) is read in
+     * place by kernel_offsets instead of packed when M <= b_in_place_max_m (0: never); see
+     * cy_sgemm_ex. kernel_offsets reads up to b_overread floats past a row's last column
+     * (0: its loads are masked). */
+    int b_in_place_max_m, b_overread;
 } cy_gemm_isa;
 
 /* Defined in gemm_<isa>.c; the x86 ones exist only when the compiler targets x86. */

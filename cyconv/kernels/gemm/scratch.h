@@ -15,7 +15,7 @@
 #include <stddef.h>
 
 enum { CY_SCRATCH_GEMM = 0, CY_SCRATCH_WINOGRAD = 1, CY_SCRATCH_SHARED_B = 2,
-       CY_SCRATCH_SLOTS = 3 };
+       CY_SCRATCH_ROW_OFF = 3, CY_SCRATCH_SLOTS = 4 };
 
 float *cy_thread_scratch(int slot, size_t n);
 

@@ -466,8 +466,6 @@ TARGET static void epilogue_avx2(int M, int N, float *c, ptrdiff_t ldc, const cy
     }
 }
 
-/* MC x KC = 144 x 256 floats = 144 KiB of A; KC x NC = 256 x 4080 = 4 MiB of B (NC is cut to
- * gemm.c's B_BLOCK_FLOATS). */
 /* A strided B (a 1x1 conv's input) is read in place up to this M (cy_sgemm_ex). The 6-row
  * tile rereads each in-place row once per 6 rows of C, each read a line or two from another
  * page: it paid only for the fewest rows. Measured with the conv's output an intermediate
@@ -476,6 +474,8 @@ TARGET static void epilogue_avx2(int M, int N, float *c, ptrdiff_t ldc, const cy
  * 1.11 / 1.02, 256 -> 128 at 28x28 1.26 / 1.26. */
 #define B_IN_PLACE_MAX_M 16
 
+/* MC x KC = 144 x 256 floats = 144 KiB of A; KC x NC = 256 x 4080 = 4 MiB of B (NC is cut to
+ * gemm.c's B_BLOCK_FLOATS). */
 const cy_gemm_isa cy_gemm_avx2 = {"avx2", MR, NR, 144, KC, 4080, kernel_avx2, epilogue_avx2,
                                    gemv_avx2, kernel_offsets_avx2, kernel_edge_avx2,
                                    B_IN_PLACE_MAX_M, NR - 1};

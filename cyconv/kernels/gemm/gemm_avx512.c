@@ -286,7 +286,7 @@ TARGET static void epilogue_avx512(int M, int N, float *c, ptrdiff_t ldc, const 
 }
 
 /* A strided B (a 1x1 conv's input) is read in place up to this M (cy_sgemm_ex): packing
- * moves every float of B once more, as costly as 16 rows of multiply-adds per float, and the
+ * moves every float of B once more, about as costly as 8 rows of multiply-adds, and the
  * masked in-place loads read each panel row from 2 lines. Measured with the conv's output an
  * intermediate (Zen 4, in-place vs packed, 1 / 2 threads): 128 -> 16 at 55x55 0.74 / 0.85x,
  * 64 -> 16 0.66 / 0.89, 256 -> 32 at 27x27 0.81 / 0.77, 384 -> 48 at 13x13 0.80 / 0.73,

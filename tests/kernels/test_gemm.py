@@ -284,9 +284,9 @@ def test_b_in_place_stays_in_its_page(isa, rng):
     page = mmap.PAGESIZE
     buf = mmap.mmap(-1, 3 * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    prot_none = 0
+    prot_none = 0                   # PROT_NONE (the mmap module does not export it)
     assert libc.mprotect(base + 2 * page, page, prot_none) == 0
     try:
         floats = np.frombuffer(buf, np.float32, count=2 * page // 4)

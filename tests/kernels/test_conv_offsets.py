@@ -107,6 +107,19 @@ def test_band_channel_ranges(rng, N, C, H, M, pads, act, residual):
     check(rng, N, C, H, H, M, 3, 1, pads, act=act, residual=residual)
 
 
+@pytest.mark.parametrize("act,residual", [("Relu", False), ("LeakyRelu", True)])
+def test_deep_k_grid_output(rng, act, residual):
+    # K = 48 * 9 = 432 runs in two K blocks: the second adds to what the first stored, both
+    # at the grid's kept columns only (AVX-512 stores the grid output directly, gemm.h)
+    check(rng, 1, 48, 12, 11, 20, 3, 1, (1, 1, 1, 1), act=act, residual=residual)
+
+
+def test_grid_rows_wider_than_a_panel_of_dropped_columns(rng):
+    # dilation 17: each grid row has 34 dropped columns after its 2 outputs, so whole 32-column
+    # panels hold no output at all
+    check(rng, 1, 8, 36, 36, 12, 3, 17, (0, 0, 0, 0), act="Relu", residual=True)
+
+
 def test_in_place_grid_channel_ranges(rng):
     # the grid is y itself and the bands' channels are split: ranges write y directly
     check(rng, 1, 8, 9, 9, 40, 3, 1, (1, 0, 1, 0), act="Relu", residual=True, kw=1)

@@ -15,6 +15,9 @@ cdef extern from "gemm/gemm.h" nogil:
         const float *slope_row
         const float *residual
         ptrdiff_t ldr
+        int grid_wp             # grid output (gemm.h): 0 for none
+        int grid_ow
+        ptrdiff_t grid_q0
 
     ctypedef void (*cy_pack_b_fn)(const void *ctx, int k0, int kc, int j0, int nc, int NR,
                                   float *dst) noexcept nogil
@@ -147,6 +150,7 @@ cdef void phase_split(const float *x, int H, int W, int pt, int pl, int sh, int 
                       int Wq, float *dst) noexcept nogil
 cdef int gemm_mr() noexcept nogil
 cdef bint gemm_has_row_offsets() noexcept nogil
+cdef bint gemm_has_grid_store() noexcept nogil
 cdef int gemm_nr() noexcept nogil
 
 cdef class Packed:

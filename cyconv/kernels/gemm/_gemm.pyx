@@ -7,6 +7,7 @@ the ``cdef`` functions declared in ``_gemm.pxd``.
 import numpy as np
 cimport numpy as cnp
 from libc.stddef cimport ptrdiff_t
+from libc.string cimport memset
 
 cnp.import_array()
 
@@ -14,6 +15,7 @@ cdef extern from "gemm/gemm.h" nogil:
     const char *cy_gemm_isa_name()
     int cy_gemm_mr()
     int cy_gemm_has_row_offsets()
+    int cy_gemm_has_grid_store()
     int cy_gemm_nr()
     int cy_gemm_set_isa(const char *name)
     size_t cy_sgemm_packed_a_size(int M, int K)
@@ -117,6 +119,9 @@ cdef int gemm_nr() noexcept nogil:
 
 cdef bint gemm_has_row_offsets() noexcept nogil:
     return cy_gemm_has_row_offsets() != 0
+
+cdef bint gemm_has_grid_store() noexcept nogil:
+    return cy_gemm_has_grid_store() != 0
 
 
 # ---- ISA --------------------------------------------------------------------------------
@@ -299,6 +304,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, bint accumulate=False, bias_row=No
     res = None
     cdef ptrdiff_t sr_batch = 0
     cdef cy_epilogue ep
+    memset(&ep, 0, sizeof(ep))         # fields not set here (the grid output) stay off
     ep.bias_row = <const float *>cnp.PyArray_DATA(br) if br is not None else NULL
     ep.bias_col = <const float *>cnp.PyArray_DATA(bc) if bc is not None else NULL
     ep.slope_row = <const float *>cnp.PyArray_DATA(sr) if sr is not None else NULL
@@ -391,6 +397,7 @@ def gemm_native(Packed b, int M, bint trans_a, float alpha=1.0, bias_row=None, b
     op.g.ep.act_alpha, op.g.ep.act_beta = act_alpha, act_beta
     op.g.ep.residual = NULL
     op.g.ep.ldr = 0
+    op.g.ep.grid_wp = 0
     op.fn, op.params = _gemm_native_fn, <void *>&op.g
     op.out_shapes = ((M, b.cols),)
     op.what = f"Gemm ({M}, {b.rows}) @ ({b.rows}, {b.cols})"

@@ -122,6 +122,32 @@ static void pack_b_part(const cy_operand *B, int k0, int kc, int j0, int nc, int
 
 /* ---- one thread's share --------------------------------------------------------------- */
 
+/* Grid output (cy_epilogue.grid_wp): the tile whose column 0 is product column j starts at
+ * grid position q = grid_q0 + j; returns where its first kept column goes in a row of C
+ * (output (q / wp, q % wp), or the next row's start when q % wp is a dropped column) and
+ * sets bit c of *keep for each of its nr columns that exists (q + c) % wp < ow. */
+static ptrdiff_t grid_place(const cy_epilogue *ep, ptrdiff_t j, int nr, unsigned *keep)
+{
+    const ptrdiff_t q = ep->grid_q0 + j, wp = ep->grid_wp, ow = ep->grid_ow;
+    const ptrdiff_t row = q / wp;
+    ptrdiff_t x = q - row * wp;
+    const ptrdiff_t at = row * ow + (x < ow ? x : ow);
+    uint64_t bits = 0;
+    for (int c = 0; c < nr;) {          /* runs of kept, then dropped, columns */
+        if (x < ow) {
+            const ptrdiff_t run = ow - x < nr - c ? ow - x : nr - c;
+            bits |= ((UINT64_C(1) << run) - 1) << c;
+            c += (int)run;
+            x += run;
+        } else {
+            c += (int)(wp - x);
+            x = 0;
+        }
+    }
+    *keep = (unsigned)bits;
+    return at;
+}
+
 /* Floats of packed B per KC x NC block: 512 KiB, a quarter of a 2 MiB L2, leaving room for
  * the A block (MC x KC) and C's rows. Measured on 1x1-conv shapes (K = 64..576, N = 3136),
  * one thread: 1 MiB 4-6% faster than the 4.5 MiB block of KC x NC = 384 x 3072, 512 KiB 6-10%,
@@ -148,7 +174,8 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
     /* A prepacked A of two panels is in KC blocks (cy_sgemm_pack_a): its whole-K panels are
      * gathered from them (M x K floats, a copy per piece) */
     const int a_regather = small_m && A->packed && M_total > MR && K > isa->kc;
-    const int gemv = M_total == 1 && isa->gemv != NULL && !B->row_off;
+    const int grid = ep && ep->grid_wp > 0;     /* C is a grid output (gemm.h) */
+    const int gemv = M_total == 1 && isa->gemv != NULL && !B->row_off && !grid;
     const int MC = isa->mc, KC = small_m ? (K > 0 ? K : 1) : isa->kc;
     int NC = isa->nc;
     if (small_m && K > isa->kc) {
@@ -188,6 +215,8 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
     const float *bias_row = ep ? ep->bias_row : NULL, *bias_col = ep ? ep->bias_col : NULL;
     const float *slope_row = ep ? ep->slope_row : NULL, *residual = ep ? ep->residual : NULL;
     t.ldr = ep ? ep->ldr : 0;
+    t.grid = grid;
+    t.keep = 0;
 
     for (int jc = n0; jc < n1; jc += NC) {
         const int nc = min_i(NC, n1 - jc);
@@ -267,7 +296,7 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                  * FMA chains in flight), when the row order reaches the last full tile of
                  * this block; each element is computed as the tile-by-tile kernel does. */
                 const int edge_nr = nc - (n_jr - 1) * NR, full_tiles = mc / MR;
-                const int edge_batch = isa->kernel_edge && !B->row_off && !small_m &&
+                const int edge_batch = isa->kernel_edge && !B->row_off && !small_m && !grid &&
                                        edge_nr <= 4 && full_tiles >= 2;
                 for (int q = 0; q < n_ir * n_jr; q++) {
                     const int ir = (small_m ? q % n_ir : q / n_jr) * MR;
@@ -289,16 +318,19 @@ static int gemm_block(const cy_gemm_isa *isa, int M_total, int m0, int m1, int n
                     t.bias_row = bias_row ? bias_row + ic + ir : NULL;
                     t.slope_row = slope_row ? slope_row + ic + ir : NULL;
                     const float *a_panel = ap + (ir / MR) * a_stride;
+                    /* where the tile's column 0 goes in C's rows (and the residual's) */
+                    ptrdiff_t col = jc + jr;
+                    if (grid) col = grid_place(ep, col, NR, &t.keep);
                     t.bias_col = bias_col ? bias_col + jc + jr : NULL;
-                    t.residual = residual ? residual + (ptrdiff_t)(ic + ir) * t.ldr + jc + jr
+                    t.residual = residual ? residual + (ptrdiff_t)(ic + ir) * t.ldr + col
                                           : NULL;
                     if (B->row_off)
                         isa->kernel_offsets(kc, a_panel, bp + jr, B->row_off + pc,
-                                            C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
+                                            C + (ptrdiff_t)(ic + ir) * ldc + col, ldc,
                                             min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
                     else
                         isa->kernel(kc, a_panel, bp + (jr / NR) * b_stride,
-                                    C + (ptrdiff_t)(ic + ir) * ldc + jc + jr, ldc,
+                                    C + (ptrdiff_t)(ic + ir) * ldc + col, ldc,
                                     min_i(MR, mc - ir), min_i(NR, nc - jr), &t);
                 }
             }
@@ -380,6 +412,15 @@ static void gemm_piece(void *ctx, long w, int tid)
 }
 
 int cy_gemm_has_row_offsets(void) { return cy_gemm_isa_get()->kernel_offsets != NULL; }
+int cy_gemm_has_grid_store(void) { return cy_gemm_isa_get()->grid_store; }
+
+/* Whether ep's grid output (if any) can be stored by this ISA and is well formed. */
+static int grid_valid(const cy_gemm_isa *isa, const cy_epilogue *ep)
+{
+    if (!ep || ep->grid_wp <= 0) return 1;
+    return isa->grid_store && !ep->bias_col && ep->grid_ow > 0 &&
+           ep->grid_ow <= ep->grid_wp && ep->grid_q0 >= 0;
+}
 
 /* ---- B packed once for all threads ------------------------------------------------------ */
 
@@ -443,8 +484,9 @@ int cy_sgemm_ex(int M, int N, int K, float alpha, cy_operand A, cy_operand B, in
 {
     if (M < 0 || N < 0 || K < 0) return CY_EINVAL;
     if (B.row_off && (!cy_gemm_has_row_offsets() || K == 0)) return CY_EINVAL;
-    if (M == 0 || N == 0) return CY_OK;
     const cy_gemm_isa *isa = cy_gemm_isa_get();
+    if (!grid_valid(isa, ep)) return CY_EINVAL;
+    if (M == 0 || N == 0) return CY_OK;
     B = b_in_place(isa, M, N, K, B);
     /* Columns are dealt in half panels where B is packed per piece: the 16-column tile runs
      * at full speed, and a 14x14 layer's 196 columns split 112 / 84 instead of 128 / 68.
@@ -519,6 +561,7 @@ int cy_sgemm_rows(int M, int m0, int m1, int N, int K, float alpha, cy_operand A
     const cy_gemm_isa *isa = cy_gemm_isa_get();
     if (M < 0 || N < 0 || K < 0 || m0 < 0 || m1 > M || m0 % isa->mr) return CY_EINVAL;
     if (B.row_off && (!cy_gemm_has_row_offsets() || K == 0)) return CY_EINVAL;
+    if (!grid_valid(isa, ep)) return CY_EINVAL;
     if (m0 >= m1 || N == 0) return CY_OK;
     return gemm_block(isa, M, m0, m1, 0, N, K, alpha, &A, &B, accumulate, C, ldc, ep);
 }

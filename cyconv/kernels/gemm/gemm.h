@@ -49,6 +49,14 @@ typedef struct cy_epilogue {
     const float *slope_row;  /* [M]: PRelu slopes per row, or NULL (then act_alpha) */
     const float *residual;   /* [M, ldr]: added before the activation (skip connection) or NULL */
     ptrdiff_t ldr;
+    /* Grid output (grid_wp > 0; needs cy_gemm_has_grid_store()): column j of the product is
+     * position q = grid_q0 + j of a row-major grid grid_wp wide, of which only the first
+     * grid_ow columns exist (a row-offset conv computes its padded-width grid, conv.pyx):
+     * it is stored at C[i*ldc + (q / grid_wp)*grid_ow + q % grid_wp] (and the residual read
+     * alike) when q % grid_wp < grid_ow, and dropped otherwise, so C is the conv's output
+     * plane itself and no grid is copied. bias_col must be NULL. */
+    int grid_wp, grid_ow;
+    ptrdiff_t grid_q0;
 } cy_epilogue;
 
 /* Packs rows [k0, k0+kc) x columns [j0, j0+nc) of a B operand that exists only implicitly
@@ -82,6 +90,9 @@ enum { CY_OK = 0, CY_ENOMEM = -1, CY_EINVAL = -2 };
 
 /* Whether the micro-kernel in use reads B given by row offsets (cy_operand.row_off). */
 int cy_gemm_has_row_offsets(void);
+
+/* Whether the micro-kernel in use stores a grid output (cy_epilogue.grid_wp). */
+int cy_gemm_has_grid_store(void);
 
 /* Name of the micro-kernel in use ("avx512f", "avx2", "generic") and its register tile. */
 const char *cy_gemm_isa_name(void);

@@ -51,7 +51,7 @@ TARGET INLINE __mmask16 lane_mask(int n)
  * CLIP) and the tile shape are compile-time constants after inlining. */
 TARGET INLINE void store_tile(const int ROWS, const int COLS, const int ACT,
                               __m512 acc[MR][2], float *c, ptrdiff_t ldc, int mr,
-                              const __mmask16 m[2], const cy_tile *t)
+                              const __mmask16 m[2], const int off[2], const cy_tile *t)
 {
     const float *brow = t->bias_row, *res = t->residual;
     const __m512 zero = _mm512_setzero_ps();
@@ -64,10 +64,10 @@ TARGET INLINE void store_tile(const int ROWS, const int COLS, const int ACT,
 #pragma GCC unroll 2
         for (int v = 0; v < COLS; v++) {
             __m512 x = _mm512_add_ps(acc[i][v], bi);
-            if (res) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], res + i * t->ldr + 16 * v));
+            if (res) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], res + i * t->ldr + off[v]));
             if (ACT == CY_ACT_RELU) x = _mm512_max_ps(x, zero);
             if (ACT == CY_ACT_CLIP) x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-            _mm512_mask_storeu_ps(ci + 16 * v, m[v], x);
+            _mm512_mask_storeu_ps(ci + off[v], m[v], x);
         }
     }
 }
@@ -123,7 +123,23 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
         for (int k = 0; k < kc; k++) STEP(acc, k);
     }
 
-    const __mmask16 m[2] = {lane_mask(nr), lane_mask(nr - 16)};
+    __mmask16 m[2] = {lane_mask(nr), lane_mask(nr - 16)};
+    int off[2] = {0, 16};           /* where each vector's columns go, from c */
+    if (t->grid) {
+        /* Grid output: each vector keeps its columns whose bit of keep is set, packed to its
+         * low lanes (vcompressps between registers: the memory form is microcoded on Zen 4)
+         * and stored contiguously, the second vector's after the first's. Everything after
+         * is per element, so the bias, residual and activation apply to the packed lanes. */
+        const __mmask16 k0 = m[0] & (__mmask16)t->keep, k1 = m[1] & (__mmask16)(t->keep >> 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < ROWS; i++) {
+            acc[i][0] = _mm512_maskz_compress_ps(k0, acc[i][0]);
+            if (COLS > 1) acc[i][1] = _mm512_maskz_compress_ps(k1, acc[i][1]);
+        }
+        off[1] = __builtin_popcount(k0);
+        m[0] = lane_mask(off[1]);
+        m[1] = lane_mask(__builtin_popcount(k1));
+    }
     const int act = t->last ? t->act : CY_ACT_NONE;
     if (t->last && !t->accumulate && t->alpha == 1.0f && !t->bias_col &&
         (act == CY_ACT_NONE || act == CY_ACT_RELU || act == CY_ACT_CLIP)) {
@@ -132,11 +148,11 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
          * re-testing alpha, accumulate and the activation for each of the 24 vectors, the
          * epilogue had cost a quarter of a K = 96 tile (MobileNetV2's expansions). */
         if (act == CY_ACT_RELU)
-            store_tile(ROWS, COLS, CY_ACT_RELU, acc, c, ldc, mr, m, t);
+            store_tile(ROWS, COLS, CY_ACT_RELU, acc, c, ldc, mr, m, off, t);
         else if (act == CY_ACT_CLIP)
-            store_tile(ROWS, COLS, CY_ACT_CLIP, acc, c, ldc, mr, m, t);
+            store_tile(ROWS, COLS, CY_ACT_CLIP, acc, c, ldc, mr, m, off, t);
         else
-            store_tile(ROWS, COLS, CY_ACT_NONE, acc, c, ldc, mr, m, t);
+            store_tile(ROWS, COLS, CY_ACT_NONE, acc, c, ldc, mr, m, off, t);
         return;
     }
     const __m512 alpha = _mm512_set1_ps(t->alpha), zero = _mm512_setzero_ps();
@@ -159,18 +175,18 @@ TARGET INLINE void tile(const int ROWS, const int COLS, int kc, const float *a, 
         for (int v = 0; v < COLS; v++) {
             __m512 x = acc[i][v];
             if (scale) x = _mm512_mul_ps(x, alpha);
-            if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ci + 16 * v));
+            if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ci + off[v]));
             if (last) {
                 if (brow) x = _mm512_add_ps(x, _mm512_set1_ps(brow[i]));
                 x = _mm512_add_ps(x, bcol[v]);
                 if (res)
-                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], res + i * t->ldr + 16 * v));
+                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], res + i * t->ldr + off[v]));
                 if (act == CY_ACT_RELU) x = _mm512_max_ps(x, zero);
                 else if (act == CY_ACT_CLIP) x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
                 else if (act) x = cy_act512(x, act, t->act_alpha, t->act_beta,
                                             t->slope_row ? t->slope_row[i] : t->act_alpha);
             }
-            _mm512_mask_storeu_ps(ci + 16 * v, m[v], x);
+            _mm512_mask_storeu_ps(ci + off[v], m[v], x);
         }
     }
 }
@@ -299,5 +315,5 @@ TARGET static void epilogue_avx512(int M, int N, float *c, ptrdiff_t ldc, const 
 /* MC x KC = 240 x 384 floats = 360 KiB of A in L2; KC x NC = 384 x 3072 = 4.5 MiB of B in L3. */
 const cy_gemm_isa cy_gemm_avx512 = {"avx512f", MR, NR, 240, 384, 3072, kernel_avx512,
                                      epilogue_avx512, gemv_avx512, kernel_offsets_avx512,
-                                     NULL, B_IN_PLACE_MAX_M, 0};
+                                     NULL, B_IN_PLACE_MAX_M, 0, 1};
 #endif

@@ -27,6 +27,11 @@ typedef struct cy_tile {
     ptrdiff_t ldr;
     int act;
     float act_alpha, act_beta;
+    /* Grid output (cy_epilogue.grid_wp): when grid, column j < nr of the tile is stored only
+     * if bit j of keep is set, the kept columns packed one after another from c (and the
+     * residual read likewise) */
+    int grid;
+    unsigned keep;
 } cy_tile;
 
 typedef void (*cy_ukernel)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
@@ -74,6 +79,7 @@ typedef struct cy_gemm_isa {
      * cy_sgemm_ex. kernel_offsets reads up to b_overread floats past a row's last column
      * (0: its loads are masked). */
     int b_in_place_max_m, b_overread;
+    int grid_store;          /* kernel_offsets honours cy_tile.grid (cy_epilogue.grid_wp) */
 } cy_gemm_isa;
 
 /* Defined in gemm_<isa>.c; the x86 ones exist only when the compiler targets x86. */

@@ -608,6 +608,13 @@ cdef enum:
     # multiply-adds (over the padded-width grid) below which a row-offset conv stays on one
     # thread and few-channel convs may take the row-offset path (ConvPlan._offsets_pay)
     TINY_WORK = 400000
+    # Input floats from which a row-offset conv pads (or phase-splits) its input on all its
+    # threads rather than on one. The copy is short, but on one thread it is serial time the
+    # other thread waits through, and the other thread then reads what it did not write.
+    # At 65536 the CIFAR CNN's 32 x 32 x 32 and 64 x 15 x 15 inputs were padded on one
+    # thread: in-process A/B, 2 threads, 8192 against 65536: CIFAR CNN 0.965x (6 runs, both
+    # orders, 0.935-0.988), SqueezeNet 0.99x (0.955-1.038), PNet 0.98x.
+    PAD_PARALLEL_MIN = 8192
 
 
 cdef inline double _offsets_work(Py_ssize_t M, Py_ssize_t K, Py_ssize_t H, Py_ssize_t W,
@@ -1010,7 +1017,7 @@ cdef class ConvPlan:
         c.grid_floats = 0 if c.in_place or c.grid_store else c.nt * c.M * c.band_cols
         c.pad.H, c.pad.W, c.pad.Wp, c.pad.plane = c.H, c.W, c.Wp, c.plane
         c.pad.pt, c.pad.pl, c.pad.planes = geo.pt, geo.pl, c.N * c.C
-        c.pad_nt = c.n_threads if c.N * c.C * c.H * c.W >= 65536 else 1
+        c.pad_nt = c.n_threads if c.N * c.C * c.H * c.W >= PAD_PARALLEL_MIN else 1
         c.pad.per = units_per_task(c.pad.planes, c.H * c.W, c.pad_nt)
         c.sj.H, c.sj.W, c.sj.pt, c.sj.pl, c.sj.sh, c.sj.sw = c.H, c.W, geo.pt, geo.pl, geo.sh, geo.sw
         c.sj.Wq, c.sj.planes, c.sj.per = c.Wp, c.N * c.C, c.pad.per

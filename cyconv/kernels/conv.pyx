@@ -678,7 +678,8 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     # Where the row-offset path applies (no transforms, no packing), Winograd pays once a
     # tile's multiplies saved (~ C * M) outweigh its transforms (~ C + M), from about
     # C * M >= 20 (C + M) on, but only while its 4x weights stay in cache from one run to
-    # the next: up to C * M = 2275 (320 KiB of F(4x4) weights). In-process A/B, 2 threads,
+    # the next: up to C * M = 2275 (320 KiB of F(4x4) weights), or, beyond, on planes with
+    # enough tiles (below). In-process A/B, 2 threads,
     # one layer alone, row offsets vs F(4x4): 16->96 at 28x28 215 vs 250-286 us, 24->48 at
     # 28x28 157 vs 174, 32->32 at 30x30 194-203 vs 200-202 (below the ratio); 32->64 at
     # 15x15 68 vs 48 (the CIFAR CNN: 0.62 -> 0.59 ms). Alone, larger layers ran faster as
@@ -687,9 +688,16 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     # slower; so from C * M > 2275 up to 8192 the row offsets stay, as measured when that
     # path was new. Without F(4x4) tiles to fill (7x7 planes), row offsets beat F(2x2) up
     # to C * M = 8192: 128->32 41 vs 53 us, 64->64 52 vs 61; 160->320 474-505 vs 315-320.
-    cdef bint f4 = N * ((OH + 3) // 4) * ((OW + 3) // 4) >= 16
+    # From C * M > 2275 on, F(4x4) pays again where there are >= 49 tiles (planes from 25x25)
+    # to share each weight plane: only the 14x14 and 13x13 layers lost in DenseNet. Zen 4
+    # (AVX-512), 2 threads, one layer alone, F(4x4) / row offsets: 32->128 at 27x27 0.72-0.79,
+    # 128->32 at 28x28 0.75 (1 thread 0.84), 128->32 at 14x14 1.00-1.09 (so not there);
+    # whole models in process, both orders: SqueezeNet 0.98x (its two 27x27 expands),
+    # DenseNet-121 0.99x (its 12 28x28 layers; 1 thread 0.98x), GoogLeNet 1.01x (noise).
+    cdef Py_ssize_t f4_tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
+    cdef bint f4 = f4_tiles >= 16
     if C * M <= 8192 and offsets_pay(C, M, 1, 1, OH + 2, OW + 2) and (
-            C * M < 20 * (C + M) or C * M > 2275 or not f4):
+            C * M < 20 * (C + M) or (C * M > 2275 and f4_tiles < 49) or not f4):
         return 0
     if f4:
         return 4

@@ -211,11 +211,15 @@ def test_tile_choice():
                        1).uses_row_offsets(8, 8, (1, 1, 1, 1)):
         return                                           # no row-offset kernel on this ISA
     # where the row-offset path applies: Winograd from C * M >= 20 (C + M) up to C * M =
-    # 2275 (its weights in cache), above that the row offsets up to C * M = 8192
+    # 2275 (its weights in cache); above that up to C * M = 8192, only with >= 49 tiles of
+    # 4x4 to share its weights (planes from 25x25), the row offsets otherwise
     assert kc.winograd_tile(32, 64, 1, 15, 15) == 4        # 2048 >= 1920
     assert kc.winograd_tile(16, 96, 1, 28, 28) == 0        # 1536 < 2240
     assert kc.winograd_tile(32, 32, 1, 30, 30) == 0
-    assert kc.winograd_tile(128, 32, 1, 28, 28) == 0       # 4096 > 2275
+    assert kc.winograd_tile(128, 32, 1, 28, 28) == 4       # 4096 > 2275, 49 tiles
+    assert kc.winograd_tile(32, 128, 1, 27, 27) == 4       # SqueezeNet's 27x27 expands
+    assert kc.winograd_tile(128, 32, 1, 14, 14) == 0       # 16 tiles: row offsets
+    assert kc.winograd_tile(64, 64, 1, 13, 13) == 0
     assert kc.winograd_tile(96, 128, 1, 28, 28) == 4       # 12288 > 8192
     assert kc.winograd_tile(128, 32, 1, 7, 7) == 0         # no F(4x4): row offsets
     assert kc.winograd_tile(160, 320, 1, 7, 7) == 2

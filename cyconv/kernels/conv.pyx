@@ -462,8 +462,9 @@ cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
                        const cy_epilogue* ep0) noexcept nogil:
     # One parallel region for the GEMMs: pieces are bands of output rows x ranges of output
     # channels (each thread's GEMM reads its channels' weights and its rows' stretch of the
-    # padded image, and copies its grid rows into y right after, while they are in L1/L2). Splitting the rows of one
-    # GEMM over threads (M) instead, then copying the grid in a second region, ran CIFAR-size
+    # padded image, and stores its grid rows into y: directly, or copied from its buffer
+    # right after, while they are in L1/L2). Splitting the rows of one GEMM over threads (M)
+    # instead, then copying the grid in a second region, ran CIFAR-size
     # layers (32 -> 32 at 30x30) at 1.2-1.3x of one thread on two.
     cdef PadJob pad = c.pad
     cdef SplitJob sj = c.sj
@@ -492,9 +493,11 @@ cdef void _band_task(void* ctx, long t, int tid) noexcept nogil:
     # y[n, m0:m1] at the grid columns [q0, q1) of image n: task t is range t % msplit of the
     # output channels (whole MR-row tiles) of band (t // msplit) % bands of image
     # t // (msplit * bands). Grid column q is output (q // Wp, q % Wp), kept when q % Wp < OW;
-    # the kept ones of [q0, q1) are the contiguous stretch [p0, p1) of y's plane. The GEMM
-    # applies bias and activation in its epilogue, or, with a residual (laid out like y, not
-    # like the grid), the copy's epilogue pass does, in the same order of operations
+    # the kept ones of [q0, q1) are the contiguous stretch [p0, p1) of y's plane. With
+    # grid_store the GEMM stores only those, straight into y, bias, residual and activation
+    # in its epilogue. Otherwise it computes the band into the thread's grid buffer, which is
+    # copied into y; the GEMM applies bias and activation, or, with a residual (laid out like
+    # y, not like the grid), the copy's epilogue pass does, in the same order of operations
     cdef BandJob* j = <BandJob*>ctx
     cdef const ConvCall* c = j.c
     cdef Py_ssize_t mh = t % c.msplit, band = t // c.msplit
@@ -679,15 +682,15 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     # tile's multiplies saved (~ C * M) outweigh its transforms (~ C + M), from about
     # C * M >= 20 (C + M) on, but only while its 4x weights stay in cache from one run to
     # the next: up to C * M = 2275 (320 KiB of F(4x4) weights), or, beyond, on planes with
-    # enough tiles (below). In-process A/B, 2 threads,
-    # one layer alone, row offsets vs F(4x4): 16->96 at 28x28 215 vs 250-286 us, 24->48 at
-    # 28x28 157 vs 174, 32->32 at 30x30 194-203 vs 200-202 (below the ratio); 32->64 at
-    # 15x15 68 vs 48 (the CIFAR CNN: 0.62 -> 0.59 ms). Alone, larger layers ran faster as
-    # Winograd too (64->64 at 13x13 100 vs 75 us, 128->32 at 28x28 405 vs 355), but in
-    # DenseNet-121, whose 36 such layers' F(4x4) weights take 21 MB, the model ran 10%
-    # slower; so from C * M > 2275 up to 8192 the row offsets stay, as measured when that
-    # path was new. Without F(4x4) tiles to fill (7x7 planes), row offsets beat F(2x2) up
-    # to C * M = 8192: 128->32 41 vs 53 us, 64->64 52 vs 61; 160->320 474-505 vs 315-320.
+    # enough tiles (below). In-process A/B, 2 threads, one layer alone, row offsets vs
+    # F(4x4): 16->96 at 28x28 215 vs 250-286 us, 24->48 at 28x28 157 vs 174, 32->32 at 30x30
+    # 194-203 vs 200-202 (below the ratio); 32->64 at 15x15 68 vs 48 (the CIFAR CNN: 0.62 ->
+    # 0.59 ms). Alone, larger layers ran faster as Winograd too (64->64 at 13x13 100 vs 75
+    # us, 128->32 at 28x28 405 vs 355), but in DenseNet-121, whose 36 such layers' F(4x4)
+    # weights take 21 MB, the model ran 10% slower; so from C * M > 2275 up to 8192 the row
+    # offsets stayed, as measured when that path was new. Without F(4x4) tiles to fill (7x7
+    # planes), row offsets beat F(2x2) up to C * M = 8192: 128->32 41 vs 53 us, 64->64 52 vs
+    # 61; 160->320 474-505 vs 315-320.
     # From C * M > 2275 on, F(4x4) pays again where there are >= 49 tiles (planes from 25x25)
     # to share each weight plane: only the 14x14 and 13x13 layers lost in DenseNet. Zen 4
     # (AVX-512), 2 threads, one layer alone, F(4x4) / row offsets: 32->128 at 27x27 0.72-0.79,
@@ -969,8 +972,8 @@ cdef class ConvPlan:
         # k = (c, kh, kw) of the im2col matrix, over the padded-width grid of output positions
         # q = oh*Wp + ow (ow < Wp), is the padded image itself from c*Hp*Wp + kh*dh*Wp + kw*dw
         # on. The micro-kernel reads those rows directly (gemm.h's row_off), so nothing is
-        # packed; the grid's Wp - OW extra columns per row are computed and dropped when the
-        # grid is copied into y, with the epilogue. A strided conv reads x split by row and
+        # packed; the grid's Wp - OW extra columns per row are computed and dropped as the
+        # GEMM stores into y (grid_store) or when the grid is copied into y. A strided conv reads x split by row and
         # column phase instead (gemm/im2col.h): each tap is then a stride-1 read of one phase
         # plane, Hq x Wq = the padded plane / (sh, sw), and the grid is OH x Wq.
         cdef Geometry geo = c.geo

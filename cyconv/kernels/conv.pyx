@@ -303,20 +303,39 @@ cdef void _dw_plane(DwJob* j, Py_ssize_t q, int tid) noexcept nogil:
 
 
 cdef struct SplitJob:
-    # a phase split of x (gemm/im2col.h): task t = planes [t*per, (t+1)*per) of the N*C, each
-    # into sh*sw phase planes of Hq x Wq; by column phase only (sh = 1) for the GEMM path's
-    # im2col, by row and column phase for a strided row-offset conv
+    # a phase split of x (gemm/im2col.h) in `tasks` pieces (_copy_tasks), each plane of the
+    # N*C into sh*sw phase planes of Hq x Wq; by column phase only (sh = 1) for the GEMM
+    # path's im2col, by row and column phase for a strided row-offset conv
     const float* x
     float* xq
-    Py_ssize_t H, W, pt, pl, sh, sw, Hq, Wq, planes, per
+    Py_ssize_t H, W, pt, pl, sh, sw, Hq, Wq, planes, tasks, chunks
 
 
 cdef struct PadJob:
-    # the row-offset path's zero-padded copy of x: task t = planes [t*per, +per) of the N*C,
-    # plane p of x (H x W) into xpad at p*plane, rows pt.. and columns pl.. of its Hp x Wp
+    # the row-offset path's zero-padded copy of x in `tasks` pieces (_copy_tasks), plane p of
+    # the N*C (H x W) into xpad at p*plane, rows pt.. and columns pl.. of its Hp x Wp
     const float* x
     float* xpad
-    Py_ssize_t H, W, Wp, plane, pt, pl, planes, per
+    Py_ssize_t H, W, Wp, plane, pt, pl, planes, tasks, chunks
+
+
+cdef inline void _copy_tasks(Py_ssize_t planes, Py_ssize_t floats, int n_threads,
+                             Py_ssize_t* tasks, Py_ssize_t* chunks) noexcept nogil:
+    # Pieces of a pad or phase split of `planes` planes of `floats` each, dealt evenly: task
+    # t is planes [t * planes // tasks, (t + 1) * planes // tasks), tasks a multiple of the
+    # threads (16 planes in 3 tasks of 6, 6, 4 kept one thread 2 planes behind the other),
+    # or, with fewer planes than two per thread, chunks > 1 row parts of each plane: task t
+    # is part t % chunks of plane t // chunks (a 3-channel image as 3 planes on 2 threads
+    # had one thread wait through 37 of the 83 us of SqueezeNet's first-layer split).
+    cdef Py_ssize_t per = units_per_task(planes, floats, n_threads)
+    if n_threads > 1 and planes < 2 * n_threads:
+        chunks[0] = (4 * n_threads + planes - 1) // planes
+        tasks[0] = planes * chunks[0]
+        return
+    chunks[0] = 1
+    tasks[0] = (planes + per - 1) // per
+    if n_threads > 1:
+        tasks[0] = min(planes, (tasks[0] + n_threads - 1) // n_threads * n_threads)
 
 
 cdef struct ConvJob:
@@ -373,11 +392,13 @@ cdef struct ConvCall:
     # row-offset path: the zero-padded images (Hp x Wp planes; with strides, their sh*sw
     # phase planes of Hq x Wq each, SplitJob sj, and Wp holds Wq: the grid's row) read by
     # row offsets off[K];
-    # pieces are bands of band_cols columns of the padded-width grid (whole NR panels, the
-    # last band of an image ending at Q) x msplit ranges of output channels, each a GEMM
+    # pieces are bands of the padded-width grid (the Q columns of an image as `panels` NR
+    # panels dealt evenly: band b is panels [b * panels // bands, (b + 1) * panels // bands),
+    # at most band_cols columns, the last ending at Q) x msplit ranges of output channels,
+    # each a GEMM
     # that stores the grid's output columns into y (grid_store: gemm.h's grid output), or
     # else computes the band into the thread's grid buffer (M x band_cols) copied into y
-    Py_ssize_t Wp, plane, Q, K, band_cols, bands, msplit
+    Py_ssize_t Wp, plane, Q, K, panels, band_cols, bands, msplit
     bint in_place, phased   # phased: strided, x phase split (sj) instead of padded (pad)
     bint grid_store         # the GEMM stores the grid's kept columns into y (no grid buffer)
     PadJob pad
@@ -471,10 +492,10 @@ cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
     cdef BandJob j
     if c.phased:
         sj.x, sj.xq = x, c.xpad
-        parallel_for((sj.planes + sj.per - 1) // sj.per, c.pad_nt, _split_task, &sj)
+        parallel_for(sj.tasks, c.pad_nt, _split_task, &sj)
     else:
         pad.x, pad.xpad = x, c.xpad
-        parallel_for((pad.planes + pad.per - 1) // pad.per, c.pad_nt, _pad_task, &pad)
+        parallel_for(pad.tasks, c.pad_nt, _pad_task, &pad)
     j.c, j.y, j.ep, j.failed = c, y, ep0, 0
     parallel_for(c.N * c.bands * c.msplit, c.nt, _band_task, &j)
     return CY_ENOMEM if j.failed else CY_OK
@@ -482,9 +503,14 @@ cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
 
 cdef void _pad_task(void* ctx, long t, int tid) noexcept nogil:
     cdef PadJob* j = <PadJob*>ctx
-    cdef Py_ssize_t p, i
-    for p in range(t * j.per, task_end(t * j.per, j.per, j.planes)):
-        for i in range(j.H):
+    cdef Py_ssize_t p, i, k, p0, p1, i0 = 0, i1 = j.H
+    if j.chunks > 1:
+        p0, k = t // j.chunks, t % j.chunks
+        p1, i0, i1 = p0 + 1, k * j.H // j.chunks, (k + 1) * j.H // j.chunks
+    else:
+        p0, p1 = t * j.planes // j.tasks, (t + 1) * j.planes // j.tasks
+    for p in range(p0, p1):
+        for i in range(i0, i1):
             memcpy(j.xpad + p * j.plane + (i + j.pt) * j.Wp + j.pl, j.x + (p * j.H + i) * j.W,
                    j.W * sizeof(float))
 
@@ -501,8 +527,9 @@ cdef void _band_task(void* ctx, long t, int tid) noexcept nogil:
     cdef BandJob* j = <BandJob*>ctx
     cdef const ConvCall* c = j.c
     cdef Py_ssize_t mh = t % c.msplit, band = t // c.msplit
-    cdef Py_ssize_t n = band // c.bands, q0 = (band - n * c.bands) * c.band_cols
-    cdef Py_ssize_t q1 = min(q0 + c.band_cols, c.Q), Qb = q1 - q0
+    cdef Py_ssize_t n = band // c.bands, b = band - n * c.bands, nr = gemm_nr()
+    cdef Py_ssize_t q0 = b * c.panels // c.bands * nr
+    cdef Py_ssize_t q1 = min((b + 1) * c.panels // c.bands * nr, c.Q), Qb = q1 - q0
     cdef Py_ssize_t P = c.OH * c.OW, M = c.M, Wp = c.Wp, OW = c.OW, m, oh, lo, hi
     cdef Py_ssize_t mr = gemm_mr(), mtiles = (M + mr - 1) // mr
     cdef Py_ssize_t m0 = mh * mtiles // c.msplit * mr
@@ -559,7 +586,7 @@ cdef int _gemm_exec(const ConvCall* c, const float* x, float* y,
     if job.phases:
         sj = c.sj
         sj.x, sj.xq = x, c.xq
-        parallel_for((sj.planes + sj.per - 1) // sj.per, c.split_nt, _split_task, &sj)
+        parallel_for(sj.tasks, c.split_nt, _split_task, &sj)
         job.xq = c.xq
     if c.nt == 1:
         for it in range(c.items):
@@ -978,7 +1005,7 @@ cdef class ConvPlan:
         # plane, Hq x Wq = the padded plane / (sh, sw), and the grid is OH x Wq.
         cdef Geometry geo = c.geo
         cdef Py_ssize_t Hp = c.H + geo.pt + geo.pb, P = c.OH * c.OW
-        cdef Py_ssize_t nr = gemm_nr(), per_image
+        cdef Py_ssize_t nr = gemm_nr(), per_image, per_band
         c.path = PATH_OFFSETS
         c.w = <const float*>cnp.PyArray_DATA(self.w_packed)
         c.phased = geo.sh > 1 or geo.sw > 1
@@ -1002,13 +1029,16 @@ cdef class ConvPlan:
         # which cost 2 threads 14% more panels than one. In process, 2 threads, panel bands
         # vs row bands: 32 -> 128 at 27x27 0.95x, 32 -> 32 at 32x32 0.93x, CIFAR CNN 0.975x,
         # others (16 -> 64 at 55x55, DenseNet's 128 -> 32) within 1-3% either way.
-        cdef Py_ssize_t panels = (c.Q + nr - 1) // nr
-        c.band_cols = c.Q
+        # The panels are dealt evenly (bands differ by one panel at most): cut in equal bands
+        # with the remainder last, SqueezeNet's 55x55 expands (98 panels) ran 7 bands of 13
+        # and one of 7, so one thread ran 52 panels and the other waited through 6 of them.
+        c.panels = (c.Q + nr - 1) // nr
+        c.bands = 1
         if c.nt > 1:
             per_image = (4 * c.nt + c.N - 1) // c.N
-            c.band_cols = max(4, (panels + per_image - 1) // per_image) * nr
-            c.band_cols = min(c.band_cols, c.Q)
-        c.bands = (c.Q + c.band_cols - 1) // c.band_cols
+            per_band = max(4, (c.panels + per_image - 1) // per_image)
+            c.bands = (c.panels + per_band - 1) // per_band
+        c.band_cols = min((c.panels + c.bands - 1) // c.bands * nr, c.Q)
         # Too few bands for ~4 pieces per thread (small planes: CIFAR's 13x13, SqueezeNet's
         # 13x13 have 3): split each band's output channels too, whole MR-row tiles apiece,
         # so each piece is still one thread's GEMM copied into y at once. Tiles and the order
@@ -1029,9 +1059,9 @@ cdef class ConvPlan:
         c.pad.H, c.pad.W, c.pad.Wp, c.pad.plane = c.H, c.W, c.Wp, c.plane
         c.pad.pt, c.pad.pl, c.pad.planes = geo.pt, geo.pl, c.N * c.C
         c.pad_nt = c.n_threads if c.N * c.C * c.H * c.W >= PAD_PARALLEL_MIN else 1
-        c.pad.per = units_per_task(c.pad.planes, c.H * c.W, c.pad_nt)
+        _copy_tasks(c.pad.planes, c.H * c.W, c.pad_nt, &c.pad.tasks, &c.pad.chunks)
         c.sj.H, c.sj.W, c.sj.pt, c.sj.pl, c.sj.sh, c.sj.sw = c.H, c.W, geo.pt, geo.pl, geo.sh, geo.sw
-        c.sj.Wq, c.sj.planes, c.sj.per = c.Wp, c.N * c.C, c.pad.per
+        c.sj.Wq, c.sj.planes, c.sj.tasks, c.sj.chunks = c.Wp, c.N * c.C, c.pad.tasks, c.pad.chunks
 
     cdef void _prepare_gemm(self, ConvCall* c, bint has_pre):
         # One parallel region for the whole op: pieces are (image, group, column range),
@@ -1069,8 +1099,8 @@ cdef class ConvPlan:
             c.sj.H, c.sj.W, c.sj.pt, c.sj.pl, c.sj.sh, c.sj.sw = c.H, c.W, geo.pt, geo.pl, 1, sw
             c.sj.Hq, c.sj.Wq = Hq, Wq
             c.sj.planes = c.N * c.C
-            c.sj.per = units_per_task(c.sj.planes, sw * Hq * Wq, c.n_threads)
             c.split_nt = c.n_threads if c.N * c.C * c.H * c.W >= 65536 else 1
+            _copy_tasks(c.sj.planes, sw * Hq * Wq, c.split_nt, &c.sj.tasks, &c.sj.chunks)
             job.phases, job.Hq, job.Wq = <int>sw, <int>Hq, <int>Wq
         cdef Py_ssize_t nr = gemm_nr(), items = c.N * self.group, per = 1
         # One image of one group: the GEMM splits it (gemm.c, cy_sgemm_ex), by rows or
@@ -1119,10 +1149,16 @@ cdef class ConvPlan:
 
 cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
     cdef SplitJob* j = <SplitJob*>ctx
-    cdef Py_ssize_t p
-    for p in range(t * j.per, task_end(t * j.per, j.per, j.planes)):
+    cdef Py_ssize_t p, k, p0, p1, rows = j.sh * j.Hq, u0 = 0, u1 = rows
+    if j.chunks > 1:
+        p0, k = t // j.chunks, t % j.chunks
+        p1, u0, u1 = p0 + 1, k * rows // j.chunks, (k + 1) * rows // j.chunks
+    else:
+        p0, p1 = t * j.planes // j.tasks, (t + 1) * j.planes // j.tasks
+    for p in range(p0, p1):
         phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sh,
-                    <int>j.sw, <int>j.Hq, <int>j.Wq, j.xq + p * j.sh * j.sw * j.Hq * j.Wq)
+                    <int>j.sw, <int>j.Hq, <int>j.Wq, j.xq + p * j.sh * j.sw * j.Hq * j.Wq,
+                    <int>u0, <int>u1)
 
 
 cdef void _conv_task(void* ctx, long r, int tid) noexcept nogil:

@@ -55,8 +55,8 @@ cdef extern from "gemm/im2col.h" nogil:
         int KH, KW, sh, sw, dh, dw, pt, pl
         int phases
 
-    void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sh, int sw,
-                               int Hq, int Wq, float *dst)
+    void cy_im2col_phase_split_rows(const float *x, int H, int W, int pt, int pl, int sh,
+                                    int sw, int Hq, int Wq, float *dst, int u0, int u1)
 
     # a 1x1 conv's input after relu(scale * x + shift) per channel, packed on the fly
     ctypedef struct cy_preact:
@@ -145,9 +145,10 @@ cdef int winograd_conv3x3(int N, int C, int H, int W, int M, int OH, int OW, int
 # The pack_b of an operand whose pack_ctx is a cy_im2col / a cy_preact.
 cdef cy_pack_b_fn im2col_packer() noexcept nogil
 cdef cy_pack_b_fn preact_packer() noexcept nogil
-# one plane zero-padded and split by row and column phase (im2col.h's cy_im2col_phase_split)
+# phase rows [u0, u1) of one plane zero-padded and split by row and column phase (im2col.h's
+# cy_im2col_phase_split_rows; all of it: u0 = 0, u1 = sh * Hq)
 cdef void phase_split(const float *x, int H, int W, int pt, int pl, int sh, int sw, int Hq,
-                      int Wq, float *dst) noexcept nogil
+                      int Wq, float *dst, int u0, int u1) noexcept nogil
 cdef int gemm_mr() noexcept nogil
 cdef bint gemm_has_row_offsets() noexcept nogil
 cdef bint gemm_has_grid_store() noexcept nogil

@@ -108,8 +108,8 @@ cdef cy_pack_b_fn preact_packer() noexcept nogil:
     return <cy_pack_b_fn>cy_preact_pack_b
 
 cdef void phase_split(const float *x, int H, int W, int pt, int pl, int sh, int sw, int Hq,
-                      int Wq, float *dst) noexcept nogil:
-    cy_im2col_phase_split(x, H, W, pt, pl, sh, sw, Hq, Wq, dst)
+                      int Wq, float *dst, int u0, int u1) noexcept nogil:
+    cy_im2col_phase_split_rows(x, H, W, pt, pl, sh, sw, Hq, Wq, dst, u0, u1)
 
 cdef int gemm_mr() noexcept nogil:
     return cy_gemm_mr()
@@ -402,3 +402,38 @@ def gemm_native(Packed b, int M, bint trans_a, float alpha=1.0, bias_row=None, b
     op.out_shapes = ((M, b.cols),)
     op.what = f"Gemm ({M}, {b.rows}) @ ({b.rows}, {b.cols})"
     return op
+
+
+cdef struct _PoolTrace:
+    int* runs               # per piece: times it ran
+    int* tid                # per piece: the thread that ran it
+    long work               # per piece: iterations of a dependent loop
+    double sink
+
+
+cdef void _trace_piece(void* ctx, long piece, int tid) noexcept nogil:
+    cdef _PoolTrace* t = <_PoolTrace*>ctx
+    cdef double acc = piece
+    cdef long i
+    for i in range(t.work):
+        acc = acc * 0.999 + 1.0
+    if acc == -1.0:
+        t.sink = acc        # never: keeps the loop
+    t.runs[piece] += 1      # one piece per thread at a time: no race on a piece's slots
+    t.tid[piece] = tid
+
+
+def _pool_trace(long n, int n_threads, long work=0):
+    """Run n pieces of `work` loop iterations through the thread pool (tests): (threads used,
+    runs per piece, the thread that ran each piece)."""
+    runs = np.zeros(max(n, 0), np.intc)
+    tids = np.full(max(n, 0), -1, np.intc)
+    cdef int[::1] r = runs, d = tids
+    cdef _PoolTrace t
+    t.runs = &r[0] if n > 0 else NULL
+    t.tid = &d[0] if n > 0 else NULL
+    t.work, t.sink = work, 0
+    cdef int used
+    with nogil:
+        used = cy_parallel_for(n, n_threads, _trace_piece, &t)
+    return used, runs, tids

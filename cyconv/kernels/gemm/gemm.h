@@ -79,7 +79,7 @@ typedef struct cy_operand {
      * in place by the micro-kernel (no packing). A stride-1 conv over a zero-padded image
      * is such a matrix: row (c, kh, kw) starts at c*Hp*Wp + kh*dh*Wp + kw*dw and column j is
      * output position j of the padded-width grid (conv.pyx); a strided conv over the image
-     * split by row and column phase is one too (im2col.h, cy_im2col_phase_split). The
+     * split by row and column phase is one too (im2col.h, cy_im2col_phase_split_rows). The
      * kernels read rows in whole vectors of their panel (NR floats): the NR - 1 floats after
      * a row's last column (j = N - 1) must be readable; what they hold never reaches C. */
     const ptrdiff_t *row_off;

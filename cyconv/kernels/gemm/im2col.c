@@ -193,24 +193,25 @@ split_phase(const float *xr, int W, int pl, int sw, int p, int Wq, float *d)
     for (int j = jb; j < Wq; j++) d[j] = 0.0f;
 }
 
-CY_CLONES void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sh,
-                                     int sw, int Hq, int Wq, float *dst)
+CY_CLONES void cy_im2col_phase_split_rows(const float *x, int H, int W, int pt, int pl,
+                                          int sh, int sw, int Hq, int Wq, float *dst,
+                                          int u0, int u1)
 {
     const size_t phase_plane = (size_t)Hq * Wq;
-    for (int a = 0; a < sh; a++)
-        for (int r = 0; r < Hq; r++) {
-            /* phase p of this row: dst + (a*sw + p) * phase_plane + r*Wq */
-            float *d = dst + (size_t)a * sw * phase_plane + (size_t)r * Wq;
-            const int ih = r * sh + a - pt;
-            if (ih < 0 || ih >= H) {
-                for (int p = 0; p < sw; p++) memset(d + p * phase_plane, 0, Wq * sizeof(float));
-            } else if (sw == 2 && 2 * Wq <= SPLIT2_STAGE && pl < 2 * Wq) {
-                split_columns2(x + (size_t)ih * W, W, pl, Wq, d, d + phase_plane);
-            } else {
-                for (int p = 0; p < sw; p++)
-                    split_phase(x + (size_t)ih * W, W, pl, sw, p, Wq, d + p * phase_plane);
-            }
+    for (int u = u0; u < u1; u++) {
+        const int a = u / Hq, r = u - a * Hq;
+        /* phase p of this row: dst + (a*sw + p) * phase_plane + r*Wq */
+        float *d = dst + (size_t)a * sw * phase_plane + (size_t)r * Wq;
+        const int ih = r * sh + a - pt;
+        if (ih < 0 || ih >= H) {
+            for (int p = 0; p < sw; p++) memset(d + p * phase_plane, 0, Wq * sizeof(float));
+        } else if (sw == 2 && 2 * Wq <= SPLIT2_STAGE && pl < 2 * Wq) {
+            split_columns2(x + (size_t)ih * W, W, pl, Wq, d, d + phase_plane);
+        } else {
+            for (int p = 0; p < sw; p++)
+                split_phase(x + (size_t)ih * W, W, pl, sw, p, Wq, d + p * phase_plane);
         }
+    }
 }
 
 CY_CLONES void cy_preact_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR,

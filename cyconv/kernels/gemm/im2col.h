@@ -31,9 +31,11 @@ typedef struct cy_im2col {
  * im2col packs strided convs (ResNet's 7x7 and 3x3 stride-2 layers) with plain copies
  * instead of strided gathers and edge tests (sh = 1: rows unsplit); with the rows split too,
  * tap (kh, kw) of output (oh, ow) is element (oh + kh/sh, ow + kw/sw) of phase
- * (kh % sh, kw % sw): a stride-1 read, which the row-offset GEMM takes in place. */
-void cy_im2col_phase_split(const float *x, int H, int W, int pt, int pl, int sh, int sw,
-                           int Hq, int Wq, float *dst);
+ * (kh % sh, kw % sw): a stride-1 read, which the row-offset GEMM takes in place.
+ * A call writes the phase rows u = a*Hq + r in [u0, u1) (all of them: 0, sh*Hq), so that
+ * several threads can share a plane: a 3-channel image is 3 planes for 2 threads. */
+void cy_im2col_phase_split_rows(const float *x, int H, int W, int pt, int pl, int sh, int sw,
+                                int Hq, int Wq, float *dst, int u0, int u1);
 
 /* cy_pack_b_fn for ctx = const cy_im2col *. */
 void cy_im2col_pack_b(const void *ctx, int k0, int kc, int j0, int nc, int NR, float *dst);

@@ -7,13 +7,15 @@
  * closing barrier, so on a machine whose cores are shared (other processes, or another
  * runtime's spinning pool in the same process) one worker the OS has not scheduled yet
  * stalls the whole op for a scheduler time slice (milliseconds) even though the caller could
- * have done all the work. Here pieces are claimed from a counter and the caller waits only for
- * pieces that were claimed: a worker that wakes late finds nothing left and goes back to
- * sleep (the design of ONNX Runtime's thread pool). Workers sleep on a condition variable
- * when idle, so they never spin against the threads doing work.
+ * have done all the work. Here pieces are claimed and the caller waits only for pieces that
+ * were claimed: a worker that wakes late finds its block taken and goes back to sleep (the
+ * design of ONNX Runtime's thread pool). Workers sleep on a condition variable when idle,
+ * so they never spin against the threads doing work.
  *
- * Which piece runs on which thread is unspecified; callers must give each piece a result
- * that does not depend on it (thread-private scratch is indexed by tid, tid < nt).
+ * Thread t first runs the t-th of nt contiguous blocks of pieces (for cache affinity, see
+ * pool.c), then helps with the others; which piece runs on which thread is not guaranteed,
+ * so callers must give each piece a result that does not depend on it (thread-private
+ * scratch is indexed by tid, tid < nt).
  * A call made while the pool is busy (another Python thread's op, or a nested call from a
  * piece) runs its pieces on the calling thread, in order.
  */

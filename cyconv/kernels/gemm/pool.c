@@ -12,8 +12,9 @@
  * 1.0 (2-piece ops). A late or busy thread still costs nothing: the others take its block.
  *
  * Synchronisation (all atomics sequentially consistent):
- *   caller: publish job and want -> bump generation -> broadcast under the mutex -> claim
- *           pieces -> wait until done == n -> job = NULL -> wait until active == 0 -> return
+ *   caller: publish job and want -> bump generation -> signal the wanted sleepers under the
+ *           mutex -> claim pieces -> wait until done == n -> job = NULL -> wait until
+ *           active == 0 -> return
  *   worker: spin, then sleep, until the generation changes -> read want (not wanted: wait
  *           on) -> active++ -> read job -> claim pieces -> active-- -> spin
  * A spinning worker never touches the mutex: it only sleeps on (and so locks) it after its
@@ -46,9 +47,8 @@
 /* Thread t's block of pieces [t*n/nt, (t+1)*n/nt): next is the next one to claim in it (by
  * its owner or by a thread that ran out of its own), on a cache line of its own. */
 typedef struct {
-    atomic_long next;
+    _Alignas(64) atomic_long next;
     long end;
-    char pad[64 - sizeof(atomic_long) - sizeof(long)];
 } block_t;
 
 typedef struct {

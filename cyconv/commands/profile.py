@@ -28,6 +28,8 @@ def command_profile(args) -> int:
     result = profile(session, feed, repeats=max(1, args.repeat))
     print(f"model {args.model}: {len(result.nodes)} nodes after optimisation, "
           f"{session.threads} threads, {result.executor} executor")
+    if result.executor_note:
+        print(f"no native plan: {result.executor_note}")
     print(f"latency: median {np.median(result.total_ms):.3f} ms over {len(result.total_ms)} runs")
     print(f"peak activation memory: {result.peak_activation_bytes / 2**20:.2f} MiB")
     print()

@@ -42,6 +42,7 @@ class Profile:
     peak_activation_bytes: int
     fusions: list
     executor: str = "python"   # "native" (one C loop, kernels/native.pyx) or "python"
+    executor_note: str = ""    # python: the error that stopped the native plan, if any
 
     def table(self, top: int = 0) -> str:
         """Nodes sorted by median time: share of the total, shapes."""
@@ -150,7 +151,8 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
         buffers.set_handler(outer)
     # the graph passes' fusions, and what the native plan did for these shapes
     fusions = list(session.fusions) + (list(plan.notes) if plan is not None else [])
-    return Profile(timings, totals, peak, fusions, executor)
+    note = "" if executor == "native" else (session._native_failure or "")
+    return Profile(timings, totals, peak, fusions, executor, note)
 
 
 def _input_shape(slots, slot, captured) -> list:

@@ -120,6 +120,8 @@ class InferenceSession:
         self._compile(graph)
         self._buffers = buffers.new_handler(BUFFER_CACHE_BYTES)
         self._native_plans = {}          # feed shapes -> NativePlan, or None (not native)
+        self._native_failure = None      # why the last native plan could not be made, if
+                                         # an error stopped it (the profiler reports it)
         self._native = native_enabled()
         self._native_lock = threading.Lock()
 
@@ -249,7 +251,10 @@ class InferenceSession:
         native form for them (the Python loop then runs, and reports any error)."""
         try:
             return self._build_native_steps(feeds)
-        except (CyconvError, ValueError, IndexError, TypeError):
+        except (CyconvError, ValueError, IndexError, TypeError) as exc:
+            # a bad feed is reported by the Python loop; anything else would only show as a
+            # slower run, so the reason is kept for `cyconv profile`
+            self._native_failure = f"{type(exc).__name__}: {exc}"
             return None
 
     def _build_native_steps(self, feeds):

@@ -354,3 +354,25 @@ def test_concats_in_place_equal_the_python_loop(name, optimize, monkeypatch):
     # cyconv profile lists them with the fusions
     x = np.zeros((1, 4, 6, 6), np.float32)
     assert set(one.notes) <= set(profile(native, {"x": x}, repeats=1).fusions)
+
+
+def test_profile_says_why_a_plan_is_not_native(monkeypatch):
+    # an error while planning falls back to the Python loop (which reports bad feeds); the
+    # profile names the error, so a planning bug shows as more than a slower run
+    model = zoo.ZOO["lenet5"]().SerializeToString()
+    channels, side = zoo.DEFAULT_INPUT["lenet5"]
+    x = np.random.default_rng(0).standard_normal((1, channels, side, side), dtype=np.float32)
+    sess = cyconv.InferenceSession(model, threads=1)
+    assert profile(sess, {"input": x}, repeats=1).executor == "native"
+
+    def broken(*args, **kwargs):
+        raise TypeError("planner broke")
+
+    monkeypatch.setattr("cyconv.engine.session.assign_offsets", broken)
+    sess = cyconv.InferenceSession(model, threads=1)
+    got = profile(sess, {"input": x}, repeats=1)
+    assert got.executor == "python"
+    assert got.executor_note == "TypeError: planner broke"
+    monkeypatch.undo()
+    want = cyconv.InferenceSession(model, threads=1).run(None, {"input": x})[0]
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], want, rtol=1e-6, atol=1e-6)

@@ -1,6 +1,7 @@
 """The thread pool (kernels/gemm/pool.c): every piece runs once, on a thread below the count
 asked for, whatever the pieces and threads, and thread t runs its own block when it is free."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +29,10 @@ def test_blocks_go_to_their_threads():
     # same core from call to call). With pieces of a few microseconds both threads are busy
     # from the start, so the second block's first piece is thread 1's in nearly every call
     # where thread 1 took part (with one shared counter it was about half of them).
+    # The tests above ran up to 8 threads: their workers spin for 50 ms after their last
+    # piece (pool.c) and, on a 2-core machine, would take the core from worker 1. Let them
+    # fall asleep first.
+    time.sleep(0.2)
     n, joined, own = 64, 0, 0
     for _ in range(100):
         used, runs, tids = _gemm._pool_trace(n, 2, work=2000)

@@ -249,6 +249,7 @@ class InferenceSession:
     def _build_native(self, feeds):
         """Prepare every step for the feeds' shapes: a NativePlan, or None when a step has no
         native form for them (the Python loop then runs, and reports any error)."""
+        self._native_failure = None
         try:
             return self._build_native_steps(feeds)
         except (CyconvError, ValueError, IndexError, TypeError) as exc:

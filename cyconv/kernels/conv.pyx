@@ -338,6 +338,18 @@ cdef inline void _copy_tasks(Py_ssize_t planes, Py_ssize_t floats, int n_threads
         tasks[0] = min(planes, (tasks[0] + n_threads - 1) // n_threads * n_threads)
 
 
+cdef inline void _copy_task_range(long t, Py_ssize_t planes, Py_ssize_t tasks,
+                                  Py_ssize_t chunks, Py_ssize_t rows, Py_ssize_t* p0,
+                                  Py_ssize_t* p1, Py_ssize_t* r0, Py_ssize_t* r1) noexcept nogil:
+    # task t of _copy_tasks' partition: planes [p0, p1), rows [r0, r1) of each
+    cdef Py_ssize_t k
+    if chunks > 1:
+        p0[0], k = t // chunks, t % chunks
+        p1[0], r0[0], r1[0] = p0[0] + 1, k * rows // chunks, (k + 1) * rows // chunks
+    else:
+        p0[0], p1[0], r0[0], r1[0] = t * planes // tasks, (t + 1) * planes // tasks, 0, rows
+
+
 cdef struct ConvJob:
     # one Conv call: x (N, C, H, W), y (N, M, OH, OW), packed weights, epilogue, geometry
     const float* x
@@ -395,9 +407,9 @@ cdef struct ConvCall:
     # pieces are bands of the padded-width grid (the Q columns of an image as `panels` NR
     # panels dealt evenly: band b is panels [b * panels // bands, (b + 1) * panels // bands),
     # at most band_cols columns, the last ending at Q) x msplit ranges of output channels,
-    # each a GEMM
-    # that stores the grid's output columns into y (grid_store: gemm.h's grid output), or
-    # else computes the band into the thread's grid buffer (M x band_cols) copied into y
+    # each a GEMM that stores the grid's output columns into y (grid_store: gemm.h's grid
+    # output), or else computes the band into the thread's grid buffer (M x band_cols)
+    # copied into y
     Py_ssize_t Wp, plane, Q, K, panels, band_cols, bands, msplit
     bint in_place, phased   # phased: strided, x phase split (sj) instead of padded (pad)
     bint grid_store         # the GEMM stores the grid's kept columns into y (no grid buffer)
@@ -485,8 +497,8 @@ cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
     # channels (each thread's GEMM reads its channels' weights and its rows' stretch of the
     # padded image, and stores its grid rows into y: directly, or copied from its buffer
     # right after, while they are in L1/L2). Splitting the rows of one GEMM over threads (M)
-    # instead, then copying the grid in a second region, ran CIFAR-size
-    # layers (32 -> 32 at 30x30) at 1.2-1.3x of one thread on two.
+    # instead, then copying the grid in a second region, ran CIFAR-size layers (32 -> 32 at
+    # 30x30) at 1.2-1.3x of one thread on two.
     cdef PadJob pad = c.pad
     cdef SplitJob sj = c.sj
     cdef BandJob j
@@ -503,12 +515,8 @@ cdef int _offsets_exec(const ConvCall* c, const float* x, float* y,
 
 cdef void _pad_task(void* ctx, long t, int tid) noexcept nogil:
     cdef PadJob* j = <PadJob*>ctx
-    cdef Py_ssize_t p, i, k, p0, p1, i0 = 0, i1 = j.H
-    if j.chunks > 1:
-        p0, k = t // j.chunks, t % j.chunks
-        p1, i0, i1 = p0 + 1, k * j.H // j.chunks, (k + 1) * j.H // j.chunks
-    else:
-        p0, p1 = t * j.planes // j.tasks, (t + 1) * j.planes // j.tasks
+    cdef Py_ssize_t p, i, p0, p1, i0, i1
+    _copy_task_range(t, j.planes, j.tasks, j.chunks, j.H, &p0, &p1, &i0, &i1)
     for p in range(p0, p1):
         for i in range(i0, i1):
             memcpy(j.xpad + p * j.plane + (i + j.pt) * j.Wp + j.pl, j.x + (p * j.H + i) * j.W,
@@ -1000,9 +1008,10 @@ cdef class ConvPlan:
         # q = oh*Wp + ow (ow < Wp), is the padded image itself from c*Hp*Wp + kh*dh*Wp + kw*dw
         # on. The micro-kernel reads those rows directly (gemm.h's row_off), so nothing is
         # packed; the grid's Wp - OW extra columns per row are computed and dropped as the
-        # GEMM stores into y (grid_store) or when the grid is copied into y. A strided conv reads x split by row and
-        # column phase instead (gemm/im2col.h): each tap is then a stride-1 read of one phase
-        # plane, Hq x Wq = the padded plane / (sh, sw), and the grid is OH x Wq.
+        # GEMM stores into y (grid_store) or when the grid is copied into y. A strided conv
+        # reads x split by row and column phase instead (gemm/im2col.h): each tap is then a
+        # stride-1 read of one phase plane, Hq x Wq = the padded plane / (sh, sw), and the
+        # grid is OH x Wq.
         cdef Geometry geo = c.geo
         cdef Py_ssize_t Hp = c.H + geo.pt + geo.pb, P = c.OH * c.OW
         cdef Py_ssize_t nr = gemm_nr(), per_image, per_band
@@ -1149,12 +1158,8 @@ cdef class ConvPlan:
 
 cdef void _split_task(void* ctx, long t, int tid) noexcept nogil:
     cdef SplitJob* j = <SplitJob*>ctx
-    cdef Py_ssize_t p, k, p0, p1, rows = j.sh * j.Hq, u0 = 0, u1 = rows
-    if j.chunks > 1:
-        p0, k = t // j.chunks, t % j.chunks
-        p1, u0, u1 = p0 + 1, k * rows // j.chunks, (k + 1) * rows // j.chunks
-    else:
-        p0, p1 = t * j.planes // j.tasks, (t + 1) * j.planes // j.tasks
+    cdef Py_ssize_t p, p0, p1, u0, u1
+    _copy_task_range(t, j.planes, j.tasks, j.chunks, j.sh * j.Hq, &p0, &p1, &u0, &u1)
     for p in range(p0, p1):
         phase_split(j.x + p * j.H * j.W, <int>j.H, <int>j.W, <int>j.pt, <int>j.pl, <int>j.sh,
                     <int>j.sw, <int>j.Hq, <int>j.Wq, j.xq + p * j.sh * j.sw * j.Hq * j.Wq,

@@ -423,6 +423,22 @@ cdef void _trace_piece(void* ctx, long piece, int tid) noexcept nogil:
     t.tid[piece] = tid
 
 
+cdef extern from "gemm/probe.h" nogil:
+    double cy_round_trip_ns(int rounds)
+
+
+def _round_trip_ns(int rounds=2000):
+    """Median cross-core round trip of a cache line between this thread and one started for
+    the call (gemm/probe.h): ~60 or ~330 ns on the 2-vCPU benchmark VMs, depending on where the
+    host has put the vCPUs. For benchmarks; -1.0 if no thread could be started."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    cdef double ns
+    with nogil:
+        ns = cy_round_trip_ns(rounds)
+    return ns
+
+
 def _pool_trace(long n, int n_threads, long work=0):
     """Run n pieces of `work` loop iterations through the thread pool (tests): (threads used,
     runs per piece, the thread that ran each piece)."""

@@ -1,6 +1,6 @@
 """Latency of cyconv and its peers split by where the host has put this VM's vCPUs.
 
-    python benchmarks/placement_states.py [--models squeezenet1_1,cifar_cnn] [--rounds 24]
+    python benchmarks/placement_states.py [--models squeezenet1_1,cifar_cnn] [--rounds 30]
 
 Why: on the 2-vCPU cloud VMs these benchmarks run on, a cache line passed from one vCPU to
 the other takes one of two times, and the host switches between them every few seconds to
@@ -17,13 +17,13 @@ thread: 6.3 ms in both). A plain median mixes the two in whatever proportion the
 to meet, which is why the same table row moves by 10-20% between runs.
 
 Method: as ``cyconv bench`` (same process, warmed up, runtimes interleaved in blocks whose
-first call is not timed, 100 ms idle before each block), and 60 ms into the idle gap before every block a probe of
-the state: the median round trip of a cache line between this thread and one started for the
-probe and joined after it (``cyconv.kernels.gemm._gemm._round_trip_ns``, 0.2 ms; it leaves no
-thread spinning). Odd rounds start after 1 s of idle and even
-rounds after 2 s of back-to-back cyconv calls, so that both states are met. Each block is then
-counted as far when its probe is 1.3x the 10th percentile of all probes or more (if both states
-hold 10% of the blocks or more), and each state gets its own medians and ratio.
+first call is not timed, 100 ms idle before each block), with a probe of the state 60 ms into
+each idle gap: the median round trip of a cache line between this thread and one started for
+the probe and joined after it (``cyconv.kernels.gemm._gemm._round_trip_ns``, 0.2 ms; it leaves
+no thread spinning). Odd rounds start after 1 s of idle and even rounds after 2 s of
+back-to-back cyconv calls, so that both states are met. Each block is then counted as far when
+its probe is 1.3x the 10th percentile of all probes or more (if both states hold 10% of the
+blocks or more), and each state gets its own medians and ratio.
 """
 from __future__ import annotations
 
@@ -39,8 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_models import build  # noqa: E402
 
 from cyconv import InferenceSession  # noqa: E402
-from cyconv.commands.bench import BLOCK_GAP_S  # noqa: E402
-from cyconv.commands.bench_peers import LOADERS, PeerUnavailable  # noqa: E402
+from cyconv.commands.bench import BLOCK_GAP_S, load_peers, time_block  # noqa: E402
 from cyconv.kernels.gemm import _gemm  # noqa: E402
 
 PROBE_ROUNDS = 2000
@@ -68,17 +67,15 @@ def measure(name, batch, threads, compare, rounds, block):
     model, feed = build(name, batch)
     model_bytes = model.SerializeToString()
     session = InferenceSession(model, threads=threads)
-    runners = {"cyconv": lambda f: session.run(None, f)}
-    for peer in compare:
-        try:
-            runners[peer], _ = LOADERS[peer](model_bytes, feed, threads)
-        except PeerUnavailable as exc:
-            print(f"    {peer}: {exc}")
+    peers, _, reasons = load_peers(model_bytes, feed, threads, compare)
+    for peer, why in reasons.items():
+        print(f"    {peer}: {why}")
+    runners = {"cyconv": lambda f: session.run(None, f), **peers}
     for run in runners.values():
         for _ in range(3):
             run(feed)
     keys = list(runners)
-    blocks = {k: [] for k in keys}      # (probe us, block median ms)
+    blocks = {k: [] for k in keys}      # (probe ns, block median ms)
     for r in range(rounds):
         if r % 2:
             time.sleep(1.0)
@@ -94,13 +91,7 @@ def measure(name, batch, threads, compare, rounds, block):
             time.sleep(PROBE_AT_S)
             probe = round_trip_ns()
             time.sleep(BLOCK_GAP_S - PROBE_AT_S)
-            times = []
-            for b in range(block):
-                start = time.perf_counter()
-                runners[key](feed)
-                if b:
-                    times.append(time.perf_counter() - start)
-            blocks[key].append((probe, float(np.median(times)) * 1e3))
+            blocks[key].append((probe, float(np.median(time_block(runners[key], feed, block)))))
     return keys, {k: np.asarray(v) for k, v in blocks.items()}
 
 
@@ -145,7 +136,7 @@ def main(argv=None):
             print(f"{name:<14}{state:>6}{counts:>9}"
                   f"{float(np.median(blocks['cyconv'][sel['cyconv'], 0])):>9.0f}{cy:>11.3f}"
                   f"{cells}{ratio}", flush=True)
-    print("vs best: cyconv median / best peer median over the rounds of that state "
+    print("vs best: cyconv median / best peer median over the blocks of that state "
           "(< 1: cyconv faster)")
     return 0
 

@@ -169,6 +169,32 @@ def _max_diff(outs, ref):
     return d
 
 
+def load_peers(model_bytes, feed, threads, compare):
+    """The peers of ``compare`` loaded for ``feed``: ({peer: run(feed)}, {peer: version},
+    {peer: why it is unavailable}); ValueError for a name not in LOADERS."""
+    runners, versions, reasons = {}, {}, {}
+    for peer in compare:
+        if peer not in LOADERS:
+            raise ValueError(f"unknown peer {peer!r}: choose among {', '.join(LOADERS)}")
+        try:
+            runners[peer], versions[peer] = LOADERS[peer](model_bytes, feed, threads)
+        except PeerUnavailable as exc:
+            reasons[peer] = str(exc)
+    return runners, versions, reasons
+
+
+def time_block(run, feed, block):
+    """Times in ms of ``block`` calls of ``run(feed)`` back to back, the first not timed
+    (unless it is the only one): it pays for the threads that slept through the idle gap."""
+    times = []
+    for b in range(block):
+        start = time.perf_counter()
+        run(feed)
+        if b > 0 or block == 1:
+            times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, repeat=20,
                 peak=None, name="model", block=4):
     """Time cyconv and its peers on one model and feed, interleaved.
@@ -199,16 +225,9 @@ def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, r
     else:
         peak_source = "given (--peak)"
     session = InferenceSession(model, threads=threads)
-    runners = {"cyconv": lambda f: session.run(None, f)}
-    versions = {"cyconv": __version__}
-    reasons = {}
-    for peer in compare:
-        if peer not in LOADERS:
-            raise ValueError(f"unknown peer {peer!r}: choose among {', '.join(LOADERS)}")
-        try:
-            runners[peer], versions[peer] = LOADERS[peer](model_bytes, feed, threads)
-        except PeerUnavailable as exc:
-            reasons[peer] = str(exc)
+    runners, versions, reasons = load_peers(model_bytes, feed, threads, compare)
+    runners = {"cyconv": lambda f: session.run(None, f), **runners}
+    versions["cyconv"] = __version__
     # Warm-up (first-run allocations, JIT / plan caches), and the outputs compared.
     outputs = {}
     for key, run in list(runners.items()):
@@ -228,11 +247,7 @@ def bench_model(model, feed, threads=2, compare=("ort", "openvino"), warmup=3, r
         for key in order:
             if block > 1:
                 time.sleep(BLOCK_GAP_S)    # let the last runtime's spinning threads settle
-            for b in range(block):
-                start = time.perf_counter()
-                runners[key](feed)
-                if b > 0 or block == 1:
-                    times[key].append((time.perf_counter() - start) * 1e3)
+            times[key] += time_block(runners[key], feed, block)
     base = float(np.median(times["cyconv"]))
     results = []
     for key in ["cyconv", *compare]:

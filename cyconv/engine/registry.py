@@ -43,6 +43,10 @@ An operator is described by a *builder*, called once per node when a session is 
   inputs are all known then (constants, or such results: a Shape -> Gather -> Concat chain
   feeding a Reshape). A session whose every step has a native form (or is evaluated so)
   runs the graph as one C loop.
+* ``node.hints``: model-wide facts a builder cannot see from its own node, computed once
+  per load by the functions op modules register with :func:`model_hint` (each takes the
+  optimized Graph and returns a dict; NodeContext.hints is their union). Conv uses it to
+  know whether all of a model's small-plane Winograd weights fit a cache budget together.
 * ``reference`` is the numpy oracle of the op (``cyconv/ops/<family>.py``): the definition every
   fast kernel is tested against.
 """
@@ -78,6 +82,8 @@ class NodeContext:
     output_names: tuple = ()
     # static shapes from shape inference when known: per input a tuple of int|str|None, or None
     input_shapes: tuple = field(default_factory=tuple)
+    # model-wide facts (model_hints): empty where no graph is at hand (call_op, folding)
+    hints: dict = field(default_factory=dict)
 
     def error(self, message: str) -> ModelError:
         """A ModelError that names this node; use as ``raise node.error("...")``."""
@@ -95,6 +101,22 @@ class RunContext:
 
 
 OPS: dict = {}
+MODEL_HINTS: list = []
+
+
+def model_hint(fn: Callable) -> Callable:
+    """Decorator: register ``fn(graph) -> dict`` of model-wide facts for builders
+    (``node.hints``); it must not modify the graph."""
+    MODEL_HINTS.append(fn)
+    return fn
+
+
+def model_hints(graph) -> dict:
+    """The union of every registered model hint for ``graph``."""
+    hints = {}
+    for fn in MODEL_HINTS:
+        hints.update(fn(graph))
+    return hints
 
 
 def register(op_type: str, *, reference: Optional[Callable] = None, domain: str = "",

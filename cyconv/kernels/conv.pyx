@@ -699,8 +699,13 @@ def winograd_applies(int KH, int KW, strides, dilations, int group):
             and group == 1)
 
 
-def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW):
+def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW,
+                  bint weights_cached=False):
     """The Winograd output tile worth using for this layer and input size: 4, 2 or 0 (none).
+
+    ``weights_cached``: the model's small-plane F(4x4) layers (below) take few enough
+    weights together to stay in cache from one run to the next (the caller's model-wide
+    count, ops/conv.py ``small_plane_winograd``), so those layers take F(4x4) too.
 
     F(4x4, 3x3) saves 3/4 of the multiplies for 4x the weight memory, F(2x2, 3x3) 5/9 for
     1.8x. Both cost the transforms (~ C + M values per tile) and reread the transformed
@@ -732,10 +737,17 @@ def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ss
     # 128->32 at 28x28 0.75 (1 thread 0.84), 128->32 at 14x14 1.00-1.09 (so not there);
     # whole models in process, both orders: SqueezeNet 0.98x (its two 27x27 expands),
     # DenseNet-121 0.99x (its 12 28x28 layers; 1 thread 0.98x), GoogLeNet 1.01x (noise).
+    # Between 16 and 48 tiles F(4x4) still wins alone (2026-12-07, one layer, weights warm,
+    # F(4x4) / row offsets, 1 / 2 threads: 64->64 at 13x13 0.79 / 0.78, 128->32 at 14x14
+    # 0.95 / 0.82, 96->48 at 14x14 0.78 / 0.71), and in a model whose such layers' weights
+    # are few (weights_cached): the CIFAR CNN's 64->64 at 13x13 (0.59 MB) 0.945 / 0.96 of
+    # the whole run. DenseNet-121's 24 of them (14 MB) ran 0.995 / 0.99 near and 1.04 with
+    # the vCPUs far apart (benchmarks/placement_states.py), so there they stay row offsets.
     cdef Py_ssize_t f4_tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     cdef bint f4 = f4_tiles >= 16
+    cdef bint small_plane = C * M > 2275 and f4_tiles < 49 and not weights_cached
     if C * M <= 8192 and offsets_pay(C, M, 1, 1, OH + 2, OW + 2) and (
-            C * M < 20 * (C + M) or (C * M > 2275 and f4_tiles < 49) or not f4):
+            C * M < 20 * (C + M) or small_plane or not f4):
         return 0
     if f4:
         return 4

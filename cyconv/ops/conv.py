@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from ..engine.registry import consumes, natively, register
+from ..engine.registry import consumes, model_hint, natively, register
 from ..errors import InputError
 from ..kernels import conv as _kc
 
@@ -478,17 +478,21 @@ def _winograd_candidate(W, strides, dilations, group) -> bool:
     return bool(_kc.winograd_applies(W.shape[2], W.shape[3], st, dl, group))
 
 
-def _static_spatial(node):
+def _static_spatial(shape):
     """The declared (N, C, H, W) input shape when H and W are known at load, else None."""
-    shape = node.input_shapes[0] if node.input_shapes else None
     if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
         return None
     return shape
 
 
+def _input_shape(node):
+    return node.input_shapes[0] if node.input_shapes else None
+
+
 def _winograd_later(node, W, strides, dilations, group) -> bool:
     """Winograd may pay for this Conv but its output size is unknown at load."""
-    return (_winograd_candidate(W, strides, dilations, group) and _static_spatial(node) is None
+    return (_winograd_candidate(W, strides, dilations, group)
+            and _static_spatial(_input_shape(node)) is None
             and W.shape[0] >= 16 and W.shape[1] >= 16)
 
 
@@ -496,16 +500,54 @@ def _use_winograd(node, W, strides, dilations, pads, auto_pad, group) -> int:
     """The Winograd output tile for this Conv (4: F(4x4, 3x3), 2: F(2x2, 3x3)) or 0 (im2col
     + GEMM). Only where it computes the same conv (3x3, stride 1, dilation 1, one group) and
     pays for its weight memory at the input size the model declares (kernels/conv.pyx
-    ``winograd_tile``); with an unknown spatial size the choice is made per input shape at
-    run time instead (``_winograd_later``); a symbolic batch counts as one image (the latency
-    case). Either algorithm accepts any input size."""
-    shape = _static_spatial(node)
+    ``winograd_tile``, told whether the model's small-plane layers fit the cache together:
+    ``node.hints``, :func:`small_plane_winograd`); with an unknown spatial size the choice
+    is made per input shape at run time instead (``_winograd_later``); a symbolic batch
+    counts as one image (the latency case). Either algorithm accepts any input size."""
+    return _tile_at_load(_input_shape(node), W, strides, dilations, pads, auto_pad, group,
+                         node.hints.get("small_plane_winograd", False))
+
+
+def _tile_at_load(shape, W, strides, dilations, pads, auto_pad, group, weights_cached):
+    shape = _static_spatial(shape)
     if shape is None or not _winograd_candidate(W, strides, dilations, group):
         return 0
     st, dl, pd = _defaults(2, strides, dilations, pads)
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
     out, _, _ = conv_geometry(shape[2:], W.shape[2:], st, dl, pd, auto_pad)
-    return int(_kc.winograd_tile(W.shape[1], W.shape[0], batch, out[0], out[1]))
+    return int(_kc.winograd_tile(W.shape[1], W.shape[0], batch, out[0], out[1],
+                                 weights_cached))
+
+
+# Most bytes of F(4x4) weights (36 x M x C floats a layer) that a model's small-plane convs
+# may take together and still run as Winograd (winograd_tile's weights_cached): twice the
+# 1 MiB L2 of the Zen 4 cores measured. The CIFAR CNN's one such layer takes 0.59 MB (the
+# model ran 0.945x / 0.96x on 1 / 2 threads with it), DenseNet-121's 24 take 14 MB (0.99x
+# near, 1.04x with the vCPUs far apart: they stream from memory every run).
+SMALL_PLANE_WINOGRAD_BYTES = 2 << 20
+
+
+@model_hint
+def small_plane_winograd(graph) -> dict:
+    """``{"small_plane_winograd": bool}``: whether the F(4x4) weights of the model's convs
+    that take Winograd only while their weights stay cached come to
+    SMALL_PLANE_WINOGRAD_BYTES or less together (False when there are none)."""
+    total = 0
+    for node in graph.nodes:
+        if (node.domain or "ai.onnx", node.op_type) not in (("ai.onnx", "Conv"),
+                                                            ("com.microsoft", "FusedConv")):
+            continue
+        W = graph.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        if W is None or W.ndim != 4:
+            continue
+        a = node.attrs
+        tiles = [_tile_at_load(graph.value_shapes.get(node.inputs[0]), W, a.get("strides"),
+                               a.get("dilations"), a.get("pads"),
+                               _auto_pad(a.get("auto_pad", "NOTSET")), int(a.get("group", 1)),
+                               cached) for cached in (False, True)]
+        if tiles == [0, 4]:
+            total += 36 * W.shape[0] * W.shape[1] * 4
+    return {"small_plane_winograd": 0 < total <= SMALL_PLANE_WINOGRAD_BYTES}
 
 
 @register("Conv", reference=conv_reference)

@@ -376,3 +376,45 @@ def test_profile_says_why_a_plan_is_not_native(monkeypatch):
     monkeypatch.undo()
     want = cyconv.InferenceSession(model, threads=1).run(None, {"input": x})[0]
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], want, rtol=1e-6, atol=1e-6)
+
+
+def _conv_chain(side):
+    # x -> Conv -> a -> Conv -> b -> Conv -> c -> Conv -> y (1x1, 4 channels): only
+    # neighbours are alive together, so a and c may share a buffer
+    rng = np.random.default_rng(0)
+    names = ["x", "a", "b", "c", "y"]
+    nodes = [helper.make_node("Conv", [u, f"w{i}"], [v])
+             for i, (u, v) in enumerate(zip(names, names[1:]))]
+    weights = [onnx.numpy_helper.from_array(
+        rng.standard_normal((4, 4, 1, 1)).astype(np.float32), f"w{i}") for i in range(4)]
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, side, side])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("side, private", [(16, True), (256, False)])
+def test_small_plans_give_every_value_its_own_buffer(side, private, monkeypatch):
+    # Activations that fit PRIVATE_ARENA_BYTES (3 x 4 KB here) get a buffer each, so every
+    # run writes each byte from the same thread; 3 x 1 MiB reuse dead values' buffers.
+    from cyconv.engine import session
+    model = _conv_chain(side)
+    x = np.random.default_rng(1).standard_normal((1, 4, side, side)).astype(np.float32)
+    (want,) = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    def arena_bytes():
+        sess = cyconv.InferenceSession(model, optimize=False, threads=2)
+        result = profile(sess, {"x": x}, repeats=1)
+        assert result.executor == "native"
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+        return result.peak_activation_bytes
+
+    value = 4 * 4 * side * side
+    limit = session.PRIVATE_ARENA_BYTES
+    assert (3 * value <= limit) is private
+    default = arena_bytes()
+    monkeypatch.setattr(session, "PRIVATE_ARENA_BYTES", 0)
+    reused = arena_bytes()
+    # a and c share when reused: the private plan holds one value more
+    assert default - reused == (value if private else 0)

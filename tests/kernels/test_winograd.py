@@ -12,8 +12,12 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
+import cyconv
 import cyconv.ops  # noqa: F401
 from cyconv.engine.registry import NodeContext
 from cyconv.kernels import conv as kc
@@ -223,3 +227,55 @@ def test_tile_choice():
     assert kc.winograd_tile(96, 128, 1, 28, 28) == 4       # 12288 > 8192
     assert kc.winograd_tile(128, 32, 1, 7, 7) == 0         # no F(4x4): row offsets
     assert kc.winograd_tile(160, 320, 1, 7, 7) == 2
+    # weights_cached (the model's small-plane F(4x4) weights fit the cache together,
+    # ops/conv.py small_plane_winograd): those layers take F(4x4), nothing else changes
+    assert kc.winograd_tile(64, 64, 1, 13, 13, True) == 4
+    assert kc.winograd_tile(128, 32, 1, 14, 14, True) == 4
+    assert kc.winograd_tile(32, 32, 1, 30, 30, True) == 0      # below the ratio still
+    assert kc.winograd_tile(128, 32, 1, 7, 7, True) == 0       # no F(4x4) tiles
+    assert kc.winograd_tile(160, 320, 1, 7, 7, True) == 2
+
+
+def _valid_convs(count, side=15, channels=64):
+    # `count` 3x3 valid convs of channels -> channels, each on a side x side map (padded
+    # back by the next conv's pads=1 except the first)
+    rng = np.random.default_rng(0)
+    nodes, weights, prev = [], [], "x"
+    for i in range(count):
+        w = (rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(np.float32)
+        weights.append(onnx.numpy_helper.from_array(w, f"w{i}"))
+        pads = [0, 0, 0, 0] if i == 0 else [1, 1, 1, 1]
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"y{i}"], pads=pads))
+        prev = f"y{i}"
+    out = side - 2
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                   [1, channels, side, side])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, channels, out, out])],
+        weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("count, cached", [(1, True), (5, False)])
+def test_small_plane_winograd_counts_the_models_weights(count, cached, monkeypatch):
+    # 64 -> 64 at 13x13: 16 tiles of 4x4, C * M = 4096; its F(4x4) weights take 0.59 MB,
+    # so one such layer fits SMALL_PLANE_WINOGRAD_BYTES and five (2.9 MB) do not
+    from cyconv.engine import registry
+    from cyconv.ops import conv as ops_conv
+    if not kc.ConvPlan(np.zeros((8, 8, 3, 3), np.float32), None, (1, 1), (1, 1),
+                       1).uses_row_offsets(8, 8, (1, 1, 1, 1)):
+        pytest.skip("no row-offset kernel on this ISA: such layers take F(4x4) anyway")
+    seen = []
+
+    def spy(graph):
+        seen.append(ops_conv.small_plane_winograd(graph))
+        return seen[-1]
+    monkeypatch.setattr(registry, "MODEL_HINTS", [spy if f is ops_conv.small_plane_winograd
+                                                  else f for f in registry.MODEL_HINTS])
+    model = _valid_convs(count)
+    x = np.random.default_rng(1).standard_normal((1, 64, 15, 15)).astype(np.float32)
+    got, = cyconv.InferenceSession(model, threads=2).run(None, {"x": x})
+    assert seen == [{"small_plane_winograd": cached}]
+    want, = ort.InferenceSession(model.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())

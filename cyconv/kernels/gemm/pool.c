@@ -81,18 +81,24 @@ static void cpu_relax(void)
 #endif
 }
 
-/* Thread tid runs its own block first, then claims what is left of the others' blocks. */
+/* Thread tid runs its own block first, then claims what is left of the others' blocks.
+ * It adds the pieces it ran to done once, when none is left to claim: done's cache line
+ * then moves between the cores once per thread per job instead of once per piece (each
+ * move ~60 ns with the vCPUs near, ~330 far). Cross-process A/B, 2 threads, near: CIFAR
+ * CNN 0.977-0.986x, SqueezeNet 1.00x. The caller still returns only after done == n. */
 static void run_pieces(job_t *j, int tid)
 {
+    long ran = 0;
     for (int k = 0; k < j->nt; k++) {
         block_t *b = &j->block[(tid + k) % j->nt];
         for (;;) {
             long i = atomic_fetch_add(&b->next, 1);
             if (i >= b->end) break;
             j->fn(j->ctx, i, tid);
-            atomic_fetch_add(&j->done, 1);
+            ran++;
         }
     }
+    if (ran) atomic_fetch_add(&j->done, ran);
 }
 
 /* How long an idle worker spins for the next job before it sleeps (CYCONV_SPIN_US, default

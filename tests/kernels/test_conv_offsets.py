@@ -205,3 +205,31 @@ def test_strided(rng, N, C, H, W, M, k, kw, strides, d, pads, act, residual):
     # strided convs read x split by row and column phase: each tap a stride-1 read of one
     # phase plane (gemm/im2col.h cy_im2col_phase_split)
     check(rng, N, C, H, W, M, k, d, pads, act=act, residual=residual, kw=kw, strides=strides)
+
+
+@pytest.mark.parametrize("C, H, W, M, k, d, N", [(32, 32, 32, 32, 3, 1, 1), (64, 15, 15, 64, 3, 1, 2),
+                                                 (8, 20, 17, 12, 3, 2, 1), (5, 9, 11, 7, 2, 1, 3)])
+def test_unpadded_input_read_in_place_or_copied_near_a_page_end(rng, C, H, W, M, k, d, N):
+    # No pads: x is its own padded image and is read where it lies, unless the grid's
+    # reads past its last float (the dropped columns of the last row, and the kernel's own
+    # over-read) could leave the page; then it is copied as a padded input would be.
+    # Both placements give the same bits, equal to the reference.
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((M, C, k, k)).astype(np.float32)
+    plan = kc.ConvPlan(w, None, (1, 1), (d, d), 1)
+    assert plan.uses_row_offsets(H, W, (0, 0, 0, 0))
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64), dilations=[d, d])
+    page = 4096 // 4
+    pages = -(-x.size // page)
+    buf = np.zeros((pages + 3) * page, np.float32)
+    start = (-buf.ctypes.data // 4) % page          # floats to the first page boundary
+    end_of_page = start + (pages + 1) * page - x.size   # x's last float ends a page
+    mid_page = end_of_page - page // 2                  # x's last float is mid-page
+    got = []
+    for at in (end_of_page, mid_page):
+        xv = buf[at:at + x.size].reshape(x.shape)
+        xv[...] = x
+        got += [plan.run(xv, (0, 0, 0, 0), t) for t in (1, 2)]
+    for y in got[1:]:
+        np.testing.assert_array_equal(y, got[0])
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))

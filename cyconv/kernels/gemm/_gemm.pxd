@@ -152,6 +152,9 @@ cdef void phase_split(const float *x, int H, int W, int pt, int pl, int sh, int 
 cdef int gemm_mr() noexcept nogil
 cdef bint gemm_has_row_offsets() noexcept nogil
 cdef bint gemm_has_grid_store() noexcept nogil
+# reads of row-offset rows reaching `past` floats beyond B's last element `last` (plus the
+# kernel's own over-read) stay in its page (gemm.h)
+cdef bint gemm_reads_in_page(const float *last, size_t past) noexcept nogil
 cdef int gemm_nr() noexcept nogil
 
 cdef class Packed:

@@ -16,6 +16,7 @@ cdef extern from "gemm/gemm.h" nogil:
     int cy_gemm_mr()
     int cy_gemm_has_row_offsets()
     int cy_gemm_has_grid_store()
+    int cy_gemm_reads_in_page(const float *last, size_t past)
     int cy_gemm_nr()
     int cy_gemm_set_isa(const char *name)
     size_t cy_sgemm_packed_a_size(int M, int K)
@@ -122,6 +123,9 @@ cdef bint gemm_has_row_offsets() noexcept nogil:
 
 cdef bint gemm_has_grid_store() noexcept nogil:
     return cy_gemm_has_grid_store() != 0
+
+cdef bint gemm_reads_in_page(const float *last, size_t past) noexcept nogil:
+    return cy_gemm_reads_in_page(last, past) != 0
 
 
 # ---- ISA --------------------------------------------------------------------------------

@@ -414,6 +414,17 @@ static void gemm_piece(void *ctx, long w, int tid)
 int cy_gemm_has_row_offsets(void) { return cy_gemm_isa_get()->kernel_offsets != NULL; }
 int cy_gemm_has_grid_store(void) { return cy_gemm_isa_get()->grid_store; }
 
+/* Page size assumed by the over-read test: a page is at least this, so two addresses in one
+ * such block lie in one page and are both readable when one is. */
+#define PAGE_BYTES 4096
+
+int cy_gemm_reads_in_page(const float *last, size_t past)
+{
+    const uintptr_t a = (uintptr_t)last;
+    const size_t beyond = (past + (size_t)cy_gemm_isa_get()->b_overread) * sizeof(float);
+    return a / PAGE_BYTES == (a + beyond) / PAGE_BYTES;
+}
+
 /* Whether ep's grid output (if any) can be stored by this ISA and is well formed. */
 static int grid_valid(const cy_gemm_isa *isa, const cy_epilogue *ep)
 {
@@ -449,10 +460,6 @@ static void pack_panel(void *ctx, long q, int tid)
 
 /* ---- B read in place ------------------------------------------------------------------- */
 
-/* Page size assumed by the over-read test: a page is at least this, so two addresses in one
- * such block lie in one page and are both readable when one is. */
-#define PAGE_BYTES 4096
-
 /* B as row offsets for kernel_offsets, read where it lies instead of packed, when its rows are
  * contiguous (cs == 1: a 1x1 conv's input is K channel planes of rs floats) and M is small
  * enough for that to pay (cy_gemm_isa.b_in_place_max_m); otherwise B itself. Packing copies
@@ -469,8 +476,7 @@ static cy_operand b_in_place(const cy_gemm_isa *isa, int M, int N, int K, cy_ope
         return B;
     /* one row keeps the GEMV kernel (and its order of sums, which a prepacked B also gets) */
     if (M == 1 && isa->gemv) return B;
-    const uintptr_t last = (uintptr_t)(B.data + (ptrdiff_t)(K - 1) * B.rs + N - 1);
-    if (last / PAGE_BYTES != (last + isa->b_overread * sizeof(float)) / PAGE_BYTES) return B;
+    if (!cy_gemm_reads_in_page(B.data + (ptrdiff_t)(K - 1) * B.rs + N - 1, 0)) return B;
     ptrdiff_t *off = (ptrdiff_t *)cy_thread_scratch(
         CY_SCRATCH_ROW_OFF, (size_t)K * sizeof(ptrdiff_t) / sizeof(float));
     if (!off) return B;         /* no memory for K offsets: pack as usual */

@@ -94,6 +94,12 @@ int cy_gemm_has_row_offsets(void);
 /* Whether the micro-kernel in use stores a grid output (cy_epilogue.grid_wp). */
 int cy_gemm_has_grid_store(void);
 
+/* Whether B given by row offsets may be read where it lies when its rows' reads reach `past`
+ * floats beyond `last`, B's last element (a conv's grid reading past its last plane): with
+ * the kernel's own over-read (cy_gemm_isa.b_overread) added, they stay in last's page, so
+ * they cannot fault whatever follows B. */
+int cy_gemm_reads_in_page(const float *last, size_t past);
+
 /* Name of the micro-kernel in use ("avx512f", "avx2", "generic") and its register tile. */
 const char *cy_gemm_isa_name(void);
 int cy_gemm_mr(void);

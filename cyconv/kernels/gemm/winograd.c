@@ -173,32 +173,42 @@ static inline void gather_run(const conv_t *cv, const float *xc, const run_t *ru
     }
 }
 
-/* Gathers the patches of a panel's cnt tiles of channel c into d (zero past cnt). */
+/* Gathers the patches of a panel's cnt tiles of channel c into d (zero from cnt to L). */
 static inline void gather_panel(const conv_t *cv, int c, long t0, int cnt,
-                                float d[NXI_MAX][NR_MAX], const int A, const int S)
+                                float d[NXI_MAX][NR_MAX], const int A, const int S, const int L)
 {
     run_t run;
     run_first(cv, t0, cnt, &run);
     for (int jj = 0; jj < cnt; jj += run.len, run_next(cv, cnt - jj, &run))
         gather_run(cv, cv->x + ((size_t)run.n * cv->C + c) * cv->H * cv->W, &run, jj, d, A, S);
     for (int xi = 0; xi < A * A; xi++)
-        for (int jj = cnt; jj < NR_MAX; jj++) d[xi][jj] = 0.0f;
+        for (int jj = cnt; jj < L; jj++) d[xi][jj] = 0.0f;
 }
 
-/* V for channel c and the tiles jj < cnt of one panel (cnt <= nr; the rest of the panel's
- * nr columns are zero). vdst: the panel's row c of xi = 0; xi planes are xi_stride apart. */
-CY_CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, float *vdst,
-                                size_t xi_stride)
+/* The transforms below run over L lanes, a compile-time count the compiler vectorises fully:
+ * HALF_LANES when a panel holds that many tiles or fewer (a 13x13 to 16x16 plane has 16 tiles
+ * of 4x4, half of a 32-wide AVX-512 panel), NR_MAX otherwise. The lanes past L are neither
+ * computed nor stored: the GEMM of a chunk of <= HALF_LANES tiles reads only that many
+ * columns of each panel row. Before, every panel paid all 32 lanes: the 64 -> 64 conv at
+ * 13x13 spent more time in its transforms than in its GEMMs. */
+#define HALF_LANES 16
+
+static inline int lanes_for(int cnt) { return cnt <= HALF_LANES ? HALF_LANES : NR_MAX; }
+
+/* V for channel c and the tiles jj < cnt of one panel (cnt <= nr; the panel's columns from
+ * cnt to L are zero). vdst: the panel's row c of xi = 0; xi planes are xi_stride apart. */
+static inline __attribute__((always_inline)) void input_lanes4(
+    const conv_t *cv, int c, long t0, int cnt, float *vdst, size_t xi_stride, const int L)
 {
     float d[NXI_MAX][NR_MAX], t[NXI_MAX][NR_MAX];
-    const int nr = cv->nr;
-    gather_panel(cv, c, t0, cnt, d, 6, 4);
+    const int nr = cv->nr < L ? cv->nr : L;
+    gather_panel(cv, c, t0, cnt, d, 6, 4, L);
 
     /* Both passes run over all NR_MAX lanes, a compile-time count the compiler vectorises
      * fully, into local arrays; only the panel's nr columns are copied out. */
     /* columns: t = B^T d, for each column s of the patch */
     for (int s = 0; s < 6; s++)
-        for (int jj = 0; jj < NR_MAX; jj++) {
+        for (int jj = 0; jj < L; jj++) {
             const float d0 = d[s][jj], d1 = d[6 + s][jj], d2 = d[12 + s][jj],
                         d3 = d[18 + s][jj], d4 = d[24 + s][jj], d5 = d[30 + s][jj];
             t[s][jj] = 4.0f * d0 - 5.0f * d2 + d4;
@@ -210,7 +220,7 @@ CY_CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, fl
         }
     /* rows: V = t B, for each row i (into d, free again) */
     for (int i = 0; i < 6; i++)
-        for (int jj = 0; jj < NR_MAX; jj++) {
+        for (int jj = 0; jj < L; jj++) {
             const float e0 = t[i * 6][jj], e1 = t[i * 6 + 1][jj], e2 = t[i * 6 + 2][jj],
                         e3 = t[i * 6 + 3][jj], e4 = t[i * 6 + 4][jj], e5 = t[i * 6 + 5][jj];
             d[i * 6][jj] = 4.0f * e0 - 5.0f * e2 + e4;
@@ -225,14 +235,14 @@ CY_CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, fl
 }
 
 /* F(2x2, 3x3): V = B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
-CY_CLONES static void input_panel2(const conv_t *cv, int c, long t0, int cnt, float *vdst,
-                                size_t xi_stride)
+static inline __attribute__((always_inline)) void input_lanes2(
+    const conv_t *cv, int c, long t0, int cnt, float *vdst, size_t xi_stride, const int L)
 {
     float d[NXI_MAX][NR_MAX], t[16][NR_MAX];
-    const int nr = cv->nr;
-    gather_panel(cv, c, t0, cnt, d, 4, 2);
+    const int nr = cv->nr < L ? cv->nr : L;
+    gather_panel(cv, c, t0, cnt, d, 4, 2, L);
     for (int s = 0; s < 4; s++)
-        for (int jj = 0; jj < NR_MAX; jj++) {
+        for (int jj = 0; jj < L; jj++) {
             const float d0 = d[s][jj], d1 = d[4 + s][jj], d2 = d[8 + s][jj], d3 = d[12 + s][jj];
             t[s][jj] = d0 - d2;
             t[4 + s][jj] = d1 + d2;
@@ -240,7 +250,7 @@ CY_CLONES static void input_panel2(const conv_t *cv, int c, long t0, int cnt, fl
             t[12 + s][jj] = d1 - d3;
         }
     for (int i = 0; i < 4; i++)
-        for (int jj = 0; jj < NR_MAX; jj++) {
+        for (int jj = 0; jj < L; jj++) {
             const float e0 = t[i * 4][jj], e1 = t[i * 4 + 1][jj], e2 = t[i * 4 + 2][jj],
                         e3 = t[i * 4 + 3][jj];
             d[i * 4][jj] = e0 - e2;
@@ -312,11 +322,11 @@ static inline void finish_panel(const conv_t *cv, int m, long t0, int cnt, float
 /* y for output channel m and the tiles jj < cnt of one panel. rsrc: R row m at the panel's
  * first tile for xi = 0; xi planes are xi_stride apart. F(4x4): Y = A^T R A with
  * A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. */
-CY_CLONES static void output_panel4(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
-                                 size_t xi_stride)
+static inline __attribute__((always_inline)) void output_lanes4(
+    const conv_t *cv, int m, long t0, int cnt, const float *rsrc, size_t xi_stride, const int L)
 {
     float t[24][NR_MAX], o[16][NR_MAX];
-    const int nr = cv->nr;
+    const int nr = cv->nr < L ? cv->nr : L;
     /* columns: t = A^T R (lanes past nr hold garbage that is never stored) */
     for (int s = 0; s < 6; s++)
         for (int jj = 0; jj < nr; jj++) {
@@ -347,11 +357,11 @@ CY_CLONES static void output_panel4(const conv_t *cv, int m, long t0, int cnt, c
 }
 
 /* F(2x2): Y = A^T R A with A^T = [1 1 1 0; 0 1 -1 -1]. */
-CY_CLONES static void output_panel2(const conv_t *cv, int m, long t0, int cnt, const float *rsrc,
-                                 size_t xi_stride)
+static inline __attribute__((always_inline)) void output_lanes2(
+    const conv_t *cv, int m, long t0, int cnt, const float *rsrc, size_t xi_stride, const int L)
 {
     float t[8][NR_MAX], o[16][NR_MAX];
-    const int nr = cv->nr;
+    const int nr = cv->nr < L ? cv->nr : L;
     for (int s = 0; s < 4; s++)
         for (int jj = 0; jj < nr; jj++) {
             const float m0 = rsrc[(size_t)s * xi_stride + jj],
@@ -369,6 +379,34 @@ CY_CLONES static void output_panel2(const conv_t *cv, int m, long t0, int cnt, c
             o[i * 2 + 1][jj] = e1 - e2 - e3;
         }
     finish_panel(cv, m, t0, cnt, o, 2);
+}
+
+CY_CLONES static void input_panel4(const conv_t *cv, int c, long t0, int cnt, float *vdst,
+                                   size_t xi_stride)
+{
+    if (lanes_for(cnt) == HALF_LANES) input_lanes4(cv, c, t0, cnt, vdst, xi_stride, HALF_LANES);
+    else input_lanes4(cv, c, t0, cnt, vdst, xi_stride, NR_MAX);
+}
+
+CY_CLONES static void input_panel2(const conv_t *cv, int c, long t0, int cnt, float *vdst,
+                                   size_t xi_stride)
+{
+    if (lanes_for(cnt) == HALF_LANES) input_lanes2(cv, c, t0, cnt, vdst, xi_stride, HALF_LANES);
+    else input_lanes2(cv, c, t0, cnt, vdst, xi_stride, NR_MAX);
+}
+
+CY_CLONES static void output_panel4(const conv_t *cv, int m, long t0, int cnt,
+                                    const float *rsrc, size_t xi_stride)
+{
+    if (lanes_for(cnt) == HALF_LANES) output_lanes4(cv, m, t0, cnt, rsrc, xi_stride, HALF_LANES);
+    else output_lanes4(cv, m, t0, cnt, rsrc, xi_stride, NR_MAX);
+}
+
+CY_CLONES static void output_panel2(const conv_t *cv, int m, long t0, int cnt,
+                                    const float *rsrc, size_t xi_stride)
+{
+    if (lanes_for(cnt) == HALF_LANES) output_lanes2(cv, m, t0, cnt, rsrc, xi_stride, HALF_LANES);
+    else output_lanes2(cv, m, t0, cnt, rsrc, xi_stride, NR_MAX);
 }
 
 /* The three phases over part of a chunk: channels [c0, c1), positions [x0, x1), output

@@ -707,6 +707,12 @@ def winograd_applies(int KH, int KW, strides, dilations, int group):
             and group == 1)
 
 
+def winograd_weight_bytes(int M, int C, int tile):
+    """Bytes of the transformed, packed weights a ConvPlan of M x C channels holds for this
+    Winograd output tile (4 or 2)."""
+    return 4 * winograd_weights_size(M, C, tile)
+
+
 def winograd_tile(Py_ssize_t C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW,
                   bint weights_cached=False):
     """The Winograd output tile worth using for this layer and input size: 4, 2 or 0 (none).

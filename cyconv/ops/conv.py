@@ -519,9 +519,9 @@ def _tile_at_load(shape, W, strides, dilations, pads, auto_pad, group, weights_c
                                  weights_cached))
 
 
-# Most bytes of F(4x4) weights (36 x M x C floats a layer) that a model's small-plane convs
-# may take together and still run as Winograd (winograd_tile's weights_cached): twice the
-# 1 MiB L2 of the Zen 4 cores measured. The CIFAR CNN's one such layer takes 0.59 MB (the
+# Most bytes of F(4x4) weights (36 packed M x C panels a layer) that a model's small-plane
+# convs may take together and still run as Winograd (winograd_tile's weights_cached): twice
+# the 1 MiB L2 of the Zen 4 cores measured. The CIFAR CNN's one such layer takes 0.59 MB (the
 # model ran 0.945x / 0.96x on 1 / 2 threads with it), DenseNet-121's 24 take 14 MB (0.99x
 # near, 1.04x with the vCPUs far apart: they stream from memory every run).
 SMALL_PLANE_WINOGRAD_BYTES = 2 << 20
@@ -546,7 +546,7 @@ def small_plane_winograd(graph) -> dict:
                                _auto_pad(a.get("auto_pad", "NOTSET")), int(a.get("group", 1)),
                                cached) for cached in (False, True)]
         if tiles == [0, 4]:
-            total += 36 * W.shape[0] * W.shape[1] * 4
+            total += _kc.winograd_weight_bytes(W.shape[0], W.shape[1], 4)
     return {"small_plane_winograd": 0 < total <= SMALL_PLANE_WINOGRAD_BYTES}
 
 

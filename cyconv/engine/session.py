@@ -35,7 +35,7 @@ from ..kernels.conv import fuse_inverted_residual
 from ..kernels import native as _native
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
-from .plan import assign_offsets, concats_in_place, fuse_blocks
+from .plan import assign_offsets, assign_offsets_by_plane, concats_in_place, fuse_blocks
 from .registry import (ALIAS, SHAPE_ONLY, NodeContext, RunContext, build_with_attrs,
                        consumed_inputs, lookup, model_hints)
 
@@ -48,6 +48,16 @@ from .registry import (ALIAS, SHAPE_ONLY, NodeContext, RunContext, build_with_at
 # 1.00; above it PNet 1x3x120x160 (1.8 MB) 0.983 but PaddleOCR cls (2.3 MB) 1.034 and
 # SqueezeNet (11.7 MB) 1.013-1.035 near.
 PRIVATE_ARENA_BYTES = 1 << 20
+
+# Above that, values reuse only the buffers of values of their own plane size
+# (plan.py assign_offsets_by_plane: a reused line is then rewritten by the thread that
+# wrote it) while that takes this many bytes or fewer; beyond, one arena shared by all.
+# In process, 2 threads, by plane / shared, vCPUs near and far (placement probe):
+# SqueezeNet 1.005-1.011 / 0.92, GoogLeNet 0.94 far, PaddleOCR cls 0.97 / 0.90,
+# DenseNet-121 1.00 / 0.98, PNet 0.99 / 1.03, ResNet-50 (16 MiB by plane) 1.00 / 0.99.
+# Grouping about doubles the arena (VGG-16: 24.5 -> 47 MiB), and the large, compute-bound
+# models gained nothing from it.
+PLANE_ARENA_BYTES = 12 << 20
 
 # Most bytes of freed activation blocks a session keeps for its next run (buffers.pyx).
 BUFFER_CACHE_BYTES = 1 << 30
@@ -405,6 +415,12 @@ class InferenceSession:
         if 4 * sum(sizes.values()) <= PRIVATE_ARENA_BYTES:
             arena = {v: (0, len(steps)) for v in arena}     # see PRIVATE_ARENA_BYTES
         offsets, total = assign_offsets(sizes, arena)
+        # see PLANE_ARENA_BYTES; a batch-1 image's plane, else 0 (anywhere)
+        planes = {v: int(np.prod(shapes[v][2:])) if len(shapes[v]) >= 3 and shapes[v][0] == 1
+                  else 0 for v in arena}
+        by_plane = assign_offsets_by_plane(sizes, arena, planes)
+        if 4 * by_plane[1] <= PLANE_ARENA_BYTES:
+            offsets, total = by_plane
         offsets.update({v: offsets[buffer] + at for v, (buffer, at) in nested.items()})
         offsets.update({o: offsets[root(o)] for o in shared})
         out_spec, written = [], set()

@@ -16,7 +16,8 @@ from onnx import TensorProto, helper
 
 import cyconv
 from cyconv import zoo
-from cyconv.engine.plan import ALIGN_FLOATS, assign_offsets, concats_in_place
+from cyconv.engine.plan import (ALIGN_FLOATS, assign_offsets, assign_offsets_by_plane,
+                                 concats_in_place)
 from cyconv.engine.profiler import profile
 
 # zoo models whose optimised graph is all native ops, at small input sides
@@ -188,6 +189,75 @@ def test_assign_offsets_chain_reuses_memory():
     life = {v: (v, v + 1) for v in range(10)}
     _, total = assign_offsets(sizes, life)
     assert total <= 2 * 1008
+
+
+def test_assign_offsets_by_plane_reuses_memory_within_a_plane_only():
+    # a value reuses only memory of values of its own plane, at a multiple of that plane, so
+    # the thread that writes position p of a plane writes the same bytes whatever the value
+    rng = np.random.default_rng(2)
+    planes_of = [0, 169, 729, 3136]
+    sizes, life, planes = {}, {}, {}
+    for v in range(80):
+        first = int(rng.integers(0, 40))
+        planes[v] = planes_of[int(rng.integers(0, 4))]
+        channels = int(rng.integers(1, 9))
+        sizes[v] = channels * planes[v] if planes[v] else int(rng.integers(1, 5000))
+        life[v] = (first, first + int(rng.integers(0, 6)))
+    offsets, total = assign_offsets_by_plane(sizes, life, planes)
+
+    def apart(a, b):
+        return offsets[a] + sizes[a] <= offsets[b] or offsets[b] + sizes[b] <= offsets[a]
+
+    for a in sizes:
+        assert offsets[a] + sizes[a] <= total
+        if planes[a] == 0:
+            assert offsets[a] % ALIGN_FLOATS == 0
+        for b in sizes:
+            if a >= b:
+                continue
+            if planes[a] != planes[b]:
+                assert apart(a, b), (a, b)
+            elif life[a][0] <= life[b][1] and life[b][0] <= life[a][1]:
+                assert apart(a, b), (a, b)
+            if planes[a] == planes[b] and planes[a]:
+                assert (offsets[a] - offsets[b]) % planes[a] == 0, (a, b)
+    # each group still reuses: well under a buffer per value
+    assert total < 0.6 * sum(sizes.values())
+
+
+def test_plans_reuse_buffers_by_plane(monkeypatch):
+    # x (32x32) -> a -> b -> MaxPool -> c (16x16) -> d -> y: in one shared arena c and d
+    # would take a's dead buffer; by plane they get their own (two 4-channel 16x16 planes
+    # more), and the results are bitwise the same either way
+    from cyconv.engine import session
+    rng = np.random.default_rng(3)
+    f = helper.make_tensor_value_info
+    weights = [onnx.numpy_helper.from_array(
+        rng.standard_normal((4, 4, 1, 1)).astype(np.float32), f"w{i}") for i in range(4)]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"]),
+             helper.make_node("Conv", ["a", "w1"], ["b"]),
+             helper.make_node("MaxPool", ["b"], ["c"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["c", "w2"], ["d"]),
+             helper.make_node("Conv", ["d", "w3"], ["y"])]
+    model = _graph(nodes, [f("x", TensorProto.FLOAT, [1, 4, 32, 32])],
+                   [f("y", TensorProto.FLOAT, [1, 4, 16, 16])], weights)
+    x = rng.standard_normal((1, 4, 32, 32)).astype(np.float32)
+    (want,) = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    monkeypatch.setattr(session, "PRIVATE_ARENA_BYTES", 0)
+
+    def run():
+        sess = cyconv.InferenceSession(model, optimize=False, threads=2)
+        result = profile(sess, {"x": x}, repeats=1)
+        assert result.executor == "native"
+        y = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+        return result.peak_activation_bytes, y
+
+    by_plane, y_by_plane = run()
+    monkeypatch.setattr(session, "PLANE_ARENA_BYTES", 0)
+    shared, y_shared = run()
+    assert by_plane - shared == 2 * 4 * 16 * 16 * 4
+    np.testing.assert_array_equal(y_by_plane, y_shared)
 
 
 def test_int64_and_repeated_outputs():

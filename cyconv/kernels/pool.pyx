@@ -45,6 +45,16 @@ cdef enum:
     # between ops, and an OpenMP team next to them fought them for the two cores (MaxPool
     # at 2 threads ran slower than at 1).
     GRAIN = 65536
+    # MaxPool / AveragePool split from this many element-visits on. Their planes are
+    # usually a conv's output that two threads have just written, so one thread alone
+    # reads half of it from the other core (~0.2 ns a byte with the vCPUs far apart):
+    # split by planes, each thread mostly reads planes it wrote itself (a small plane's
+    # conv splits by output channel). In process, 2 threads, WINDOW_GRAIN 4096 / GRAIN
+    # (its 2x2 pool of 64 x 13x13, 9216 visits, on two threads): CIFAR CNN 0.98-0.99 with
+    # the vCPUs near, 0.94-0.955 far; PaddleOCR cls 0.97 near; LeNet-5 (4704 visits)
+    # 0.99 / 1.01. The global pools keep GRAIN: at 4096 the PaddleOCR cls (its SE blocks'
+    # small means) ran 1.085x and MobileNetV2 1.02-1.03x.
+    WINDOW_GRAIN = 4096
     BANDS_PER_THREAD = 4    # tasks per thread when there are too few planes to share out
 
 cdef const cy_pool_isa *_isa = cy_pool_isa_best()
@@ -70,8 +80,9 @@ def available_isas():
     return [n for n in ("avx512f", "avx2", "generic") if cy_pool_isa_by_name(n.encode()) != NULL]
 
 
-cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads) noexcept nogil:
-    cdef Py_ssize_t t = work // GRAIN
+cdef inline int _threads(Py_ssize_t work, Py_ssize_t tasks, int n_threads,
+                         Py_ssize_t grain=GRAIN) noexcept nogil:
+    cdef Py_ssize_t t = work // grain
     if t > tasks:
         t = tasks
     if t > n_threads:
@@ -134,7 +145,7 @@ cdef void _pool_prepare(PoolCall* c, Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W, 
                         int pw, bint is_max, int n_threads) noexcept nogil:
     # the partition of a pool2d call (planes, or bands of rows when the planes are few)
     cdef PoolJob* job = &c.job
-    cdef int nt = _threads(NC * OH * OW * (kh + kw), NC * OH, n_threads)
+    cdef int nt = _threads(NC * OH * OW * (kh + kw), NC * OH, n_threads, WINDOW_GRAIN)
     # Few planes (e.g. one image, few channels): cut planes into bands of rows as well.
     cdef Py_ssize_t bands = 1
     if nt > 1 and NC < BANDS_PER_THREAD * nt:

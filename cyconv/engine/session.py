@@ -414,13 +414,12 @@ class InferenceSession:
         sizes = {v: int(np.prod(shapes[v])) for v in arena}
         if 4 * sum(sizes.values()) <= PRIVATE_ARENA_BYTES:
             arena = {v: (0, len(steps)) for v in arena}     # see PRIVATE_ARENA_BYTES
-        offsets, total = assign_offsets(sizes, arena)
         # see PLANE_ARENA_BYTES; a batch-1 image's plane, else 0 (anywhere)
         planes = {v: int(np.prod(shapes[v][2:])) if len(shapes[v]) >= 3 and shapes[v][0] == 1
                   else 0 for v in arena}
-        by_plane = assign_offsets_by_plane(sizes, arena, planes)
-        if 4 * by_plane[1] <= PLANE_ARENA_BYTES:
-            offsets, total = by_plane
+        offsets, total = assign_offsets_by_plane(sizes, arena, planes)
+        if 4 * total > PLANE_ARENA_BYTES:
+            offsets, total = assign_offsets(sizes, arena)
         offsets.update({v: offsets[buffer] + at for v, (buffer, at) in nested.items()})
         offsets.update({o: offsets[root(o)] for o in shared})
         out_spec, written = [], set()

@@ -438,7 +438,7 @@ def test_profile_says_why_a_plan_is_not_native(monkeypatch):
     def broken(*args, **kwargs):
         raise TypeError("planner broke")
 
-    monkeypatch.setattr("cyconv.engine.session.assign_offsets", broken)
+    monkeypatch.setattr("cyconv.engine.session.assign_offsets_by_plane", broken)
     sess = cyconv.InferenceSession(model, threads=1)
     got = profile(sess, {"input": x}, repeats=1)
     assert got.executor == "python"

@@ -11,9 +11,12 @@ Dtypes: the output has the input's dtype. float16 accumulates in float32, intege
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..engine.registry import register
+from ..engine.registry import consumes, natively, register
+from ..kernels import pool as _kp
 from .shape import attr_int, attr_ints, int_list, norm_axes, norm_axis, run_error
 
 
@@ -105,6 +108,26 @@ def reduce_reference(kind: str, x: np.ndarray, axes=None, keepdims: bool = True)
         return np.asarray(out).astype(x.dtype, copy=False)
 
 
+# The reductions the global-pool kernel computes (float32, over trailing axes).
+_POOLED = ("Mean", "Max")
+
+
+def _trailing_start(axes, rank: int):
+    """k when ``axes`` (normalised, or None for all) are exactly k, k+1, ..., rank-1 (a
+    reduction over each block of the trailing axes), else None; an empty tuple (reduce
+    nothing) is None."""
+    if axes is None:
+        return 0
+    axes = sorted(set(axes))
+    if not axes or axes != list(range(axes[0], rank)):
+        return None
+    return axes[0]
+
+
+def _reduced_shape(shape, start: int, keepdims) -> tuple:
+    return tuple(shape[:start]) + ((1,) * (len(shape) - start) if keepdims else ())
+
+
 def _make_reduce(kind: str, axes_input_from: int):
     """Builder of ``Reduce<kind>``: ``axes`` is an attribute before ``axes_input_from``, then an input."""
 
@@ -119,18 +142,49 @@ def _make_reduce(kind: str, axes_input_from: int):
             raise node.error(f"attribute 'noop_with_empty_axes' needs opset {axes_input_from}")
         noop = bool(attr_int(node, "noop_with_empty_axes", noop_with_empty_axes or 0))
 
-        def run(ctx, x, axes_in=None):
+        def axes_of(axes_in, rank):
             ax = int_list(node, axes_in, "axes") if axes_in is not None else attr_axes
             if not ax:
                 # Missing or empty axes: reduce everything, or nothing with noop_with_empty_axes.
-                ax = () if noop else None
-            else:
-                ax = norm_axes(node, ax, x.ndim)
+                return () if noop else None
+            return norm_axes(node, ax, rank)
+
+        def run(ctx, x, axes_in=None):
+            ax = axes_of(axes_in, x.ndim)
             if kind in ("Max", "Min") and x.dtype.kind == "b" and node.opset < 20:
                 raise run_error(node, f"bool input needs opset 20 (model has {node.opset})")
+            if kind in _POOLED and x.dtype == np.float32 and x.size:
+                start = _trailing_start(ax, x.ndim)
+                if start is not None:
+                    y = np.empty(_reduced_shape(x.shape, start, keepdims), np.float32)
+                    _kp.global_pool(np.ascontiguousarray(x).reshape(-1, math.prod(
+                        x.shape[start:])), y.reshape(-1), kind == "Max", ctx.n_threads)
+                    return y
             return reduce_reference(kind, x, ax, keepdims)
 
-        return run
+        if kind not in _POOLED or (attr_axes is None and node.num_inputs > 1
+                                   and node.const(1) is None):
+            return run
+        # Axes known at load: a mean / max over trailing axes is a global pool over
+        # prod(shape[:start]) planes of prod(shape[start:]) values (the kernel of
+        # GlobalAveragePool). PyTorch's dynamo exporter writes adaptive_avg_pool2d(x, 1) as
+        # ReduceMean(x, axes=[-1, -2]), so without this, a whole model would leave the
+        # native plan for its last pooling step.
+        load_axes = node.const(1) if attr_axes is None and node.num_inputs > 1 else None
+        captured = run if load_axes is None else consumes(
+            lambda ctx, x, axes_in=None: run(ctx, x, load_axes), 1)
+
+        def native(in_shapes, n_threads):
+            shape = tuple(in_shapes[0])
+            start = _trailing_start(axes_of(load_axes, len(shape)), len(shape))
+            if start is None or math.prod(shape) == 0:
+                return None
+            op = _kp.global_pool_native(math.prod(shape[:start]), math.prod(shape[start:]),
+                                        kind == "Max", n_threads)
+            op.out_shapes = (_reduced_shape(shape, start, keepdims),)
+            return op
+
+        return natively(captured, native)
 
     name = "Reduce" + kind
     build.__name__ = build.__qualname__ = name

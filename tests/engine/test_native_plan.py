@@ -112,6 +112,46 @@ def test_unoptimized_graph_runs_natively_too(name, channels, monkeypatch):
     assert all(p is not None for p in _plans(native).values())
 
 
+@pytest.mark.parametrize("op,opset,axes,keepdims,native", [
+    ("ReduceMean", 18, [-1, -2], 1, True),     # PyTorch's dynamo export of adaptive_avg_pool2d
+    ("ReduceMean", 13, [2, 3], 0, True),       # axes an attribute before opset 18
+    ("ReduceMax", 18, [1, 2, 3], 0, True),
+    ("ReduceMean", 18, [1], 1, False),         # not the trailing axes: the Python loop runs
+    ("ReduceMean", 18, None, 0, True),         # every axis
+])
+def test_reductions_over_trailing_axes_are_native(op, opset, axes, keepdims, native,
+                                                  monkeypatch):
+    # Conv -> ReduceMean(axes) -> Flatten -> Gemm, the head of a dynamo-exported classifier:
+    # one reduction without a native form would send the whole model to the Python loop.
+    rng = np.random.default_rng(0)
+    f = helper.make_tensor_value_info
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3],
+                                rng.standard_normal(216).astype(np.float32))]
+    reads = ["c"]
+    attrs = {"keepdims": keepdims}
+    if axes is not None and opset >= 18:
+        inits.append(helper.make_tensor("axes", TensorProto.INT64, [len(axes)], axes))
+        reads.append("axes")
+    elif axes is not None:
+        attrs["axes"] = axes
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(op, reads, ["r"], **attrs)]
+    g = helper.make_graph(nodes, "g", [f("x", TensorProto.FLOAT, [None, 3, 7, 9])],
+                          [f("r", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    blob = model.SerializeToString()
+    native_sess, python_sess = _both(blob, monkeypatch, 2)
+    ref = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 3, 7, 9), dtype=np.float32)
+        (got,) = native_sess.run(None, {"x": x})
+        (want,) = ref.run(None, {"x": x})
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got, python_sess.run(None, {"x": x})[0])
+    assert all((p is not None) == native for p in _plans(native_sess).values())
+
+
 def test_outputs_that_are_views_feeds_or_reused():
     # y1 = Flatten(conv(x)) (an alias of an intermediate), y2 = x itself, y3 = conv(x) also
     # read by the Flatten: every output is a fresh array, equal to the Python loop's

@@ -93,8 +93,11 @@ def test_argmax_ties_and_last_index():
                                 "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
                                 "ReduceLogSumExp"])
 @pytest.mark.parametrize("opset", [11, 13, 18])
-@pytest.mark.parametrize("axes,keepdims", [(None, 1), ([1], 0), ([-1, 0], 1), ([0, 2, 3], 0)])
+@pytest.mark.parametrize("axes,keepdims", [(None, 1), ([1], 0), ([-1, 0], 1), ([0, 2, 3], 0),
+                                           ([2, 3], 1), ([-1, -2], 0), ([1, 2, 3], 1),
+                                           ([3], 0)])
 def test_ort_reduce(rng, op, opset, axes, keepdims):
+    # trailing axes ([2, 3], [-1, -2], ...) take the global-pool kernel for Mean and Max
     x = rng.uniform(0.5, 1.5, (2, 3, 4, 5)).astype(np.float32)
     attrs = {"keepdims": keepdims}
     inputs = [x]

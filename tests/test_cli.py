@@ -59,11 +59,13 @@ def test_profile_prints_table_fusions_memory_and_trace(tmp_path, capsys):
                           for e in events)
 
 
-def test_profile_peak_memory_counts_live_activations():
+def test_profile_peak_memory_counts_live_activations(monkeypatch):
     from cyconv.engine.profiler import profile
     from cyconv.engine.session import InferenceSession
     from onnx import TensorProto, helper
-    # x -> a -> b -> y, 4 KB each: a value dies after its reader, so two are alive at most.
+    # x -> a -> b -> y, 4 KB each: a value dies after its reader, so two are alive at most
+    # in the Python loop (a native plan reports its arena instead).
+    monkeypatch.setenv("CYCONV_NATIVE", "0")
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
              helper.make_node("Relu", ["b"], ["y"])]
     graph = helper.make_graph(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +113,57 @@ def _step_failed(step, args, exc) -> InputError:
                       f"shapes [{shapes}]: {exc}")
 
 
+def _python_step(step, shapes: dict, consts: dict, ctx):
+    """A step with no native form as a plan step that calls its ``run`` (native.PythonOp),
+    with ``(op, input value ids)``; or None when it cannot be one.
+
+    Its output shapes are found by running it once on ones of its input shapes (constants
+    as they are; ones, not zeros: a scale, divisor or log argument is valid at 1): a step whose output shape depends on input values gets caught at run time
+    (OutputShapeChanged) and the session drops the plan. Outputs must be float32, like every
+    value of a plan; inputs from the plan (float32) arrive as read-only views of its buffers.
+    """
+    template, ins, in_shapes = [], [], []
+    for i in step.args:
+        if i < 0:
+            template.append(None)
+        elif i in consts:
+            template.append(consts[i])
+        elif i in shapes:
+            template.append(_FROM_PLAN)
+            ins.append(i)
+            in_shapes.append(tuple(shapes[i]))
+        else:
+            return None
+    probe = [np.ones(shape, np.float32) for shape in in_shapes]
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = step.run(ctx, *_fill(template, probe))
+    except Exception:     # noqa: BLE001: ones it cannot take; the Python loop runs instead
+        return None
+    if type(result) is not tuple and type(result) is not list:
+        result = (result,)
+    if len(result) != len(step.outputs) or not all(
+            isinstance(r, np.ndarray) and r.dtype == np.float32 for r in result):
+        return None
+    run = step.run
+
+    def call(*arrays):
+        return run(ctx, *_fill(template, arrays))
+
+    what = f"{step.op_type} {step.node_name!r} (Python)"
+    return _native.PythonOp(call, in_shapes, [r.shape for r in result], what), ins
+
+
+_FROM_PLAN = object()      # a _python_step argument that is a value of the plan
+
+
+def _fill(template, arrays):
+    """``template`` with its _FROM_PLAN entries replaced by ``arrays`` in order."""
+    it = iter(arrays)
+    return [next(it) if a is _FROM_PLAN else a for a in template]
+
+
 class InferenceSession:
     """Run an ONNX model on the CPU.
 
@@ -170,9 +222,20 @@ class InferenceSession:
         if plan is not None and self._native_lock.acquire(blocking=False):
             try:
                 outputs = plan.run([a for _, a in feeds])
+            except _native.PythonStepFailed as failed:
+                # A Python step raised: the Python loop runs the call and reports the error
+                # as it would have (an interrupt is not an error: it goes on up). A step
+                # whose output shape depends on values (not planned) keeps these shapes in
+                # the Python loop from now on.
+                if not isinstance(failed.error, Exception):
+                    raise failed.error from None
+                if isinstance(failed.error, _native.OutputShapeChanged):
+                    self._native_plans[tuple(a.shape for _, a in feeds)] = None
+                outputs = None
             finally:
                 self._native_lock.release()
-            return [outputs[self._output_index[s]] for s in wanted]
+            if outputs is not None:
+                return [outputs[self._output_index[s]] for s in wanted]
         outer = buffers.set_handler(self._buffers)
         try:
             slots = self._execute_plain(feeds)
@@ -286,7 +349,7 @@ class InferenceSession:
             shapes[slot] = array.shape
         consts = {s: v for s, v in enumerate(self._initial_slots) if v is not None}
         n_values = len(self._initial_slots)
-        steps, alias_of, used_consts, nodes = [], {}, {}, []
+        steps, alias_of, used_consts, nodes, python_notes = [], {}, {}, [], []
         ctx = RunContext(self._threads)
         for node, st in enumerate(self._steps):
             native = getattr(st.run, "native", None)
@@ -306,7 +369,21 @@ class InferenceSession:
                         shapes[o] = consts[o].shape
                 continue
             if native is None:
-                return None
+                made = _python_step(st, shapes, consts, ctx)
+                if made is None:
+                    return None
+                op, ins = made
+                outs = []
+                for o, shape in zip(st.outputs, op.out_shapes):
+                    if o < 0:
+                        o, n_values = n_values, n_values + 1
+                    shapes[o] = shape
+                    outs.append(o)
+                steps.append((op, ins, outs))
+                nodes.append(node)
+                python_notes.append(f"{st.op_type} {st.node_name!r} has no native form: it "
+                                    f"runs in Python between the native steps")
+                continue
             for i in st.args:
                 if i >= 0 and i not in shapes:
                     if i not in consts:
@@ -352,9 +429,10 @@ class InferenceSession:
         outputs = self._graph_output_slots
         # Inverted residual blocks run as one strip-mined step (kernels/conv_block.pxi).
         fused, gone = fuse_blocks(steps, fuse_inverted_residual, lambda v: v in outputs)
-        notes = [f"Conv {', '.join(repr(self._steps[nodes[k]].node_name) for k in chain)} "
-                 f"run as one step: an inverted residual block in strips of rows"
-                 for _, _, _, chain in fused.values()]
+        notes = python_notes + [
+            f"Conv {', '.join(repr(self._steps[nodes[k]].node_name) for k in chain)} "
+            f"run as one step: an inverted residual block in strips of rows"
+            for _, _, _, chain in fused.values()]
         steps = [fused[k][:3] if k in fused else st for k, st in enumerate(steps)
                  if k not in gone]
         nodes = [n for k, n in enumerate(nodes) if k not in gone]

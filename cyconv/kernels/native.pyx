@@ -141,6 +141,77 @@ cdef class TransposeOp(NativeOp):
         self.what = f"Transpose {shape} by {perm}"
 
 
+# ---- a step with no native form, run in Python inside the plan ------------------------------
+
+# The error code of a Python step that raised (the exception is kept on its op).
+cdef enum:
+    CY_EPYTHON = -100
+
+
+class PythonStepFailed(Exception):
+    """A Python step of a native plan raised ``error`` (its op: ``op``); the session runs the
+    call again in its Python loop, which reports the error as it always does."""
+
+    def __init__(self, op, error):
+        super().__init__(f"{op.what}: {type(error).__name__}: {error}")
+        self.op, self.error = op, error
+
+
+class OutputShapeChanged(Exception):
+    """A Python step's result differs in shape or dtype from the one its plan was made
+    with: its output shape depends on input values, so the plan cannot hold it."""
+
+
+cdef int _python_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    with gil:
+        return (<PythonOp>params).call_from_plan(ins, outs)
+
+
+cdef class PythonOp(NativeOp):
+    """An op with no native form as a step of a plan: ``call(*inputs)`` (numpy arrays
+    viewing the plan's buffers, read-only, in ``in_shapes``) returns the op's float32 outputs,
+    copied into the plan's buffers. The plan takes the GIL for it, so one odd op (LRN, Resize,
+    a Split) costs its own Python call, not the whole graph its native plan."""
+    cdef object call
+    cdef tuple in_shapes
+    cdef public object error
+
+    def __init__(self, call, in_shapes, out_shapes, str what):
+        self.call = call
+        self.in_shapes = tuple(tuple(s) for s in in_shapes)
+        self.out_shapes = tuple(tuple(s) for s in out_shapes)
+        self.fn, self.params = _python_fn, <void*>self
+        self.what = what
+        self.error = None
+
+    cdef int call_from_plan(self, const float** ins, float** outs) noexcept:
+        cdef Py_ssize_t n
+        try:
+            arrays = []
+            for i, shape in enumerate(self.in_shapes):
+                n = int(np.prod(shape, dtype=np.int64))
+                a = np.asarray(<float[:n]>ins[i]).reshape(shape) if n else \
+                    np.empty(shape, np.float32)
+                a.flags.writeable = False
+                arrays.append(a)
+            result = self.call(*arrays)
+            if type(result) is not tuple and type(result) is not list:
+                result = (result,)
+            if len(result) != len(self.out_shapes):
+                raise OutputShapeChanged(f"{len(result)} outputs, planned "
+                                         f"{len(self.out_shapes)}")
+            for j, value in enumerate(result):
+                r = np.ascontiguousarray(value)
+                if r.dtype != np.float32 or tuple(r.shape) != self.out_shapes[j]:
+                    raise OutputShapeChanged(f"output {j} is {r.dtype} {tuple(r.shape)}, "
+                                             f"planned float32 {self.out_shapes[j]}")
+                memcpy(outs[j], cnp.PyArray_DATA(<cnp.ndarray>r), r.size * sizeof(float))
+            return CY_OK
+        except BaseException as exc:      # noqa: B036: re-raised by NativePlan.run
+            self.error = exc
+            return CY_EPYTHON
+
+
 cdef class _Block:
     """Frees a malloc'ed block with its owner."""
     cdef void* p
@@ -193,6 +264,7 @@ cdef class NativePlan:
     cdef const float** ptr_scratch
     cdef int max_args
     cdef object keep            # the NativeOps, constants and arena, alive with the plan
+    cdef list step_ops          # per step, its NativeOp (None: an alias)
     cdef object arena_arr
     cdef list feed_ids, out_ids, out_shapes, out_copy
     cdef readonly Py_ssize_t arena_bytes
@@ -222,6 +294,7 @@ cdef class NativePlan:
             free(ids)
             raise MemoryError()
         self.keep.append(_block(ids))      # freed with the plan; ids walks on below
+        self.step_ops = [native for native, _, _ in steps]
         for i in range(n_values):
             self.vals[i] = NULL
         for k, (native, ins, outs) in enumerate(steps):
@@ -301,6 +374,10 @@ cdef class NativePlan:
                 if err != CY_OK:
                     failed = k
                     break
+        if err == CY_EPYTHON:
+            op = self.step_ops[failed]
+            error, op.error = op.error, None
+            raise PythonStepFailed(op, error)
         if err == CY_ENOMEM:
             raise MemoryError(f"native step {failed}: out of memory")
         if err != CY_OK:

@@ -6,11 +6,18 @@ import threading
 
 import numpy as np
 import onnx
+import pytest
 from numpy._core.multiarray import get_handler_name
 from onnx import TensorProto, helper, numpy_helper
 
 import cyconv
 from cyconv.kernels import buffers
+
+
+@pytest.fixture(autouse=True)
+def python_loop(monkeypatch):
+    # The cache serves the Python loop; a native plan keeps its values in its arena instead.
+    monkeypatch.setenv("CYCONV_NATIVE", "0")
 
 
 def big_model():

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 
 import cyconv
 from cyconv import zoo
+from cyconv.errors import CyconvError
 from cyconv.engine.plan import (ALIGN_FLOATS, assign_offsets, assign_offsets_by_plane,
                                  concats_in_place)
 from cyconv.engine.profiler import profile
@@ -82,21 +83,98 @@ def _graph(nodes, inputs, outputs, inits=()):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def test_non_native_step_runs_the_python_loop():
-    # LRN has no native form: the Python loop runs, with the same answer
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3],
-                           np.random.default_rng(0).standard_normal(108).astype(np.float32))
+def _conv_weight(name, cout, cin, k, seed=0):
+    w = np.random.default_rng(seed).standard_normal((cout, cin, k, k)).astype(np.float32)
+    return helper.make_tensor(name, TensorProto.FLOAT, w.shape, w.reshape(-1))
+
+
+def test_non_native_step_runs_in_python_inside_the_plan(monkeypatch):
+    # LRN has no native form: it runs as a Python step between the native convs, so the
+    # rest of the graph stays one C loop; the answer is the Python loop's, bitwise
     f = helper.make_tensor_value_info
-    model = _graph([helper.make_node("Conv", ["x", "w"], ["c"]),
-                    helper.make_node("LRN", ["c"], ["y"], size=3)],
-                   [f("x", TensorProto.FLOAT, [1, 3, 8, 8])], [f("y", TensorProto.FLOAT, None)],
-                   [w])
-    sess = cyconv.InferenceSession(model, threads=2)
-    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
-    (y,) = sess.run(None, {"x": x})
-    assert list(_plans(sess).values()) == [None]
+    model = _graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    helper.make_node("LRN", ["c"], ["n"], size=3),
+                    helper.make_node("Conv", ["n", "w2"], ["y"])],
+                   [f("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+                   [f("y", TensorProto.FLOAT, None)],
+                   [_conv_weight("w", 4, 3, 3), _conv_weight("w2", 5, 4, 1, seed=1)])
+    native, python = _both(model, monkeypatch, 2)
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    for batch in (1, 2):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8), dtype=np.float32)
+        (y,) = native.run(None, {"x": x})
+        np.testing.assert_array_equal(y, python.run(None, {"x": x})[0])
+        np.testing.assert_allclose(y, ref.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    plans = list(_plans(native).values())
+    assert len(plans) == 2 and all(p is not None for p in plans)
+    assert any("LRN" in note and "Python" in note for note in plans[0].notes)
+    assert profile(native, {"x": x}, repeats=1).executor == "native"
+
+
+def test_python_steps_with_several_outputs_and_concat_in_place(monkeypatch):
+    # Split (two outputs) and Resize run in Python; their outputs feed native convs whose
+    # outputs a Concat holds in place
+    f = helper.make_tensor_value_info
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    model = _graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Split", ["c"], ["s0", "s1"], axis=1, num_outputs=2),
+                    helper.make_node("Conv", ["s0", "wa"], ["a"]),
+                    helper.make_node("Conv", ["s1", "wb"], ["b"]),
+                    helper.make_node("Concat", ["a", "b"], ["ab"], axis=1),
+                    helper.make_node("Resize", ["ab", "", "scales"], ["y"], mode="nearest")],
+                   [f("x", TensorProto.FLOAT, [1, 3, 6, 6])], [f("y", TensorProto.FLOAT, None)],
+                   [_conv_weight("w", 4, 3, 3), _conv_weight("wa", 3, 2, 1, seed=1),
+                    _conv_weight("wb", 5, 2, 1, seed=2), scales])
+    model = onnx.load_from_string(model)
+    model.opset_import[0].version = 18
+    model = model.SerializeToString()
+    native, python = _both(model, monkeypatch, 2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 6), dtype=np.float32)
+    (y,) = native.run(None, {"x": x})
+    np.testing.assert_array_equal(y, python.run(None, {"x": x})[0])
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    np.testing.assert_allclose(y, want[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y, want[0], rtol=1e-4, atol=1e-4)
+    (plan,) = _plans(native).values()
+    assert plan is not None
+    assert sum("Python" in note for note in plan.notes) == 2
+    assert any("Concat" in note and "no copy" in note for note in plan.notes)
+
+
+def _resize_by_fed_scales():
+    # Resize's output shape depends on the values of a float32 feed: no plan can hold it
+    f = helper.make_tensor_value_info
+    model = _graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Resize", ["c", "", "scales"], ["y"], mode="nearest")],
+                   [f("x", TensorProto.FLOAT, [1, 3, 4, 4]), f("scales", TensorProto.FLOAT, [4])],
+                   [f("y", TensorProto.FLOAT, None)], [_conv_weight("w", 2, 3, 3)])
+    return model
+
+
+def test_python_step_whose_shape_follows_values_leaves_the_plan(monkeypatch):
+    model = _resize_by_fed_scales()
+    native, python = _both(model, monkeypatch, 2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4), dtype=np.float32)
+    for scales in ([1, 1, 2, 2], [1, 1, 3, 1], [1, 1, 2, 2]):
+        feed = {"x": x, "scales": np.array(scales, np.float32)}
+        (y,) = native.run(None, feed)
+        assert y.shape == (1, 2, 4 * scales[2], 4 * scales[3])
+        np.testing.assert_array_equal(y, python.run(None, feed)[0])
+    # the plan made with the first feed could not hold the changed shape: dropped
+    assert list(_plans(native).values()) == [None]
+
+
+def test_python_step_errors_are_the_python_loops(monkeypatch):
+    # an error a Python step raises inside the plan is reported as the Python loop does
+    model = _resize_by_fed_scales()
+    native, python = _both(model, monkeypatch, 2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4), dtype=np.float32)
+    native.run(None, {"x": x, "scales": np.array([1, 1, 1, 1], np.float32)})
+    bad = {"x": x, "scales": np.array([1, 1, -1, 1], np.float32)}
+    with pytest.raises(CyconvError) as from_python:
+        python.run(None, bad)
+    with pytest.raises(type(from_python.value)) as from_native:
+        native.run(None, bad)
+    assert str(from_native.value) == str(from_python.value)
 
 
 @pytest.mark.parametrize("name,channels", [("lenet5", 1), ("cifar_cnn", 3)])

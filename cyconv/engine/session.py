@@ -135,6 +135,8 @@ def _python_step(step, shapes: dict, consts: dict, ctx):
         else:
             return None
     probe = [np.ones(shape, np.float32) for shape in in_shapes]
+    for array in probe:
+        array.flags.writeable = False        # as the plan's views: an op may not write them
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -32,7 +32,7 @@ from cyconv.commands.bench import bench_model, machine_peak    # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "vgg16", "mobilenet_v2", "googlenet", "alexnet"]
 # The small nets of issue 4: zoo builders, and the bundled real models with their usual input.
-SMALL = ["lenet5", "cifar_cnn", "squeezenet1_1", "densenet121", "mtcnn_pnet", "ppocr_cls"]
+SMALL = ["lenet5", "cifar_cnn", "cifar_bn", "squeezenet1_1", "densenet121", "mtcnn_pnet", "ppocr_cls"]
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cyconv", "data")
 BUNDLED = {"mtcnn_pnet": ("mtcnn_pnet.onnx", (3, 120, 160)),
            "ppocr_cls": ("ppocr_mobile_v2_cls.onnx", (3, 48, 192))}

@@ -16,7 +16,7 @@ He-normal, BN statistics consistent with the activations), not trained.
 from __future__ import annotations
 
 from .alexnet import alexnet
-from .cifar import cifar_cnn
+from .cifar import cifar_bn, cifar_cnn
 from .densenet import densenet121
 from .flops import flops
 from .googlenet import googlenet
@@ -30,6 +30,7 @@ from .vgg import vgg11, vgg16
 ZOO = {
     "lenet5": lenet5,
     "cifar_cnn": cifar_cnn,
+    "cifar_bn": cifar_bn,
     "nin": nin,
     "alexnet": alexnet,
     "vgg11": vgg11,
@@ -44,6 +45,6 @@ ZOO = {
 
 # Input channels and side each builder defaults to.
 DEFAULT_INPUT = {name: (3, 224) for name in ZOO}
-DEFAULT_INPUT.update(lenet5=(1, 32), cifar_cnn=(3, 32), nin=(3, 32))
+DEFAULT_INPUT.update(lenet5=(1, 32), cifar_cnn=(3, 32), cifar_bn=(3, 32), nin=(3, 32))
 
 __all__ = ["ZOO", "DEFAULT_INPUT", "flops", *ZOO]

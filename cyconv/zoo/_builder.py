@@ -247,6 +247,11 @@ class NetBuilder:
         ms = gain * self.ms[x] + (bound * bound / 3 if bias else 0.0)
         return self._node("Gemm", inputs, (nout,), ms, alpha=1.0, beta=1.0, transB=1)
 
+    def softmax(self, x):
+        """Softmax over the features of a (C,) value (nn.Softmax(dim=1) on (N, C))."""
+        (n,) = self.shape[x]
+        return self._node("Softmax", [x], (n,), 1.0 / n, axis=1)
+
     # ------------------------------------------------------------------ composites
     def conv_bn_relu(self, x, cout, k, stride=1, pad=0, group=1, eps=1e-5, relu6=False):
         """Conv(bias=False) + BatchNorm + ReLU/ReLU6: torchvision's Conv2dNormActivation."""

@@ -22,7 +22,7 @@ from cyconv.engine.plan import (ALIGN_FLOATS, assign_offsets, assign_offsets_by_
 from cyconv.engine.profiler import profile
 
 # zoo models whose optimised graph is all native ops, at small input sides
-NATIVE_ZOO = {"lenet5": 32, "cifar_cnn": 32, "squeezenet1_1": 67, "resnet18": 64,
+NATIVE_ZOO = {"lenet5": 32, "cifar_cnn": 32, "cifar_bn": 32, "squeezenet1_1": 67, "resnet18": 64,
               "resnet50": 32, "mobilenet_v2": 64, "googlenet": 67, "densenet121": 32}
 
 

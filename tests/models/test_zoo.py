@@ -21,6 +21,7 @@ from cyconv import zoo
 SIDES = {
     "lenet5": 32,
     "cifar_cnn": 32,
+    "cifar_bn": 32,
     "nin": 32,
     "alexnet": 224,
     "vgg16": 224,
@@ -67,7 +68,7 @@ def case(request, make_ort):
 
 
 def test_registry_covers_the_brief():
-    expected = {"lenet5", "cifar_cnn", "alexnet", "vgg16", "resnet18", "resnet50",
+    expected = {"lenet5", "cifar_cnn", "cifar_bn", "alexnet", "vgg16", "resnet18", "resnet50",
                 "mobilenet_v2", "googlenet", "densenet121", "squeezenet1_1", "nin"}
     assert expected <= set(zoo.ZOO)
     # VGG-11 shares its builder with VGG-16 (only the layer table differs): its 133 M weights

@@ -335,3 +335,64 @@ def test_preactivation_needs_a_plain_1x1_conv(conv_attrs, w_shape, bn_twice):
     m = preact_model(conv_attrs, w_shape, bn_twice=bn_twice)
     check(m, {"x": RNG.standard_normal((1, 8, 6, 6)).astype(np.float32)},
           absent_ops=["PreActivationConv"])
+
+
+# ----------------------------------------------------------------------------- Pad folding
+
+def _pad_node(opset, pads, value=None, mode=None):
+    """A Pad of x -> p in the form of ``opset`` (attributes before 11, inputs from 11)."""
+    attrs = {} if mode is None else {"mode": mode}
+    if opset < 11:
+        attrs["pads"] = pads
+        if value is not None:
+            attrs["value"] = value
+        return helper.make_node("Pad", ["x"], ["p"], **attrs), []
+    inits = [numpy_helper.from_array(np.array(pads, np.int64), "pads")]
+    reads = ["x", "pads"]
+    if value is not None:
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), "value"))
+        reads.append("value")
+    return helper.make_node("Pad", reads, ["p"], **attrs), inits
+
+
+@pytest.mark.parametrize("opset", [9, 13, 18])
+@pytest.mark.parametrize("pads,reader,folds", [
+    ([0, 0, 0, 0, 0, 0, 0, 0], "AveragePool", True),   # TorchScript opset 9 before avg_pool2d
+    ([0, 0, 1, 0, 0, 0, 2, 1], "Conv", True),          # TF's asymmetric SAME padding
+    ([0, 0, 1, 1, 0, 0, 1, 1], "AveragePool", True),   # zeros counted, as the padded values
+    ([0, 0, 1, 1, 0, 0, 1, 1], "MaxPool", False),      # a zero is not MaxPool's -inf padding
+    ([0, 1, 1, 1, 0, 0, 1, 1], "Conv", False),         # pads channels
+])
+def test_zero_pads_fold_into_the_reader(opset, pads, reader, folds):
+    pad, inits = _pad_node(opset, pads)
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 0, 0, 1]} if reader != "Conv" else \
+        {"pads": [0, 1, 1, 0], "strides": [2, 2]}
+    reads = ["p", "w"] if reader == "Conv" else ["p"]
+    cin = 3 + (pads[1] + pads[5] if reader == "Conv" else 0)
+    if reader == "Conv":
+        inits.append(tensor("w", [4, cin, 3, 3]))
+    if reader == "AveragePool" and any(pads):
+        attrs["count_include_pad"] = 1
+    m = model([pad, helper.make_node(reader, reads, ["y"], **attrs)],
+              [fvi("x", [1, 3, 9, 8])], [fvi("y", None)], inits, opset=opset)
+    x = RNG.standard_normal((1, 3, 9, 8)).astype(np.float32)
+    sess = check(m, {"x": x}, expect_ops=[reader], absent_ops=["Pad"] if folds else [])
+    assert any("Pad" in line for line in sess.fusions) == folds
+
+
+@pytest.mark.parametrize("value,mode", [(0.5, None), (None, "reflect")])
+def test_pads_of_other_values_or_modes_stay(value, mode):
+    pad, inits = _pad_node(13, [0, 0, 1, 1, 0, 0, 1, 1], value, mode)
+    inits.append(tensor("w", [4, 3, 3, 3]))
+    m = model([pad, helper.make_node("Conv", ["p", "w"], ["y"])],
+              [fvi("x", [1, 3, 9, 8])], [fvi("y", None)], inits, opset=13)
+    check(m, {"x": RNG.standard_normal((1, 3, 9, 8)).astype(np.float32)}, expect_ops=["Pad"])
+
+
+def test_a_pad_read_twice_stays():
+    pad, inits = _pad_node(13, [0, 0, 1, 1, 0, 0, 1, 1])
+    inits.append(tensor("w", [4, 3, 3, 3]))
+    m = model([pad, helper.make_node("Conv", ["p", "w"], ["y"]),
+               helper.make_node("Relu", ["p"], ["z"])],
+              [fvi("x", [1, 3, 9, 8])], [fvi("y", None), fvi("z", None)], inits, opset=13)
+    check(m, {"x": RNG.standard_normal((1, 3, 9, 8)).astype(np.float32)}, expect_ops=["Pad"])

@@ -396,3 +396,20 @@ def test_a_pad_read_twice_stays():
                helper.make_node("Relu", ["p"], ["z"])],
               [fvi("x", [1, 3, 9, 8])], [fvi("y", None), fvi("z", None)], inits, opset=13)
     check(m, {"x": RNG.standard_normal((1, 3, 9, 8)).astype(np.float32)}, expect_ops=["Pad"])
+
+
+@pytest.mark.parametrize("bias_shape,a_shape,folds", [
+    ([6], [2, 5], True),           # TensorFlow's Dense: MatMul + Add of a bias row
+    ([1, 6], [2, 5], True),
+    ([2, 6], [2, 5], False),       # a full matrix is not a bias row
+    ([6], [3, 2, 5], False),       # Gemm takes rank-2 operands only
+])
+def test_matmul_plus_bias_row_becomes_gemm(bias_shape, a_shape, folds):
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["m"]),
+             helper.make_node("Add", ["m", "c"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    m = model(nodes, [fvi("a", a_shape)], [fvi("y", None)],
+              [tensor("w", [5, 6]), tensor("c", bias_shape)])
+    a = RNG.standard_normal(a_shape).astype(np.float32)
+    sess = check(m, {"a": a}, expect_ops=["FusedGemm"] if folds else ["MatMul", "Add"])
+    assert any("into one Gemm" in line for line in sess.fusions) == folds

@@ -72,8 +72,29 @@ def _per_channel(value: np.ndarray, channels: int, rank: int):
     return np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,))
 
 
+def _matmul_bias_to_gemm(graph: Graph, matmul, add, bias_name) -> bool:
+    """MatMul(a, B) -> Add(., c) as Gemm(a, B, c): ``a`` of rank 2, B a constant (K, N)
+    matrix, c a constant (N,) or (1, N) row (TensorFlow's exporters write every Dense layer
+    so). The Gemm then takes its activation like any other (fuse_activation)."""
+    b = const(graph, matmul.inputs[1]) if len(matmul.inputs) > 1 else None
+    c = const(graph, bias_name)
+    a_shape = graph.value_shapes.get(matmul.inputs[0])
+    if b is None or c is None or b.ndim != 2 or a_shape is None or len(a_shape) != 2 or \
+            b.dtype != np.float32 or c.dtype != np.float32 or graph.opset < 7 or \
+            c.shape not in ((b.shape[1],), (1, b.shape[1])):
+        return False
+    matmul.op_type, matmul.attrs = "Gemm", {}
+    matmul.inputs = [matmul.inputs[0], matmul.inputs[1], bias_name]
+    matmul.outputs = [add.outputs[0]]
+    graph.nodes.remove(add)
+    graph.fusions.append(f"folded MatMul {matmul.name!r} and Add {add.name!r} of a bias row "
+                         f"into one Gemm")
+    return True
+
+
 def fold_bias_add(graph: Graph) -> Graph:
-    """Conv(x, W[, b]) -> Add(., c) with c constant per output channel -> Conv(x, W, b + c)."""
+    """Conv(x, W[, b]) -> Add(., c) with c constant per output channel -> Conv(x, W, b + c);
+    MatMul(a, B) -> Add(., c) with B and the row c constant -> Gemm(a, B, c)."""
     graph = graph.copy()
     uses = consumers(graph)
     producer_of = {o: n for n in graph.nodes for o in n.outputs}
@@ -82,6 +103,12 @@ def fold_bias_add(graph: Graph) -> Graph:
             continue
         for mine, other in (add.inputs, add.inputs[::-1]):
             conv = producer_of.get(mine)
+            if conv is not None and not conv.domain and conv.op_type == "MatMul" and \
+                    sole_consumer(graph, uses, mine) is add and \
+                    _matmul_bias_to_gemm(graph, conv, add, other):
+                producer_of[add.outputs[0]] = conv
+                uses = consumers(graph)
+                break
             w = const(graph, conv.inputs[1]) if conv is not None and len(conv.inputs) > 1 \
                 else None
             if conv is None or conv.domain or conv.op_type != "Conv" or w is None or \

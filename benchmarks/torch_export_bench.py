@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import os
 import sys
-import warnings
 
 import numpy as np
 import torch
@@ -38,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cyconv                                                     # noqa: E402
 from cyconv.commands.bench import bench_model                     # noqa: E402
-from torch_export_check import DenseNet121, SqueezeNet, _randomise_bn   # noqa: E402
+from torch_export_check import (DenseNet121, SqueezeNet, _randomise_bn,   # noqa: E402
+                                quiet_exporters)
 
 
 class LeNet5(nn.Module):
@@ -127,14 +126,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=15, help="timed rounds per model")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("torch").setLevel(logging.ERROR)
-    try:
-        import onnxscript  # noqa: F401
-        exporters = (False, True)
-    except ImportError:
-        exporters = (False,)
-        print("onnxscript not importable: dynamo exporter skipped")
+    exporters = quiet_exporters()
     import onnx
     names = [n for n in MODELS if not args.only or n in args.only.split(",")]
     print(f"{'model':14s} {'exporter':9s} {'cyconv ms':>10s} {'ort ms':>8s} {'ov ms':>8s} "

@@ -391,20 +391,26 @@ def check(blob, side, torch_model):
     return worst, ort_vs_torch
 
 
+def quiet_exporters():
+    """Silence the exporters' deprecation notes and "torchvision is not installed" lines
+    (they drown the table); returns the exporters to run as ``dynamo`` flags: TorchScript,
+    and dynamo when onnxscript is importable."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    try:
+        import onnxscript  # noqa: F401
+        return (False, True)
+    except ImportError:
+        print("onnxscript not importable: dynamo exporter skipped")
+        return (False,)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=96, help="input side of the pooled-head nets")
     ap.add_argument("--only", default="", help="comma-separated model names")
     args = ap.parse_args()
-    # The exporters' deprecation notes and "torchvision is not installed" lines drown the table.
-    warnings.filterwarnings("ignore")
-    logging.getLogger("torch").setLevel(logging.ERROR)
-    try:
-        import onnxscript  # noqa: F401
-        exporters = (False, True)
-    except ImportError:
-        exporters = (False,)
-        print("onnxscript not importable: dynamo exporter skipped")
+    exporters = quiet_exporters()
     names = [n for n in MODELS if not args.only or n in args.only.split(",")]
     print(f"{'model':14s} {'exporter':9s} {'side':>4s} {'cyconv/tol':>10s} {'ort-torch/tol':>13s} "
           f"{'s':>5s}  verdict")

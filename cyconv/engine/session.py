@@ -118,9 +118,10 @@ def _python_step(step, shapes: dict, consts: dict, ctx):
     with ``(op, input value ids)``; or None when it cannot be one.
 
     Its output shapes are found by running it once on ones of its input shapes (constants
-    as they are; ones, not zeros: a scale, divisor or log argument is valid at 1): a step whose output shape depends on input values gets caught at run time
-    (OutputShapeChanged) and the session drops the plan. Outputs must be float32, like every
-    value of a plan; inputs from the plan (float32) arrive as read-only views of its buffers.
+    as they are; ones, not zeros: a scale, divisor or log argument is valid at 1). A step
+    whose output shape depends on input values is caught at run time (OutputShapeChanged)
+    and the session drops the plan. Outputs must be float32, like every value of a plan;
+    inputs from the plan (float32) arrive as read-only views of its buffers.
     """
     template, ins, in_shapes = [], [], []
     for i in step.args:
@@ -343,6 +344,26 @@ class InferenceSession:
             self._native_failure = f"{type(exc).__name__}: {exc}"
             return None
 
+    @staticmethod
+    def _alias_step(st, shapes, consts, ctx, alias_of, steps) -> bool:
+        """A view step (``run.native = ALIAS``): the output is input 0's buffer under the
+        shape ``run`` gives it. False when it is not one for these inputs (a view of a
+        constant, a shape computed at run time, a copy): it then runs as a Python step."""
+        src, outs = (st.args[0] if st.args else -1), st.outputs
+        if src < 0 or src in consts or src not in shapes or len(outs) != 1 or \
+                any(i >= 0 and i not in consts for i in st.args[1:]):
+            return False
+        probe = np.empty(shapes[src], np.float32)
+        view = st.run(ctx, probe, *[consts[i] if i >= 0 else None for i in st.args[1:]])
+        if not (isinstance(view, np.ndarray) and view.dtype == np.float32
+                and view.size == probe.size and np.shares_memory(view, probe)):
+            return False
+        if outs[0] >= 0:
+            shapes[outs[0]] = view.shape
+            alias_of[outs[0]] = src
+            steps.append((None, [src], [outs[0]]))
+        return True
+
     def _build_native_steps(self, feeds):
         shapes = {}
         for slot, array in feeds:
@@ -370,54 +391,32 @@ class InferenceSession:
                         consts[o] = np.asarray(value)
                         shapes[o] = consts[o].shape
                 continue
-            if native is None:
+            if native is ALIAS and self._alias_step(st, shapes, consts, ctx, alias_of, steps):
+                nodes.append(node)
+                continue
+            op = None
+            if native is not None and native is not ALIAS and \
+                    all(i < 0 or i in shapes or i in consts for i in st.args):
+                op = native(tuple(shapes[i] if i >= 0 and i in shapes else
+                                  np.shape(consts[i]) if i >= 0 else None for i in st.args),
+                            self._threads)
+                if op is not None and (len(op.out_shapes) != len(st.outputs) or any(
+                        i in consts and consts[i].dtype != np.float32 for i in st.args)):
+                    op = None
+            if op is None:
+                # no native form (for these shapes): the op's own run, as a Python step
                 made = _python_step(st, shapes, consts, ctx)
                 if made is None:
                     return None
                 op, ins = made
-                outs = []
-                for o, shape in zip(st.outputs, op.out_shapes):
-                    if o < 0:
-                        o, n_values = n_values, n_values + 1
-                    shapes[o] = shape
-                    outs.append(o)
-                steps.append((op, ins, outs))
-                nodes.append(node)
                 python_notes.append(f"{st.op_type} {st.node_name!r} has no native form: it "
                                     f"runs in Python between the native steps")
-                continue
-            for i in st.args:
-                if i >= 0 and i not in shapes:
-                    if i not in consts:
-                        return None
-                    shapes[i] = np.shape(consts[i])
-            if native is ALIAS:
-                # a view: the output is input 0's buffer; its shape is what run makes of it
-                src, outs = (st.args[0] if st.args else -1), st.outputs
-                if src < 0 or src in consts or len(outs) != 1 or \
-                        any(i >= 0 and i not in consts for i in st.args[1:]):
-                    return None
-                probe = np.empty(shapes[src], np.float32)
-                view = st.run(ctx, probe, *[consts[i] if i >= 0 else None
-                                            for i in st.args[1:]])
-                if not (isinstance(view, np.ndarray) and view.dtype == np.float32
-                        and view.size == probe.size and np.shares_memory(view, probe)):
-                    return None
-                if outs[0] >= 0:
-                    shapes[outs[0]] = view.shape
-                    alias_of[outs[0]] = src
-                    steps.append((None, [src], [outs[0]]))
-                    nodes.append(node)
-                continue
-            op = native(tuple(shapes[i] if i >= 0 else None for i in st.args), self._threads)
-            if op is None or len(op.out_shapes) != len(st.outputs):
-                return None
-            ins = [i for i in st.args if i >= 0]
-            for i in ins:
-                if i in consts:
-                    if consts[i].dtype != np.float32:
-                        return None
-                    used_consts[i] = np.ascontiguousarray(consts[i])
+            else:
+                ins = [i for i in st.args if i >= 0]
+                for i in ins:
+                    if i in consts:
+                        used_consts[i] = np.ascontiguousarray(consts[i])
+                        shapes.setdefault(i, np.shape(consts[i]))
             outs = []
             for o, shape in zip(st.outputs, op.out_shapes):
                 if o < 0:                 # an output nobody reads still needs a buffer

@@ -108,8 +108,9 @@ def reduce_reference(kind: str, x: np.ndarray, axes=None, keepdims: bool = True)
         return np.asarray(out).astype(x.dtype, copy=False)
 
 
-# The reductions the global-pool kernel computes (float32, over trailing axes).
-_POOLED = ("Mean", "Max")
+# The reductions the global-pool kernel computes (float32, over trailing axes). Not Max:
+# the kernel's max skips a NaN, where ReduceMax (numpy, ONNX Runtime) returns it.
+_POOLED = ("Mean",)
 
 
 def _trailing_start(axes, rank: int):
@@ -129,7 +130,8 @@ def _reduced_shape(shape, start: int, keepdims) -> tuple:
 
 
 def _make_reduce(kind: str, axes_input_from: int):
-    """Builder of ``Reduce<kind>``: ``axes`` is an attribute before ``axes_input_from``, then an input."""
+    """Builder of ``Reduce<kind>``: ``axes`` is an attribute before ``axes_input_from``, then
+    an input."""
 
     def build(node, *, axes=None, keepdims=1, noop_with_empty_axes=None):
         keepdims = attr_int(node, "keepdims", keepdims)
@@ -158,14 +160,14 @@ def _make_reduce(kind: str, axes_input_from: int):
                 if start is not None:
                     y = np.empty(_reduced_shape(x.shape, start, keepdims), np.float32)
                     _kp.global_pool(np.ascontiguousarray(x).reshape(-1, math.prod(
-                        x.shape[start:])), y.reshape(-1), kind == "Max", ctx.n_threads)
+                        x.shape[start:])), y.reshape(-1), False, ctx.n_threads)
                     return y
             return reduce_reference(kind, x, ax, keepdims)
 
         if kind not in _POOLED or (attr_axes is None and node.num_inputs > 1
                                    and node.const(1) is None):
             return run
-        # Axes known at load: a mean / max over trailing axes is a global pool over
+        # Axes known at load: a mean over trailing axes is a global pool over
         # prod(shape[:start]) planes of prod(shape[start:]) values (the kernel of
         # GlobalAveragePool). PyTorch's dynamo exporter writes adaptive_avg_pool2d(x, 1) as
         # ReduceMean(x, axes=[-1, -2]), so without this, a whole model would leave the
@@ -180,7 +182,7 @@ def _make_reduce(kind: str, axes_input_from: int):
             if start is None or math.prod(shape) == 0:
                 return None
             op = _kp.global_pool_native(math.prod(shape[:start]), math.prod(shape[start:]),
-                                        kind == "Max", n_threads)
+                                        False, n_threads)
             op.out_shapes = (_reduced_shape(shape, start, keepdims),)
             return op
 

@@ -97,7 +97,7 @@ def test_argmax_ties_and_last_index():
                                            ([2, 3], 1), ([-1, -2], 0), ([1, 2, 3], 1),
                                            ([3], 0)])
 def test_ort_reduce(rng, op, opset, axes, keepdims):
-    # trailing axes ([2, 3], [-1, -2], ...) take the global-pool kernel for Mean and Max
+    # trailing axes ([2, 3], [-1, -2], ...) take the global-pool kernel for Mean
     x = rng.uniform(0.5, 1.5, (2, 3, 4, 5)).astype(np.float32)
     attrs = {"keepdims": keepdims}
     inputs = [x]
@@ -122,3 +122,14 @@ def test_ort_arg(rng, op, axis, keepdims, last):
     x = rng.integers(0, 3, (3, 4, 5)).astype(np.float32)   # many ties
     check_vs_ort(op, [x], {"axis": axis, "keepdims": keepdims, "select_last_index": last},
                  opset=13)
+
+
+def test_reduce_over_trailing_axes_keeps_nan_and_inf():
+    # ReduceMean's trailing-axes path (the global-pool kernel) keeps a NaN and an -inf, as
+    # ONNX Runtime does; ReduceMax keeps the NaN as ONNX's reference does (ONNX Runtime's
+    # skips it), which is why it stays off that kernel
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    x[0, 1, 2], x[1, 2, 0] = np.nan, -np.inf
+    check_vs_ort("ReduceMean", [x], {"axes": [2], "keepdims": 0}, opset=13)
+    got = call_op("ReduceMax", [x], {"axes": [2], "keepdims": 0}, opset=13)
+    np.testing.assert_array_equal(got, np.max(x, axis=2))

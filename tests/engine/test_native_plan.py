@@ -183,7 +183,7 @@ def test_python_step_errors_are_the_python_loops(monkeypatch):
     assert str(from_native.value) == str(from_python.value)
 
 
-@pytest.mark.parametrize("name,channels", [("lenet5", 1), ("cifar_cnn", 3)])
+@pytest.mark.parametrize("name,channels", [("lenet5", 1), ("cifar_cnn", 3), ("cifar_bn", 3)])
 def test_unoptimized_graph_runs_natively_too(name, channels, monkeypatch):
     # optimize=False: separate Tanh / Relu, BatchNormalization and Dropout (a view) nodes
     model = zoo.ZOO[name](input_size=32).SerializeToString()
@@ -193,7 +193,7 @@ def test_unoptimized_graph_runs_natively_too(name, channels, monkeypatch):
     x = np.random.default_rng(0).standard_normal((1, channels, 32, 32), dtype=np.float32)
     np.testing.assert_array_equal(native.run(None, {"input": x})[0],
                                   python.run(None, {"input": x})[0])
-    assert all(p is not None for p in _plans(native).values())
+    assert all(p is not None and not _python_steps(p) for p in _plans(native).values())
 
 
 @pytest.mark.parametrize("op,opset,axes,keepdims,native", [

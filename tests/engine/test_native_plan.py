@@ -273,8 +273,22 @@ def test_bad_feed_still_raises_the_python_loops_error():
     assert y.shape == (1, 10)
 
 
-def test_threads_share_a_session():
-    sess = cyconv.InferenceSession(zoo.squeezenet1_1(input_size=67), threads=2)
+def _with_lrn(model):
+    """``model`` with an LRN (no native form: a Python step) after its first MaxPool."""
+    graph = model.graph
+    k = next(i for i, n in enumerate(graph.node) if n.op_type == "MaxPool")
+    out = graph.node[k].output[0]
+    graph.node[k].output[0] = out + "_pooled"
+    graph.node.insert(k + 1, helper.make_node("LRN", [out + "_pooled"], [out], size=5))
+    return model
+
+
+@pytest.mark.parametrize("python_step", [False, True])
+def test_threads_share_a_session(python_step):
+    # one thread runs the plan (a Python step takes the GIL inside it), the others the
+    # Python loop meanwhile: every answer is the single-threaded one
+    model = zoo.squeezenet1_1(input_size=67)
+    sess = cyconv.InferenceSession(_with_lrn(model) if python_step else model, threads=2)
     xs = [np.random.default_rng(i).standard_normal((1, 3, 67, 67), dtype=np.float32)
           for i in range(4)]
     want = [sess.run(None, {"input": x})[0] for x in xs]
@@ -289,6 +303,8 @@ def test_threads_share_a_session():
         t.join()
     for i, y in enumerate(got):
         np.testing.assert_array_equal(y, want[i % 4])
+    (plan,) = _plans(sess).values()
+    assert len(_python_steps(plan)) == int(python_step)
 
 
 def test_assign_offsets_keeps_live_values_apart():

@@ -129,12 +129,10 @@ def _python_step(step, shapes: dict, consts: dict, ctx):
             template.append(None)
         elif i in consts:
             template.append(consts[i])
-        elif i in shapes:
+        else:
             template.append(_FROM_PLAN)
             ins.append(i)
             in_shapes.append(tuple(shapes[i]))
-        else:
-            return None
     probe = [np.ones(shape, np.float32) for shape in in_shapes]
     for array in probe:
         array.flags.writeable = False        # as the plan's views: an op may not write them
@@ -350,7 +348,7 @@ class InferenceSession:
         shape ``run`` gives it. False when it is not one for these inputs (a view of a
         constant, a shape computed at run time, a copy): it then runs as a Python step."""
         src, outs = (st.args[0] if st.args else -1), st.outputs
-        if src < 0 or src in consts or src not in shapes or len(outs) != 1 or \
+        if src < 0 or src in consts or len(outs) != 1 or \
                 any(i >= 0 and i not in consts for i in st.args[1:]):
             return False
         probe = np.empty(shapes[src], np.float32)
@@ -391,14 +389,17 @@ class InferenceSession:
                         consts[o] = np.asarray(value)
                         shapes[o] = consts[o].shape
                 continue
+            for i in st.args:
+                if i >= 0 and i not in shapes:
+                    if i not in consts:
+                        return None
+                    shapes[i] = np.shape(consts[i])
             if native is ALIAS and self._alias_step(st, shapes, consts, ctx, alias_of, steps):
                 nodes.append(node)
                 continue
             op = None
-            if native is not None and native is not ALIAS and \
-                    all(i < 0 or i in shapes or i in consts for i in st.args):
-                op = native(tuple(shapes[i] if i >= 0 and i in shapes else
-                                  np.shape(consts[i]) if i >= 0 else None for i in st.args),
+            if native is not None and native is not ALIAS:
+                op = native(tuple(shapes[i] if i >= 0 else None for i in st.args),
                             self._threads)
                 if op is not None and (len(op.out_shapes) != len(st.outputs) or any(
                         i in consts and consts[i].dtype != np.float32 for i in st.args)):
@@ -413,10 +414,8 @@ class InferenceSession:
                                     f"runs in Python between the native steps")
             else:
                 ins = [i for i in st.args if i >= 0]
-                for i in ins:
-                    if i in consts:
-                        used_consts[i] = np.ascontiguousarray(consts[i])
-                        shapes.setdefault(i, np.shape(consts[i]))
+                used_consts.update((i, np.ascontiguousarray(consts[i]))
+                                   for i in ins if i in consts)
             outs = []
             for o, shape in zip(st.outputs, op.out_shapes):
                 if o < 0:                 # an output nobody reads still needs a buffer

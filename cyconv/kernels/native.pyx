@@ -173,12 +173,13 @@ cdef class PythonOp(NativeOp):
     copied into the plan's buffers. The plan takes the GIL for it, so one odd op (LRN, Resize,
     a Split) costs its own Python call, not the whole graph its native plan."""
     cdef object call
-    cdef tuple in_shapes
+    cdef tuple in_shapes, in_sizes
     cdef public object error
 
     def __init__(self, call, in_shapes, out_shapes, str what):
         self.call = call
         self.in_shapes = tuple(tuple(s) for s in in_shapes)
+        self.in_sizes = tuple(int(np.prod(s, dtype=np.int64)) for s in self.in_shapes)
         self.out_shapes = tuple(tuple(s) for s in out_shapes)
         self.fn, self.params = _python_fn, <void*>self
         self.what = what
@@ -189,7 +190,7 @@ cdef class PythonOp(NativeOp):
         try:
             arrays = []
             for i, shape in enumerate(self.in_shapes):
-                n = int(np.prod(shape, dtype=np.int64))
+                n = self.in_sizes[i]
                 a = np.asarray(<float[:n]>ins[i]).reshape(shape) if n else \
                     np.empty(shape, np.float32)
                 a.flags.writeable = False

@@ -108,9 +108,6 @@ def reduce_reference(kind: str, x: np.ndarray, axes=None, keepdims: bool = True)
         return np.asarray(out).astype(x.dtype, copy=False)
 
 
-# The reductions the global-pool kernel computes (float32, over trailing axes). Not Max:
-# the kernel's max skips a NaN, where ReduceMax (numpy, ONNX Runtime) returns it.
-_POOLED = ("Mean",)
 
 
 def _trailing_start(axes, rank: int):
@@ -143,6 +140,9 @@ def _make_reduce(kind: str, axes_input_from: int):
         if noop_with_empty_axes is not None and node.opset < axes_input_from:
             raise node.error(f"attribute 'noop_with_empty_axes' needs opset {axes_input_from}")
         noop = bool(attr_int(node, "noop_with_empty_axes", noop_with_empty_axes or 0))
+        # A float32 mean over trailing axes runs the global-pool kernel. Not Max: the
+        # kernel's max skips a NaN, where ONNX's ReduceMax (numpy) returns it.
+        pooled = kind == "Mean"
 
         def axes_of(axes_in, rank):
             ax = int_list(node, axes_in, "axes") if axes_in is not None else attr_axes
@@ -155,7 +155,7 @@ def _make_reduce(kind: str, axes_input_from: int):
             ax = axes_of(axes_in, x.ndim)
             if kind in ("Max", "Min") and x.dtype.kind == "b" and node.opset < 20:
                 raise run_error(node, f"bool input needs opset 20 (model has {node.opset})")
-            if kind in _POOLED and x.dtype == np.float32 and x.size:
+            if pooled and x.dtype == np.float32 and x.size:
                 start = _trailing_start(ax, x.ndim)
                 if start is not None:
                     y = np.empty(_reduced_shape(x.shape, start, keepdims), np.float32)
@@ -164,8 +164,7 @@ def _make_reduce(kind: str, axes_input_from: int):
                     return y
             return reduce_reference(kind, x, ax, keepdims)
 
-        if kind not in _POOLED or (attr_axes is None and node.num_inputs > 1
-                                   and node.const(1) is None):
+        if not pooled or (attr_axes is None and node.num_inputs > 1 and node.const(1) is None):
             return run
         # Axes known at load: a mean over trailing axes is a global pool over
         # prod(shape[:start]) planes of prod(shape[start:]) values (the kernel of

@@ -56,6 +56,14 @@ def bypass(graph: Graph, node: Node, keep_input: str) -> bool:
     return True
 
 
+def attr_text(attrs: dict, name: str, default: str) -> str:
+    """A string attribute (ONNX gives bytes) as str, or ``default`` when absent."""
+    value = attrs.get(name)
+    if value is None:
+        return default
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def const(graph: Graph, name: str):
     """The constant array named ``name`` or None."""
     return graph.constants.get(name) if name else None

@@ -13,20 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph
-from ._rewrite import bypass, const, consumers, sole_consumer
-
-
-def _text(value, default: str) -> str:
-    if value is None:
-        return default
-    return value.decode() if isinstance(value, bytes) else str(value)
+from ._rewrite import attr_text, bypass, const, consumers, sole_consumer
 
 
 def _zero_pads(graph: Graph, pad):
     """``pad``'s pads as ``[b_0 .. b_{r-1}, e_0 .. e_{r-1}]`` (ints), when it pads with
     constant zeros over every axis it names (None otherwise: reflect / edge modes, a
     non-zero or run-time value, run-time pads, or per-axis pads of opset 18's ``axes``)."""
-    if _text(pad.attrs.get("mode"), "constant") != "constant":
+    if attr_text(pad.attrs, "mode", "constant") != "constant":
         return None
     if graph.opset < 11:
         pads, value = pad.attrs.get("pads", pad.attrs.get("paddings")), pad.attrs.get("value", 0.0)
@@ -50,7 +44,7 @@ def _zero_pads(graph: Graph, pad):
 def _takes_spatial_pads(node) -> bool:
     """Whether ``node`` (reading the Pad's output as its input 0) can take zero pads on its
     spatial axes into its own ``pads``."""
-    if node.domain or _text(node.attrs.get("auto_pad"), "NOTSET") != "NOTSET":
+    if node.domain or attr_text(node.attrs, "auto_pad", "NOTSET") != "NOTSET":
         return False
     if node.op_type == "Conv":
         return True

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, topological_order
-from ._rewrite import (add_constant, const, consumers, drop_unused_constants, same_shape,
-                       sole_consumer)
+from ._rewrite import (add_constant, attr_text, const, consumers, drop_unused_constants,
+                       same_shape, sole_consumer)
 
 MS = "com.microsoft"
 
@@ -271,9 +271,7 @@ def _pointwise_conv(graph: Graph, node: Node):
             any(int(v) != 1 for v in attrs.get("dilations", ()) or ()) or \
             any(int(v) != 0 for v in attrs.get("pads", ()) or ()):
         return None
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    return w if auto_pad in ("NOTSET", "VALID") else None
+    return w if attr_text(attrs, "auto_pad", "NOTSET") in ("NOTSET", "VALID") else None
 
 
 def fuse_preactivation(graph: Graph) -> Graph:

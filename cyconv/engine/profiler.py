@@ -128,6 +128,8 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
         executor = "python"
         if plan is not None:
             executor = "native"
+            if hasattr(plan, "preferred"):      # a BandChoice: the plan runs go to now
+                plan = plan.preferred()
             arrays = [a for _, a in feeds]
             seconds = np.zeros(len(plan.nodes))
             for t in timings:
@@ -136,8 +138,13 @@ def profile(session, feed: dict, repeats: int = 10, warmup: int = 1) -> Profile:
                 with session._native_lock:      # the plan's buffers: one run at a time
                     outputs = plan.run(arrays, seconds)
                 if run_index >= warmup:
+                    # a node run as several steps (bands of rows, their gathers): the sum,
+                    # its time on all the threads together
+                    per_node = {}
                     for j, k in enumerate(plan.nodes):
-                        timings[k].times_ms.append(seconds[j] * 1e3)
+                        per_node[k] = per_node.get(k, 0.0) + seconds[j]
+                    for k, spent in per_node.items():
+                        timings[k].times_ms.append(spent * 1e3)
             for t in timings:
                 if not t.times_ms:
                     t.times_ms = [0.0]      # evaluated when the plan was made, or elided

@@ -36,6 +36,7 @@ from ..kernels.conv import fuse_inverted_residual
 from ..kernels import native as _native
 from ..errors import CyconvError, InputError, UnsupportedOpError
 from .graph import Graph, ValueInfo
+from .bands import BandChoice, bands_enabled, plan_bands, section_deps, section_memory
 from .plan import assign_offsets, assign_offsets_by_plane, concats_in_place, fuse_blocks
 from .registry import (ALIAS, SHAPE_ONLY, NodeContext, RunContext, build_with_attrs,
                        consumed_inputs, lookup, model_hints)
@@ -196,6 +197,7 @@ class InferenceSession:
         self._native_failure = None      # why the last native plan could not be made, if
                                          # an error stopped it (the profiler reports it)
         self._native = native_enabled()
+        self._bands = bands_enabled()
         self._native_lock = threading.Lock()
 
     # ----------------------------------------------------------------- public API
@@ -321,9 +323,13 @@ class InferenceSession:
         """The native plan for these feeds' shapes (made on first use), or None."""
         key = tuple(a.shape for _, a in feeds)
         try:
-            return self._native_plans[key]
+            plan = self._native_plans[key]
         except KeyError:
             pass
+        else:
+            if type(plan) is BandChoice and plan.whole_only:
+                plan = self._native_plans[key] = plan.whole     # no bands for these shapes
+            return plan
         plan = self._build_native(feeds) if self._native else None
         if len(self._native_plans) >= NATIVE_PLANS:
             self._native_plans.clear()
@@ -335,11 +341,22 @@ class InferenceSession:
         native form for them (the Python loop then runs, and reports any error)."""
         self._native_failure = None
         try:
-            return self._build_native_steps(feeds)
+            whole = self._build_native_steps(feeds)
+            if whole is None or self._threads < 2 or not self._bands:
+                return whole
+            return BandChoice(whole, lambda: self._build_banded(feeds))
         except (CyconvError, ValueError, IndexError, TypeError) as exc:
             # a bad feed is reported by the Python loop; anything else would only show as a
             # slower run, so the reason is kept for `cyconv profile`
             self._native_failure = f"{type(exc).__name__}: {exc}"
+            return None
+
+    def _build_banded(self, feeds):
+        """The plan in row bands (bands.py), or None when too little of it bands."""
+        try:
+            return self._build_native_steps(feeds, bands=True)
+        except (CyconvError, ValueError, IndexError, TypeError) as exc:
+            self._native_failure = f"bands: {type(exc).__name__}: {exc}"
             return None
 
     @staticmethod
@@ -362,7 +379,7 @@ class InferenceSession:
             steps.append((None, [src], [outs[0]]))
         return True
 
-    def _build_native_steps(self, feeds):
+    def _build_native_steps(self, feeds, bands=False):
         shapes = {}
         for slot, array in feeds:
             if array.dtype != np.float32 or array.size == 0:
@@ -436,6 +453,17 @@ class InferenceSession:
         steps = [fused[k][:3] if k in fused else st for k, st in enumerate(steps)
                  if k not in gone]
         nodes = [n for k, n in enumerate(nodes) if k not in gone]
+        # A batch-1 image network: one band of rows per thread (bands.py); the steps
+        # below plan the rest (the tail), the section plans its own memory.
+        section = None
+        if bands:
+            banded = plan_bands(steps, nodes, self._steps, shapes, consts, fed, outputs,
+                                n_values, self._threads)
+            if banded is None:
+                return None
+            section, tail, n_values = banded
+            steps = [(op, ins, outs) for op, ins, outs, _ in tail]
+            nodes = [node for _, _, _, node in tail]
         made = {v for op, _, outs in steps if op is not None for v in outs}
         # Concats whose inputs are written into the output's buffer: those steps go
         # (plan.py); `nested` values live at an offset of another value's buffer.
@@ -500,6 +528,21 @@ class InferenceSession:
             offsets, total = assign_offsets(sizes, arena)
         offsets.update({v: offsets[buffer] + at for v, (buffer, at) in nested.items()})
         offsets.update({o: offsets[root(o)] for o in shared})
+        streams = deps = None
+        if section is not None:
+            read_after = {v for _, ins, _ in steps for v in ins} | set(outputs)
+            section, band_offsets, band_total, band_notes = section_memory(
+                section, shapes, outputs, read_after)
+            offsets.update({v: total + o for v, o in band_offsets.items()})
+            total += band_total
+            streams = [band for _, _, _, band, _ in section]
+            deps = section_deps(section)
+            notes += band_notes + [
+                f"{len(set(streams))} bands of rows, one per thread: "
+                f"{len({n for *_, n in section})} nodes run on each band alone "
+                f"(engine/bands.py)"]
+            steps = [(op, ins, outs) for op, ins, outs, _, _ in section] + steps
+            nodes = [node for *_, node in section] + nodes
         out_spec, written = [], set()
         for v in outputs:
             if v not in shapes or (v in consts and consts[v].dtype != np.float32):
@@ -513,7 +556,8 @@ class InferenceSession:
             out_spec.append((v, shapes[v], copy))
         return _native.NativePlan(steps, n_values, [slot for slot, _ in feeds], out_spec,
                                   list(used_consts.items()), list(offsets.items()), total,
-                                  nodes, notes)
+                                  nodes, notes,
+                                  None if section is None else (streams, deps))
 
     # ----------------------------------------------------------------- helpers
     @staticmethod

@@ -15,6 +15,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
+from cyconv.kernels.gemm._gemm cimport parallel_for
+
 import numpy as np
 cimport numpy as cnp
 
@@ -141,6 +143,66 @@ cdef class TransposeOp(NativeOp):
         self.what = f"Transpose {shape} by {perm}"
 
 
+# ---- rows of an image split into bands (engine/bands.py) ------------------------------------
+
+cdef struct RowGatherParams:
+    # y = rows [row0, row0 + rows) of an image of `channels` planes `width` wide, from n
+    # sources each holding rows [src_row0[i], src_row0[i] + src_rows[i]) of it (bands, or the
+    # whole image); each row of y comes from the first source that holds it
+    int n
+    Py_ssize_t channels, width, row0, rows
+    Py_ssize_t* src_row0
+    Py_ssize_t* src_rows
+
+
+cdef int _row_gather_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef RowGatherParams* p = <RowGatherParams*>params
+    cdef Py_ssize_t c, lo, hi, at = p.row0, end = p.row0 + p.rows
+    cdef int i
+    cdef float* y = outs[0]
+    for i in range(p.n):
+        lo = p.src_row0[i] if p.src_row0[i] > at else at
+        hi = p.src_row0[i] + p.src_rows[i]
+        if hi > end:
+            hi = end
+        if hi <= lo:
+            continue
+        for c in range(p.channels):
+            memcpy(y + (c * p.rows + lo - p.row0) * p.width,
+                   ins[i] + (c * p.src_rows[i] + lo - p.src_row0[i]) * p.width,
+                   (hi - lo) * p.width * sizeof(float))
+        at = hi
+    return CY_OK
+
+
+cdef class RowGatherOp(NativeOp):
+    """Rows ``[row0, row0 + rows)`` of a batch-1 image (1, C, H, W) assembled from sources
+    that each hold a run of its rows: a band's input with the rows it borrows from its
+    neighbours (its halo), a band cut from a whole feed, or the whole image joined from its
+    bands. One memcpy per channel and source."""
+    cdef RowGatherParams p
+    cdef object arrays
+
+    def __init__(self, int channels, int width, int row0, int rows, sources):
+        sources = [(int(a), int(n)) for a, n in sources]
+        covered = row0
+        for a, n in sources:                   # in order of their first row
+            if a <= covered:
+                covered = max(covered, a + n)
+        if rows < 1 or covered < row0 + rows or sources != sorted(sources):
+            raise ValueError(f"rows {row0}..{row0 + rows} are not all in {sources} (sources "
+                             f"in order of their first row)")
+        self.arrays = (np.array([a for a, _ in sources], np.intp),
+                       np.array([n for _, n in sources], np.intp))
+        self.p.n = len(sources)
+        self.p.channels, self.p.width, self.p.row0, self.p.rows = channels, width, row0, rows
+        self.p.src_row0 = <Py_ssize_t*>cnp.PyArray_DATA(self.arrays[0])
+        self.p.src_rows = <Py_ssize_t*>cnp.PyArray_DATA(self.arrays[1])
+        self.out_shapes = ((1, channels, rows, width),)
+        self.fn, self.params = _row_gather_fn, &self.p
+        self.what = f"rows {row0}..{row0 + rows} of 1x{channels}x?x{width}"
+
+
 # ---- a step with no native form, run in Python inside the plan ------------------------------
 
 # The error code of a Python step that raised (the exception is kept on its op).
@@ -240,6 +302,138 @@ cdef struct Step:
     int* outs
 
 
+# ---- a section of steps in streams, one thread per stream (engine/bands.py) ----------------
+
+cdef extern from *:
+    """
+    static inline int cy_ld(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void cy_st(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int cy_cas(int *p, int expect, int desired) {
+        return __atomic_compare_exchange_n(p, &expect, desired, 0, __ATOMIC_ACQ_REL,
+                                           __ATOMIC_ACQUIRE);
+    }
+    static inline void cy_add(int *p, int v) { __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+    static inline void cy_relax(void) {
+    #if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+    #endif
+    }
+    """
+    int cy_ld(int* p) noexcept nogil
+    void cy_st(int* p, int v) noexcept nogil
+    bint cy_cas(int* p, int expect, int desired) noexcept nogil
+    void cy_add(int* p, int v) noexcept nogil
+    void cy_relax() noexcept nogil
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+# ints per cache line: each stream's counters on a line of their own
+cdef enum:
+    LINE = 16
+
+
+cdef struct Section:
+    # The plan's first n_steps steps, run by one thread per stream: stream s's steps are
+    # order[start[s] .. start[s + 1]), in order; step k may run once the steps
+    # deps[dep_start[k] .. dep_start[k + 1]) are done (its inputs' producers, the step before
+    # it in its stream). Per run (gen): done[k] = gen once step k finished; next[LINE * s]
+    # the position of stream s's next step to claim; owner[LINE * s] = gen once a thread
+    # has taken stream s as its own. state[0]: steps finished, state[LINE]: an error code.
+    Step* steps
+    const float** vals
+    int n_steps, n_streams, max_args, gen, failed
+    int* order
+    int* start
+    int* dep_start
+    int* deps
+    int* done
+    int* next
+    int* owner
+    int* state
+    double* seconds
+
+
+cdef inline bint _ready(Section* S, int k) noexcept nogil:
+    cdef int d
+    for d in range(S.dep_start[k], S.dep_start[k + 1]):
+        if cy_ld(&S.done[S.deps[d]]) != S.gen:
+            return False
+    return True
+
+
+cdef int _run_step(Section* S, int k, const float** ins, float** outs) noexcept nogil:
+    cdef Step* st = &S.steps[k]
+    cdef int j, err
+    cdef timespec t0, t1
+    if st.fn == NULL:                    # an alias
+        S.vals[st.outs[0]] = S.vals[st.ins[0]]
+        return CY_OK
+    for j in range(st.n_in):
+        ins[j] = S.vals[st.ins[j]]
+    for j in range(st.n_out):
+        outs[j] = <float*>S.vals[st.outs[j]]
+    if S.seconds != NULL:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+    err = st.fn(st.params, ins, outs)
+    if S.seconds != NULL:
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+        S.seconds[k] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9
+    return err
+
+
+cdef void _section_task(void* ctx, long piece, int tid) noexcept nogil:
+    """One thread's share of a section: it takes stream ``tid`` as its own (if no thread
+    has), runs that stream's steps as their inputs become ready, and runs steps of streams
+    no thread owns (a worker that is late, or fewer threads than streams) while it waits;
+    it never runs a step of a stream another thread owns, so each band stays on the core
+    that writes it. Returns when every step is done or one failed."""
+    cdef Section* S = <Section*>ctx
+    cdef int mine = -1, s, i, pos, k, err, v
+    cdef long idle = 0
+    cdef bint ran
+    cdef const float** ins = <const float**>malloc(2 * S.max_args * sizeof(float*))
+    if ins == NULL:
+        S.failed = -1
+        cy_st(&S.state[LINE], CY_ENOMEM)
+        return
+    cdef float** outs = <float**>(ins + S.max_args)
+    if tid < S.n_streams:
+        v = cy_ld(&S.owner[LINE * tid])
+        if v != S.gen and cy_cas(&S.owner[LINE * tid], v, S.gen):
+            mine = tid
+    while cy_ld(&S.state[LINE]) == CY_OK and cy_ld(&S.state[0]) < S.n_steps:
+        ran = False
+        for i in range(S.n_streams):
+            s = (mine + i) % S.n_streams if mine >= 0 else i
+            if s != mine and cy_ld(&S.owner[LINE * s]) == S.gen:
+                continue                 # another thread's stream
+            pos = cy_ld(&S.next[LINE * s])
+            if pos >= S.start[s + 1] - S.start[s]:
+                continue
+            k = S.order[S.start[s] + pos]
+            if not _ready(S, k) or not cy_cas(&S.next[LINE * s], pos, pos + 1):
+                continue
+            err = _run_step(S, k, ins, outs)
+            if err != CY_OK:
+                S.failed = k
+                cy_st(&S.state[LINE], err)
+                break
+            cy_st(&S.done[k], S.gen)
+            cy_add(&S.state[0], 1)
+            ran = True
+            break
+        if ran:
+            idle = 0
+        else:
+            idle += 1
+            if idle < 20000:
+                cy_relax()
+            else:                        # the owner of what we wait for may be off its core
+                sched_yield()
+    free(<void*>ins)
+
+
 cdef class NativePlan:
     """A graph's steps for one set of input shapes, run in C.
 
@@ -258,6 +452,10 @@ cdef class NativePlan:
         Per step, the index of the session step it runs (for profiles).
     notes : list of str, optional
         What the plan did beyond running the steps (concats written in place), for profiles.
+    section : (streams, deps), optional
+        The first ``len(streams)`` steps run as a section (engine/bands.py): ``streams[k]``
+        is step k's stream (one thread each), ``deps[k]`` the steps it waits for (earlier
+        section steps). The steps after the section run one after another as usual.
     """
     cdef Step* steps
     cdef int n_steps, n_values
@@ -265,20 +463,25 @@ cdef class NativePlan:
     cdef const float** ptr_scratch
     cdef int max_args
     cdef object keep            # the NativeOps, constants and arena, alive with the plan
-    cdef list step_ops          # per step, its NativeOp (None: an alias)
+    cdef readonly list step_ops  # per step, its NativeOp (None: an alias)
     cdef object arena_arr
     cdef list feed_ids, out_ids, out_shapes, out_copy
     cdef readonly Py_ssize_t arena_bytes
     cdef readonly list nodes
     cdef readonly list notes
+    cdef Section sec
+    cdef int first_step          # the first step after the section
+    cdef object sec_arrays
+    cdef readonly list streams   # per section step, its stream (thread)
 
     def __cinit__(self):
         self.steps = NULL
         self.vals = NULL
         self.ptr_scratch = NULL
+        self.first_step = 0
 
     def __init__(self, steps, int n_values, feeds, outputs, constants, arena,
-                 Py_ssize_t arena_floats, nodes=None, notes=None):
+                 Py_ssize_t arena_floats, nodes=None, notes=None, section=None):
         cdef int k, i, total = 0
         cdef NativeOp op
         self.n_steps, self.n_values = len(steps), n_values
@@ -328,6 +531,46 @@ cdef class NativePlan:
         self.out_copy = [bool(c) for _, _, c in outputs]
         self.nodes = list(nodes) if nodes is not None else list(range(self.n_steps))
         self.notes = list(notes) if notes is not None else []
+        if section is not None:
+            self._set_section(*section)
+
+    def _set_section(self, streams, deps):
+        cdef int n = len(streams), k
+        n_streams = max(streams) + 1 if n else 0
+        if n > self.n_steps or min(streams, default=0) < 0:
+            raise ValueError("section streams do not fit the steps")
+        for k in range(n):
+            if any(not 0 <= d < k for d in deps[k]):
+                raise ValueError(f"section step {k} waits for a step not before it")
+        order = [k for s in range(n_streams) for k in range(n) if streams[k] == s]
+        start = np.cumsum([0] + [streams.count(s) for s in range(n_streams)])
+        dep_start = np.cumsum([0] + [len(d) for d in deps])
+        flat = [d for ds in deps for d in ds]
+        arrays = [np.array(order or [0], np.intc), np.array(start, np.intc),
+                  np.array(dep_start, np.intc), np.array(flat or [0], np.intc),
+                  np.zeros(max(1, n), np.intc),
+                  np.zeros(LINE * max(1, n_streams), np.intc),
+                  np.zeros(LINE * max(1, n_streams), np.intc), np.zeros(2 * LINE, np.intc)]
+        self.sec_arrays = arrays
+        self.sec.steps, self.sec.vals = self.steps, self.vals
+        self.sec.n_steps, self.sec.n_streams = n, n_streams
+        self.sec.max_args, self.sec.gen, self.sec.failed = self.max_args, 0, -1
+        self.sec.order = <int*>cnp.PyArray_DATA(arrays[0])
+        self.sec.start = <int*>cnp.PyArray_DATA(arrays[1])
+        self.sec.dep_start = <int*>cnp.PyArray_DATA(arrays[2])
+        self.sec.deps = <int*>cnp.PyArray_DATA(arrays[3])
+        self.sec.done = <int*>cnp.PyArray_DATA(arrays[4])
+        self.sec.next = <int*>cnp.PyArray_DATA(arrays[5])
+        self.sec.owner = <int*>cnp.PyArray_DATA(arrays[6])
+        self.sec.state = <int*>cnp.PyArray_DATA(arrays[7])
+        self.sec.seconds = NULL
+        self.first_step = n
+        self.streams = list(streams)
+
+    @property
+    def section_streams(self):
+        """Threads the plan's section runs on (0: no section)."""
+        return self.sec.n_streams if self.first_step else 0
 
     def __dealloc__(self):
         free(self.steps)
@@ -356,8 +599,22 @@ cdef class NativePlan:
                 self.vals[<int>self.out_ids[i]] = <const float*>cnp.PyArray_DATA(a)
         cdef const float** ins = self.ptr_scratch
         cdef float** outs = <float**>(self.ptr_scratch + self.max_args)
+        cdef int s
+        if self.first_step:
+            self.sec.gen += 1
+            self.sec.seconds = &seconds[0] if timed else NULL
+            self.sec.failed = -1
+            self.sec.state[0] = self.sec.state[LINE] = CY_OK
+            for s in range(self.sec.n_streams):
+                self.sec.next[LINE * s] = 0
         with nogil:
-            for k in range(self.n_steps):
+            if self.first_step:
+                parallel_for(self.sec.n_streams, self.sec.n_streams, _section_task, &self.sec)
+                err = self.sec.state[LINE]
+                failed = self.sec.failed
+            for k in range(self.first_step, self.n_steps):
+                if err != CY_OK:
+                    break
                 st = &self.steps[k]
                 if st.fn == NULL:
                     self.vals[st.outs[0]] = self.vals[st.ins[0]]

@@ -462,7 +462,31 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
         if z_shape is not None and tuple(z_shape) != y_shape:
             return None
         return shape_plan.native(x_shape, pads4, z_shape is not None, n_threads, pre)
-    return natively(run, native)
+
+    def rows(in_shapes):
+        # the H axis as engine/bands.py sees it: (window extent, stride, top pad, output rows)
+        if n != 2 or len(in_shapes[0]) != 4:
+            return None
+        got = cache.get(in_shapes[0]) or remember(in_shapes[0])
+        return (kernel[0] - 1) * dl[0] + 1, st[0], got[1][0], got[0][2]
+
+    def native_rows(in_shapes, n_threads, a, b, lo, hi):
+        # output rows [lo, hi) from input rows [a, b) (engine/bands.py): the pads of the rows
+        # the band's window runs over outside [a, b): the conv's own at the image's edges,
+        # none inside it
+        if native(in_shapes, n_threads) is None:
+            return None
+        x_shape = tuple(in_shapes[0])
+        y_shape, pads4, _ = cache.get(x_shape) or remember(x_shape)
+        top = a - (lo * st[0] - pads4[0])
+        bottom = (hi - 1) * st[0] - pads4[0] + (kernel[0] - 1) * dl[0] + 1 - b
+        band = x_shape[:2] + (b - a, x_shape[3])
+        shape_plan = plan_for(band, (hi - lo, y_shape[3]))
+        z = len(in_shapes) > 3 and in_shapes[3] is not None
+        return shape_plan.native(band, (top, pads4[1], bottom, pads4[3]), z, n_threads, pre)
+    run = natively(run, native)
+    run.rows, run.native_rows = rows, native_rows
+    return run
 
 
 def winograd_enabled() -> bool:

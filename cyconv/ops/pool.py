@@ -284,7 +284,16 @@ def MaxPool(node, *, kernel_shape=None, strides=None, dilations=None, pads=None,
         out, pb, _ = geometry(tuple(in_shapes[0][2:]))
         return _pool2d_native(in_shapes[0], out, kernel, strides, dilations, pb, True, None,
                               None, n_threads)
-    return natively(run, native)
+
+    def native_rows(in_shapes, n_threads, a, b, lo, hi):
+        if native(in_shapes, n_threads) is None:
+            return None
+        out, pb, _ = geometry(tuple(in_shapes[0][2:]))
+        return _pool2d_native(_band(in_shapes[0], a, b), (hi - lo, out[1]), kernel, strides,
+                              dilations, (a - (lo * strides[0] - pb[0]), pb[1]), True, None,
+                              None, n_threads)
+    return _with_rows(natively(run, native), nd, kernel, strides, dilations, geometry,
+                      native_rows)
 
 
 @register("AveragePool", reference=average_pool_reference)
@@ -331,7 +340,36 @@ def AveragePool(node, *, kernel_shape=None, strides=None, dilations=None, pads=N
         count_h, count_w = counts(spatial, out, pb, pe)
         return _pool2d_native(in_shapes[0], out, kernel, strides, dilations, pb, False,
                               count_h, count_w, n_threads)
-    return natively(run, native)
+
+    def native_rows(in_shapes, n_threads, a, b, lo, hi):
+        # each output row keeps its divisor: the band's windows are the whole image's
+        if native(in_shapes, n_threads) is None:
+            return None
+        spatial = tuple(in_shapes[0][2:])
+        out, pb, pe = geometry(spatial)
+        count_h, count_w = counts(spatial, out, pb, pe)
+        return _pool2d_native(_band(in_shapes[0], a, b), (hi - lo, out[1]), kernel, strides,
+                              dilations, (a - (lo * strides[0] - pb[0]), pb[1]), False,
+                              np.ascontiguousarray(count_h[lo:hi]), count_w, n_threads)
+    return _with_rows(natively(run, native), nd, kernel, strides, dilations, geometry,
+                      native_rows)
+
+
+def _band(shape, a, b):
+    """(N, C, H, W) -> the shape of its rows [a, b)."""
+    return tuple(shape[:2]) + (b - a,) + tuple(shape[3:])
+
+
+def _with_rows(run, nd, kernel, strides, dilations, geometry, native_rows):
+    """Attach the row-band hooks of engine/bands.py to a 2-D pool's ``run``: ``rows``
+    (window extent, stride, top pad and output rows along H) and ``native_rows``."""
+    def rows(in_shapes):
+        if nd != 2 or len(in_shapes[0]) != 4:
+            return None
+        out, pb, _ = geometry(tuple(in_shapes[0][2:]))
+        return (kernel[0] - 1) * dilations[0] + 1, strides[0], pb[0], out[0]
+    run.rows, run.native_rows = rows, native_rows
+    return run
 
 
 def _geometry_cache(kernel, strides, dilations, pads, auto_pad, ceil, limit=64):

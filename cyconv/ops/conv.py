@@ -724,6 +724,11 @@ def PreActivationConv(node, *, activation="Identity", activation_params=None,
         natively(run, lambda in_shapes, n_threads: (
             None if any(s is not None for s in in_shapes[4:])
             else inner_native(in_shapes[:4], n_threads)))
+    if hasattr(inner, "native_rows"):       # row bands (engine/bands.py)
+        run.rows = lambda in_shapes: inner.rows(in_shapes[:4])
+        run.native_rows = lambda in_shapes, n_threads, a, b, lo, hi: (
+            None if any(s is not None for s in in_shapes[4:])
+            else inner.native_rows(in_shapes[:4], n_threads, a, b, lo, hi))
     return consumes(run, *getattr(inner, "consumed_inputs", ()), 4, 5)
 
 

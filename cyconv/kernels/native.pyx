@@ -203,6 +203,44 @@ cdef class RowGatherOp(NativeOp):
         self.what = f"rows {row0}..{row0 + rows} of 1x{channels}x?x{width}"
 
 
+cdef struct BandMeanParams:
+    # y[i] = sum over bands b of weight[b] * x_b[i], i < n: per-channel means of an image
+    # from the means of its bands (weight: the band's share of the rows)
+    int bands
+    Py_ssize_t n
+    float* weight
+
+
+cdef int _band_mean_fn(void* params, const float** ins, float** outs) noexcept nogil:
+    cdef BandMeanParams* p = <BandMeanParams*>params
+    cdef Py_ssize_t i
+    cdef int b
+    cdef float acc
+    for i in range(p.n):
+        acc = 0
+        for b in range(p.bands):
+            acc = acc + p.weight[b] * ins[b][i]
+        outs[0][i] = acc
+    return CY_OK
+
+
+cdef class BandMeanOp(NativeOp):
+    """A global average pool of an image in row bands, from each band's own pool: the
+    means weighted by the bands' shares of the rows (engine/bands.py). No band is copied."""
+    cdef BandMeanParams p
+    cdef object weight_arr
+
+    def __init__(self, weights, out_shape):
+        out_shape = tuple(int(d) for d in out_shape)
+        self.weight_arr = np.array(weights, np.float32)
+        self.p.bands = len(weights)
+        self.p.n = int(np.prod(out_shape, dtype=np.int64))
+        self.p.weight = <float*>cnp.PyArray_DATA(self.weight_arr)
+        self.out_shapes = (out_shape,)
+        self.fn, self.params = _band_mean_fn, &self.p
+        self.what = f"mean of {len(weights)} bands' means -> {out_shape}"
+
+
 # ---- a step with no native form, run in Python inside the plan ------------------------------
 
 # The error code of a Python step that raised (the exception is kept on its op).

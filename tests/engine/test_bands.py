@@ -353,3 +353,39 @@ def test_bands_off_by_environment(monkeypatch):
         sess.run(None, {"input": x})
     (plan,) = sess._native_plans.values()
     assert not isinstance(plan, bands.BandChoice)
+
+
+@pytest.mark.parametrize("name,side", [("squeezenet1_1", 99), ("resnet18", 96)])
+def test_stem_conv_writes_the_rows_its_pool_borrows(name, side):
+    """The stem conv of each band computes the row its max pool borrows from the other band
+    (from one more row of the image) instead of the pool's band being copied with it."""
+    model = zoo.ZOO[name](input_size=side)
+    x = np.random.default_rng(5).standard_normal((1, 3, side, side), dtype=np.float32)
+    sess = cyconv.InferenceSession(model, threads=2)
+    (want,) = sess.run(None, {"input": x})
+    plan = sess._build_native_steps(sess._check_feed({"input": x}), bands=True)
+    whats = [op.what for op in plan.step_ops[:len(plan.streams)] if op is not None]
+    _, channels, _, width = whats[2].split("->")[1].strip(" ()").split(", ")   # the stem's
+    assert whats[0].startswith("rows 0..") and whats[1].startswith("rows ")
+    assert not any(w.startswith("rows") and w.endswith(f"1x{channels}x?x{width}")
+                   for w in whats), whats[:8]
+    (got,) = plan.run([x])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,attrs", [("GlobalAveragePool", {}),
+                                      ("ReduceMean", dict(axes=[2, 3], keepdims=1))])
+def test_global_mean_of_bands_needs_no_join(op, attrs):
+    """A global average pool after the bands: each band pools its rows, the means are
+    weighed by the bands' rows (13 rows: 6 and 7), no band is copied."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node(op, ["c2"], ["y"], **attrs)]
+    inits = {"w1": _weights((8, 3, 3, 3), 17), "w2": _weights((8, 8, 3, 3), 18)}
+    x = RNG.standard_normal((1, 3, 13, 11)).astype(np.float32)
+    plan = _check(_model(nodes, [1, 3, 13, 11], None, inits, opset=17), x)
+    whats = [op.what for op in plan.step_ops if op is not None]
+    assert "mean of 2 bands' means -> (1, 8, 1, 1)" in whats
+    assert not any(w.startswith("rows 0..13") for w in whats)

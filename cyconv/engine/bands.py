@@ -423,14 +423,22 @@ class BandChoice:
 
     Why both: which wins depends on where the host has put the threads' cores, and that
     changes under the process every few seconds. In process, 2 threads (2026-12-07, banded /
-    whole, vCPUs near / far): SqueezeNet 1.15 / 0.75, CIFAR CNN 1.24 / 0.88, LeNet-5 0.76 /
-    0.96. So each plan keeps its last few run times; every ``EXPLORE``-th run goes to the
-    one not in favour, and a run goes to the one whose recent median is lower. The banded
-    plan is made on its first turn. Outputs agree within float rounding (the bands' own
-    shapes may take other Winograd tiles).
+    whole, vCPUs near / far): SqueezeNet 1.09-1.15 / 0.72-0.75, CIFAR CNN 1.2 / 0.87,
+    CIFAR CNN with BN 1.11 / 0.70, LeNet-5 0.75 / 0.95.
+
+    So each plan keeps its last few run times. Every ``EXPLORE`` runs (``EARLY_EXPLORE``
+    over the first ``EARLY_RUNS``, so that a benchmark's few dozen calls already choose), two
+    go to the plan not in favour and the next two to the favourite, the second of each pair
+    timed (the first runs on caches the other plan left); the favourite is the one with the
+    lower minimum of its last ``WINDOW`` times (a minimum: a run after idle is slow whichever
+    plan it takes), and the other runs go to it untimed. The banded plan is made on its first
+    turn (the 9th run), so a session run a few times never makes it. Outputs agree within
+    float rounding (the bands' own shapes may take other Winograd tiles).
     """
 
     EXPLORE = 32          # runs per cycle: 2 of the plan not in favour, then the others
+    EARLY_EXPLORE = 8     # the cycle over a session's first EARLY_RUNS runs
+    EARLY_RUNS = 64
     WINDOW = 3            # run times kept per plan
 
     def __init__(self, whole, make_banded):
@@ -463,7 +471,8 @@ class BandChoice:
         return self.banded if self._favour == 1 and self.banded is not None else self.whole
 
     def run(self, feeds, seconds=None):
-        phase = self._calls % self.EXPLORE
+        phase = self._calls % (self.EARLY_EXPLORE if self._calls < self.EARLY_RUNS
+                               else self.EXPLORE)
         self._calls += 1
         if phase > 3 and self.banded is not None:    # most runs: the favourite, untimed
             return (self.banded if self._favour else self.whole).run(feeds, seconds)
@@ -484,10 +493,5 @@ class BandChoice:
         times.append(time.perf_counter() - start)
         del times[:-self.WINDOW]
         if self._times[0] and self._times[1]:
-            self._favour = int(_median(self._times[1]) < _median(self._times[0]))
+            self._favour = int(min(self._times[1]) < min(self._times[0]))
         return out
-
-
-def _median(xs):
-    """Median of a few floats (numpy's costs ~15 us, a LeNet-5 run ~20)."""
-    return sorted(xs)[len(xs) // 2]

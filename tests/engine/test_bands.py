@@ -306,23 +306,39 @@ def test_choice_runs_the_faster_plan(banded_faster):
     banded = _FakePlan(0.0002 if banded_faster else 0.002, "banded")
     made = []
     choice = bands.BandChoice(whole, lambda: made.append(1) or banded)
-    for _ in range(choice.EXPLORE):
+    cycle = choice.EARLY_EXPLORE
+    for _ in range(cycle):
         assert choice.run([]) == ["whole"]    # the banded plan is made on its first turn
     assert not made
-    outs = [choice.run([])[0] for _ in range(4 * choice.EXPLORE)]
+    outs = [choice.run([])[0] for _ in range(choice.EARLY_RUNS - cycle)]
     assert made == [1]
     favourite = "banded" if banded_faster else "whole"
     assert choice.preferred().name == favourite
-    # after the first cycle, all but 2 of every EXPLORE runs go to the favourite
-    tail = outs[choice.EXPLORE:]
-    assert tail.count(favourite) == len(tail) - 2 * (len(tail) // choice.EXPLORE)
+    # after the first cycle, all but 2 of every cycle's runs go to the favourite
+    rest = outs[cycle:]
+    assert rest.count(favourite) == len(rest) - 2 * (len(rest) // cycle)
+    late = [choice.run([])[0] for _ in range(2 * choice.EXPLORE)]
+    assert late.count(favourite) == len(late) - 4
     assert choice.arena_bytes == 200 and choice.notes == ["whole"]
+
+
+def test_choice_follows_a_change_of_speed():
+    """The plans swap speeds (the vCPUs moved): within a few cycles the other one runs."""
+    whole, banded = _FakePlan(0.0002, "whole"), _FakePlan(0.002, "banded")
+    choice = bands.BandChoice(whole, lambda: banded)
+    for _ in range(choice.EARLY_RUNS):
+        choice.run([])
+    assert choice.preferred() is whole
+    whole.seconds, banded.seconds = 0.002, 0.0002
+    for _ in range((choice.WINDOW + 1) * choice.EXPLORE):
+        choice.run([])
+    assert choice.preferred() is banded
 
 
 def test_choice_without_a_banded_plan():
     whole = _FakePlan(0, "whole")
     choice = bands.BandChoice(whole, lambda: None)
-    for _ in range(3 * choice.EXPLORE):
+    for _ in range(2 * choice.EARLY_RUNS):
         assert choice.run([]) == ["whole"]
     assert choice.whole_only and choice.preferred() is whole
 

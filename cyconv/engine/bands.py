@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from ..kernels.native import BandMeanOp, RowGatherOp
+from ..kernels.native import BandMeanOp, RowGatherOp, pool_round_trip_ns
 from .plan import assign_offsets, concats_in_place
 
 # Ops that compute each output element from the input elements at the same (row, column):
@@ -418,35 +418,45 @@ def section_deps(section):
 
 
 class BandChoice:
-    """A whole-image plan and its banded twin for the same shapes; each run takes the one
-    that has been faster lately.
+    """A whole-image plan and its banded twin for the same shapes: runs take the whole-image
+    plan while the threads' cores are near each other, and the one that has been faster
+    lately while they are far apart.
 
-    Why both: which wins depends on where the host has put the threads' cores, and that
-    changes under the process every few seconds. In process, 2 threads (2026-12-07, banded /
-    whole, vCPUs near / far): SqueezeNet 1.09-1.15 / 0.72-0.75, CIFAR CNN 1.2 / 0.87,
-    CIFAR CNN with BN 1.11 / 0.70, LeNet-5 0.75 / 0.95.
+    Why: which wins depends on where the host has put the threads' cores, and that changes
+    under the process every few seconds. In process, 2 threads (2026-12-07, banded / whole,
+    vCPUs near / far): SqueezeNet 1.09-1.15 / 0.72-0.82, CIFAR CNN 1.2 / 0.87, CIFAR CNN
+    with BN 1.11 / 0.70, PNet 1.02 / 0.78, LeNet-5 0.75 / 0.95. Choosing by run times alone
+    (both placements) cost near: the runs given to the other plan, and after idle the run
+    times are noisy enough to pick the wrong one (SqueezeNet 1.03-1.10x in benchmark blocks).
 
-    So each plan keeps its last few run times. Every ``EXPLORE`` runs (``EARLY_EXPLORE``
-    over the first ``EARLY_RUNS``, so that a benchmark's few dozen calls already choose), two
-    go to the plan not in favour and the next two to the favourite, the second of each pair
-    timed (the first runs on caches the other plan left); the favourite is the one with the
-    lower minimum of its last ``WINDOW`` times (a minimum: a run after idle is slow whichever
-    plan it takes), and the other runs go to it untimed. The banded plan is made on its first
-    turn (the 9th run), so a session run a few times never makes it. Outputs agree within
-    float rounding (the bands' own shapes may take other Winograd tiles).
+    So the choice probes the placement (a cache line's round trip to the pool's worker,
+    ``native.pool_round_trip_ns``, 2-10 us, at most every ``PROBE_S``; far: over
+    ``FAR_RATIO`` x the fastest probe seen). Near, the whole-image plan runs. Far, the
+    banded plan is made on the first far run and is the favourite; every ``EXPLORE`` far
+    runs (``EARLY_EXPLORE`` until both plans have ``WINDOW`` far times), two go to the plan
+    not in favour and the next two to the favourite, the second of each pair timed (the first
+    runs on caches the other plan left), and the favourite is the plan with the lower minimum
+    of its last times (a run after idle is slow whichever plan it takes). A machine whose
+    cores are all alike never probes far and never makes the banded plan; nor does a plan
+    whose runs take under ``TINY_S`` (LeNet-5: the choosing would cost more than it saves).
+    Outputs of the two plans agree within float rounding (a band's shapes may take other
+    Winograd tiles).
     """
 
-    EXPLORE = 32          # runs per cycle: 2 of the plan not in favour, then the others
-    EARLY_EXPLORE = 8     # the cycle over a session's first EARLY_RUNS runs
-    EARLY_RUNS = 64
-    WINDOW = 3            # run times kept per plan
+    EXPLORE = 64          # far runs per cycle once both plans have their far times
+    EARLY_EXPLORE = 8     # far runs per cycle before
+    WINDOW = 3            # far run times kept per plan
+    PROBE_S = 0.25        # seconds between placement probes
+    FAR_RATIO = 2.0
+    TINY_S = 1e-4
 
     def __init__(self, whole, make_banded):
         self.whole, self._make_banded = whole, make_banded
         self.banded = None
-        self._times = ([], [])
-        self._calls = 0
-        self._favour = 0
+        self._times = ([], [])       # far run times per plan
+        self._favour = 1
+        self._calls = 0              # far runs
+        self._checked = 0            # near runs timed to see if the plan is tiny
 
     # what profiles and tests read: the whole-image plan's
     @property
@@ -463,35 +473,68 @@ class BandChoice:
 
     @property
     def whole_only(self) -> bool:
-        """The banded plan was tried and none could be made: runs need no choosing."""
+        """No banded plan could be made, or none is worth it: runs need no choosing."""
         return self.banded is None and self._make_banded is None
 
     def preferred(self):
-        """The plan runs go to now (the whole-image one until the banded one is made)."""
-        return self.banded if self._favour == 1 and self.banded is not None else self.whole
+        """The plan runs go to now."""
+        if _placement.far and self._favour and self.banded is not None:
+            return self.banded
+        return self.whole
 
     def run(self, feeds, seconds=None):
-        phase = self._calls % (self.EARLY_EXPLORE if self._calls < self.EARLY_RUNS
-                               else self.EXPLORE)
-        self._calls += 1
-        if phase > 3 and self.banded is not None:    # most runs: the favourite, untimed
-            return (self.banded if self._favour else self.whole).run(feeds, seconds)
-        if self.banded is None:             # made on its first turn
-            if self._make_banded is None or phase != 0 or self._calls == 1:
+        if not _placement.update(self.PROBE_S, self.FAR_RATIO):
+            if self._checked >= 3:
+                return self.whole.run(feeds, seconds)
+            self._checked += 1               # the first near runs: is the plan tiny?
+            start = time.perf_counter()
+            out = self.whole.run(feeds, seconds)
+            if time.perf_counter() - start < self.TINY_S and self.banded is None:
+                self._make_banded = None     # never banded (whole_only)
+            return out
+        if self.banded is None:
+            if self._make_banded is None:
                 return self.whole.run(feeds, seconds)
             self.banded, self._make_banded = self._make_banded(), None
             if self.banded is None:
                 return self.whole.run(feeds, seconds)
-        # phases 0, 1: the plan not in favour; 2, 3: the favourite. The second run of each
-        # pair is timed: the first warms the caches the other plan's runs left cold.
+        times = self._times
+        cycle = self.EXPLORE if min(len(times[0]), len(times[1])) >= self.WINDOW \
+            else self.EARLY_EXPLORE
+        phase = self._calls % cycle
+        self._calls += 1
+        if phase > 3:                        # most far runs: the favourite, untimed
+            return (self.banded if self._favour else self.whole).run(feeds, seconds)
+        # phases 0, 1: the plan not in favour; 2, 3: the favourite
         arm = 1 - self._favour if phase < 2 else self._favour
         if phase % 2 == 0:
             return (self.banded if arm else self.whole).run(feeds, seconds)
         start = time.perf_counter()
         out = (self.banded if arm else self.whole).run(feeds, seconds)
-        times = self._times[arm]
-        times.append(time.perf_counter() - start)
-        del times[:-self.WINDOW]
-        if self._times[0] and self._times[1]:
-            self._favour = int(min(self._times[1]) < min(self._times[0]))
+        mine = times[arm]
+        mine.append(time.perf_counter() - start)
+        del mine[:-self.WINDOW]
+        if times[0] and times[1]:
+            self._favour = int(min(times[1]) < min(times[0]))
         return out
+
+
+class _Placement:
+    """Where the threads' cores are, as the last probe found it (shared by all sessions:
+    it is the machine's state, not a model's)."""
+
+    def __init__(self):
+        self.far, self.at, self.fastest = 0, -1e9, None
+
+    def update(self, every_s, far_ratio) -> int:
+        now = time.perf_counter()
+        if now - self.at >= every_s:
+            self.at = now
+            ns = pool_round_trip_ns()
+            if ns > 0:                  # else (worker asleep: up to 50 us) as it was
+                self.fastest = ns if self.fastest is None else min(self.fastest, ns)
+                self.far = int(ns > far_ratio * self.fastest)
+        return self.far
+
+
+_placement = _Placement()

@@ -472,6 +472,64 @@ cdef void _section_task(void* ctx, long piece, int tid) noexcept nogil:
     free(<void*>ins)
 
 
+# ---- where the threads' cores are: a cache line's round trip through the pool ----------------
+
+cdef struct ProbeJob:
+    int turn                # the line the two threads take turns on
+    int pad[15]
+    int present, abort, rounds
+    double ns
+
+
+cdef inline double _now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec * 1e9 + t.tv_nsec
+
+
+cdef void _probe_task(void* ctx, long piece, int tid) noexcept nogil:
+    cdef ProbeJob* j = <ProbeJob*>ctx
+    cdef int k
+    cdef double start
+    if piece == 1:
+        if tid == 0:
+            return                       # no worker took the partner's piece
+        cy_st(&j.present, 1)
+        for k in range(j.rounds):
+            while cy_ld(&j.turn) != 2 * k + 1:
+                if cy_ld(&j.abort):
+                    return
+                cy_relax()
+            cy_st(&j.turn, 2 * k + 2)
+        return
+    start = _now_ns()
+    while not cy_ld(&j.present):
+        if _now_ns() - start > 50000:    # the worker sleeps: no probe this time
+            cy_st(&j.abort, 1)
+            return
+        cy_relax()
+    start = _now_ns()
+    for k in range(j.rounds):
+        cy_st(&j.turn, 2 * k + 1)
+        while cy_ld(&j.turn) != 2 * k + 2:
+            cy_relax()
+    j.ns = (_now_ns() - start) / j.rounds
+    if j.ns > 10000:                     # one of the two was off its core: no probe
+        j.ns = -1.0
+
+
+def pool_round_trip_ns(int rounds=32):
+    """Mean round trip of a cache line between this thread and the thread pool's worker
+    (engine/bands.py BandChoice): ~60 ns with the 2-vCPU VMs' cores near, ~330 far; 2-10 us
+    in all. -1.0 when no worker was running within 50 us (asleep, just started, or the pool
+    busy) or a thread was preempted during it."""
+    cdef ProbeJob j
+    j.turn, j.present, j.abort, j.rounds, j.ns = 0, 0, 0, max(1, rounds), -1.0
+    with nogil:
+        parallel_for(2, 2, _probe_task, &j)
+    return j.ns
+
+
 cdef class NativePlan:
     """A graph's steps for one set of input shapes, run in C.
 

@@ -300,57 +300,97 @@ class _FakePlan:
         return [self.name]
 
 
+def _placement(monkeypatch, far):
+    """Pretend the threads' cores are near (0) or far (1); returns the setter."""
+    state = {"far": far}
+    monkeypatch.setattr(bands._placement, "update", lambda *a: state["far"])
+    monkeypatch.setattr(bands._placement, "far", far)
+    return state
+
+
+def test_choice_runs_the_whole_plan_while_the_cores_are_near(monkeypatch):
+    _placement(monkeypatch, 0)
+    whole, banded = _FakePlan(0.0002, "whole"), _FakePlan(0.00005, "banded")
+    made = []
+    choice = bands.BandChoice(whole, lambda: made.append(1) or banded)
+    for _ in range(3 * choice.EARLY_EXPLORE):
+        assert choice.run([]) == ["whole"]
+    assert not made and not choice.whole_only and choice.preferred() is whole
+
+
 @pytest.mark.parametrize("banded_faster", (True, False))
-def test_choice_runs_the_faster_plan(banded_faster):
+def test_choice_runs_the_faster_plan_while_the_cores_are_far(monkeypatch, banded_faster):
+    _placement(monkeypatch, 1)
     whole = _FakePlan(0.002 if banded_faster else 0.0002, "whole")
     banded = _FakePlan(0.0002 if banded_faster else 0.002, "banded")
     made = []
     choice = bands.BandChoice(whole, lambda: made.append(1) or banded)
-    cycle = choice.EARLY_EXPLORE
-    for _ in range(cycle):
-        assert choice.run([]) == ["whole"]    # the banded plan is made on its first turn
-    assert not made
-    outs = [choice.run([])[0] for _ in range(choice.EARLY_RUNS - cycle)]
-    assert made == [1]
+    outs = [choice.run([])[0] for _ in range(8 * choice.EARLY_EXPLORE)]
+    assert made == [1]                        # made on the first far run
     favourite = "banded" if banded_faster else "whole"
     assert choice.preferred().name == favourite
-    # after the first cycle, all but 2 of every cycle's runs go to the favourite
-    rest = outs[cycle:]
-    assert rest.count(favourite) == len(rest) - 2 * (len(rest) // cycle)
     late = [choice.run([])[0] for _ in range(2 * choice.EXPLORE)]
-    assert late.count(favourite) == len(late) - 4
+    assert late.count(favourite) == len(late) - 4      # 2 of every EXPLORE runs explore
+    assert outs.count("banded") > 0 and outs.count("whole") > 0
     assert choice.arena_bytes == 200 and choice.notes == ["whole"]
 
 
-def test_choice_follows_a_change_of_speed():
-    """The plans swap speeds (the vCPUs moved): within a few cycles the other one runs."""
+def test_choice_follows_a_change_of_speed(monkeypatch):
+    """Far, the plans swap speeds: within a few cycles the other one runs; near again, the
+    whole-image plan."""
+    where = _placement(monkeypatch, 1)
     whole, banded = _FakePlan(0.0002, "whole"), _FakePlan(0.002, "banded")
     choice = bands.BandChoice(whole, lambda: banded)
-    for _ in range(choice.EARLY_RUNS):
+    for _ in range(8 * choice.EARLY_EXPLORE):
         choice.run([])
     assert choice.preferred() is whole
     whole.seconds, banded.seconds = 0.002, 0.0002
     for _ in range((choice.WINDOW + 1) * choice.EXPLORE):
         choice.run([])
     assert choice.preferred() is banded
+    where["far"] = 0
+    monkeypatch.setattr(bands._placement, "far", 0)
+    assert choice.run([]) == ["whole"] and choice.preferred() is whole
 
 
-def test_choice_without_a_banded_plan():
+def test_choice_without_a_banded_plan(monkeypatch):
+    _placement(monkeypatch, 1)
     whole = _FakePlan(0, "whole")
     choice = bands.BandChoice(whole, lambda: None)
-    for _ in range(2 * choice.EARLY_RUNS):
+    for _ in range(3 * choice.EARLY_EXPLORE):
         assert choice.run([]) == ["whole"]
     assert choice.whole_only and choice.preferred() is whole
 
 
-def test_session_switches_to_bands_and_profiles_them():
+def test_tiny_plans_are_never_banded(monkeypatch):
+    where = _placement(monkeypatch, 0)
+    choice = bands.BandChoice(_FakePlan(0, "whole"), lambda: _FakePlan(0, "banded"))
+    for _ in range(5):
+        choice.run([])
+    where["far"] = 1
+    assert choice.whole_only and choice.run([]) == ["whole"]
+
+
+def test_placement_probe_through_the_pool():
+    """The probe's round trip is a cache line's (tens to hundreds of ns), or -1 when no
+    worker answered within 50 us; never a time of a thread off its core."""
+    got = []
+    for _ in range(50):
+        cyconv.kernels.native.pool_round_trip_ns()       # wakes and keeps the worker
+        got.append(cyconv.kernels.native.pool_round_trip_ns())
+    assert all(ns == -1.0 or 0 < ns <= 10000 for ns in got)
+    assert any(ns > 0 for ns in got)
+
+
+def test_session_switches_to_bands_and_profiles_them(monkeypatch):
+    _placement(monkeypatch, 1)
     model = zoo.squeezenet1_1(input_size=67)
     x = np.random.default_rng(4).standard_normal((1, 3, 67, 67), dtype=np.float32)
     sess = cyconv.InferenceSession(model, threads=2)
     python = cyconv.InferenceSession(model, threads=2)
     python._native = False
     (want,) = python.run(None, {"input": x})
-    for _ in range(3 * bands.BandChoice.EXPLORE):
+    for _ in range(3 * bands.BandChoice.EARLY_EXPLORE):
         (got,) = sess.run(None, {"input": x})
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     (choice,) = sess._native_plans.values()
@@ -362,10 +402,11 @@ def test_session_switches_to_bands_and_profiles_them():
 
 
 def test_bands_off_by_environment(monkeypatch):
+    _placement(monkeypatch, 1)
     monkeypatch.setenv("CYCONV_BANDS", "0")
     sess = cyconv.InferenceSession(zoo.cifar_bn(), threads=2)
     x = np.zeros((1, 3, 32, 32), np.float32)
-    for _ in range(3 * bands.BandChoice.EXPLORE):
+    for _ in range(3 * bands.BandChoice.EARLY_EXPLORE):
         sess.run(None, {"input": x})
     (plan,) = sess._native_plans.values()
     assert not isinstance(plan, bands.BandChoice)

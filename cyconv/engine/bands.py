@@ -22,15 +22,20 @@ exchange), applied op by op to a network.
 A band step is an op prepared for its band's shapes with one thread (``run.native``, or for
 ops with a window along H ``run.native_rows``, which takes the pads the band's windows meet:
 the op's own at the image's edges, none inside it). Rows a band borrows are gathered into a
-buffer of the band's own (``native.RowGatherOp``) before the op runs. The network's bands
-meet again (a gather of all bands into the whole image) before the first op that is not
-banded: a global pool, a Flatten, a Gemm; everything from there runs as before, each op
-split across the threads.
+buffer of the band's own (``native.RowGatherOp``) before the op runs; a stem conv that reads
+the feed computes the rows its pool would borrow instead (``fold_stem_gathers``). A global
+average pool pools each band and weighs the means (``native.BandMeanOp``). The bands meet
+again (a gather of all bands into the whole image) before the first op that needs the whole
+image: a Flatten, a Gemm, a squeeze-excite scale; everything from there runs as before, each
+op split across the threads.
 
 In the native plan the band steps form a *section*: thread t runs band t's steps in order,
 each once the steps it reads are done (native.pyx ``_section_task``); a step that borrows
-rows waits for the neighbour step that wrote them. A thread whose band is done, or that finds
-no thread on another band (a worker that has not started), runs that band's steps.
+rows waits for the neighbour step that wrote them. A thread that finds no thread on another
+band (a worker that has not started, fewer cores than bands) runs that band's steps too; it
+never takes a step of a band another thread runs.
+
+Whether a run takes the banded plan or the whole-image one is :class:`BandChoice`'s call.
 """
 from __future__ import annotations
 

@@ -340,13 +340,13 @@ def plan_bands(steps, nodes, session_steps, shapes, consts, fed, outputs, n_valu
     if bands < 2:
         return None
     p = _Planner(steps, nodes, session_steps, shapes, consts, fed, n_values, bands).run()
+    for v in outputs:                    # before the fold: a joined band is read twice
+        p._join(v, nodes[-1] if nodes else 0)
     p.fold_stem_gathers()
     banded = {node for op, _, _, _, node in p.section if not isinstance(op, RowGatherOp)}
     work = {node for (op, _, _), node in zip(steps, nodes) if op is not None}
     if len(banded) < 2 or len(banded) < MIN_BANDED_SHARE * len(work):
         return None
-    for v in outputs:
-        p._join(v, nodes[-1] if nodes else 0)
     return p.section, p.tail, p.n_values
 
 

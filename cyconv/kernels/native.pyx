@@ -621,6 +621,16 @@ cdef class NativePlan:
         for v, array in constants:
             self.keep.append(array)
             self.vals[v] = <const float*>cnp.PyArray_DATA(array)
+        # every value a step reads has memory: a buffer, a feed, a graph output (both set
+        # per run) or an earlier step's output (aliases, set as they run); a planner bug
+        # would otherwise read through NULL
+        known = set(feeds) | {v for v, _, _ in outputs}
+        for k, (_, ins, outs) in enumerate(steps):
+            for v in ins:
+                if self.vals[<int>v] == NULL and v not in known:
+                    raise ValueError(f"native step {k} reads value {v}, which no step, "
+                                     f"feed or buffer provides")
+            known.update(outs)
         self.feed_ids = list(feeds)
         self.out_ids = [v for v, _, _ in outputs]
         self.out_shapes = [tuple(s) for _, s, _ in outputs]

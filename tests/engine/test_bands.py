@@ -446,3 +446,21 @@ def test_global_mean_of_bands_needs_no_join(op, attrs):
     whats = [op.what for op in plan.step_ops if op is not None]
     assert "mean of 2 bands' means -> (1, 8, 1, 1)" in whats
     assert not any(w.startswith("rows 0..13") for w in whats)
+
+
+def test_stem_output_that_is_also_a_graph_output():
+    """The stem conv's output is a graph output too: its bands are joined whole, so the
+    stem keeps its own rows (no fold) and both outputs are right."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["stem"], kernel_shape=[3, 3],
+                              strides=[2, 2]),
+             helper.make_node("MaxPool", ["stem"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w2"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)]
+    inits = {"w1": _weights((8, 3, 3, 3), 19), "w2": _weights((8, 8, 3, 3), 20)}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 47, 33])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("stem", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = RNG.standard_normal((1, 3, 47, 33)).astype(np.float32)
+    _check(model, x)

@@ -44,7 +44,7 @@ import time
 
 import numpy as np
 
-from ..kernels.native import BandMeanOp, RowGatherOp, pool_round_trip_ns
+from ..kernels.native import BandMeanOp, PythonOp, RowGatherOp, pool_round_trip_ns
 from .plan import assign_offsets, concats_in_place
 
 # Ops that compute each output element from the input elements at the same (row, column):
@@ -53,7 +53,7 @@ from .plan import assign_offsets, concats_in_place
 LOCAL_OPS = frozenset({
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Softplus", "HardSigmoid",
     "HardSwish", "PRelu", "Clip", "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Pow",
-    "Sqrt", "Abs", "Neg", "Exp", "Log", "BatchNormalization", "Concat", "Identity"})
+    "Sqrt", "Abs", "Neg", "Exp", "Log", "BatchNormalization", "Concat"})
 
 # Means over H and W (per channel): each band pools its own rows, the tail weighs the means.
 MEAN_OPS = frozenset({"GlobalAveragePool", "ReduceMean"})
@@ -82,6 +82,19 @@ def bands_enabled() -> bool:
 def band_rows(height: int, bands: int) -> list:
     """``bands`` runs of rows [lo, hi) covering ``height`` rows, as even as can be."""
     return [(t * height // bands, (t + 1) * height // bands) for t in range(bands)]
+
+
+def _input_rows(geometry, lo, hi, height):
+    """Input rows [a, b) that the windows of output rows [lo, hi) read, clipped to the image
+    of ``height`` rows; None when a window away from the image's edges would reach past them
+    (the op's pads are met only at its edges). ``geometry``: ``run.rows``'s (window extent,
+    stride, top pad, output rows)."""
+    extent, stride, top, out_rows = geometry
+    a, b = lo * stride - top, (hi - 1) * stride - top + extent
+    if (lo > 0 and a < 0) or (hi < out_rows and b > height):
+        return None
+    a, b = max(a, 0), min(b, height)
+    return (a, b) if b > a else None
 
 
 class _Planner:
@@ -146,7 +159,9 @@ class _Planner:
         None; window: (step, input shapes, H geometry) when x is its only image input."""
         rows_fn = getattr(st.run, "rows", None)
         args = st.args
-        if rows_fn is None or not args or args[0] < 0 or len(outs) != 1:
+        # the hooks take only shapes ``native`` took (not a Python step's)
+        if rows_fn is None or isinstance(op, PythonOp) or not args or args[0] < 0 or \
+                len(outs) != 1:
             return None
         x, y = args[0], outs[0]
         in_shapes = tuple(self.shapes[i] if i >= 0 else None for i in args)
@@ -162,13 +177,12 @@ class _Planner:
         if len(shape_y) != 4 or shape_y[2] != out_rows or out_rows < MIN_BAND_ROWS * self.T:
             return None
         made = []
-        for t, (lo, hi) in enumerate(band_rows(out_rows, self.T)):
-            a, b = lo * stride - top, (hi - 1) * stride - top + extent
-            # inside the image a band's windows meet no pad: the op's pads are its edges'
-            if (t > 0 and a < 0) or (t < self.T - 1 and b > H):
+        for lo, hi in band_rows(out_rows, self.T):
+            rows = _input_rows(geometry, lo, hi, H)
+            if rows is None:
                 return None
-            a, b = max(a, 0), min(b, H)
-            band_op = st.run.native_rows(in_shapes, 1, a, b, lo, hi) if b > a else None
+            a, b = rows
+            band_op = st.run.native_rows(in_shapes, 1, a, b, lo, hi)
             if band_op is None or tuple(band_op.out_shapes[0]) != \
                     (1, shape_y[1], hi - lo, shape_y[3]):
                 return None
@@ -274,12 +288,12 @@ class _Planner:
             if f is None or wins[0] not in self.gathered or readers.get(wins[0]) != 1 or \
                     self.gathered[wins[0]][0] not in self.feeds:
                 continue
-            st, in_shapes, (extent, stride, top, out_rows) = self.windows[w]
+            st, in_shapes, geometry = self.windows[w]
             feed, H = self.gathered[wins[0]][0], in_shapes[0][2]
-            a2, b2 = a * stride - top, (b - 1) * stride - top + extent
-            if (a > 0 and a2 < 0) or (b < out_rows and b2 > H):
+            rows = _input_rows(geometry, a, b, H)
+            if rows is None:
                 continue
-            a2, b2 = max(a2, 0), min(b2, H)
+            a2, b2 = rows
             band_op = st.run.native_rows(in_shapes, 1, a2, b2, a, b)
             if band_op is None or tuple(band_op.out_shapes[0]) != self.shapes[gouts[0]]:
                 continue

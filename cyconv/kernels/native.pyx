@@ -400,23 +400,26 @@ cdef inline bint _ready(Section* S, int k) noexcept nogil:
     return True
 
 
-cdef int _run_step(Section* S, int k, const float** ins, float** outs) noexcept nogil:
-    cdef Step* st = &S.steps[k]
+cdef int _run_step(const Step* st, const float** vals, const float** ins, float** outs,
+                   double* seconds) noexcept nogil:
+    """One step: an alias points its output at its input; an op gets its buffers (``ins``,
+    ``outs``: the caller's pointer scratch) and, if ``seconds`` is not NULL, its wall time
+    is stored there."""
     cdef int j, err
     cdef timespec t0, t1
-    if st.fn == NULL:                    # an alias
-        S.vals[st.outs[0]] = S.vals[st.ins[0]]
+    if st.fn == NULL:
+        vals[st.outs[0]] = vals[st.ins[0]]
         return CY_OK
     for j in range(st.n_in):
-        ins[j] = S.vals[st.ins[j]]
+        ins[j] = vals[st.ins[j]]
     for j in range(st.n_out):
-        outs[j] = <float*>S.vals[st.outs[j]]
-    if S.seconds != NULL:
+        outs[j] = <float*>vals[st.outs[j]]
+    if seconds != NULL:
         clock_gettime(CLOCK_MONOTONIC, &t0)
     err = st.fn(st.params, ins, outs)
-    if S.seconds != NULL:
+    if seconds != NULL:
         clock_gettime(CLOCK_MONOTONIC, &t1)
-        S.seconds[k] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9
+        seconds[0] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9
     return err
 
 
@@ -452,7 +455,8 @@ cdef void _section_task(void* ctx, long piece, int tid) noexcept nogil:
             k = S.order[S.start[s] + pos]
             if not _ready(S, k) or not cy_cas(&S.next[LINE * s], pos, pos + 1):
                 continue
-            err = _run_step(S, k, ins, outs)
+            err = _run_step(&S.steps[k], S.vals, ins, outs,
+                            S.seconds + k if S.seconds != NULL else NULL)
             if err != CY_OK:
                 S.failed = k
                 cy_st(&S.state[LINE], err)
@@ -687,13 +691,11 @@ cdef class NativePlan:
         """Run on ``feeds`` (float32 C-contiguous arrays, the planned shapes, feed order);
         returns the graph outputs as new arrays. ``seconds`` (float64, one per step): each
         step's wall time is stored there (profiles)."""
-        cdef int i, k, j, err = CY_OK, failed = -1
+        cdef int i, k, err = CY_OK, failed = -1
         cdef bint timed = seconds is not None
-        cdef timespec t0, t1
         if timed and seconds.shape[0] != self.n_steps:
             raise ValueError(f"seconds must have {self.n_steps} entries")
         cdef cnp.ndarray a
-        cdef Step* st
         for i, v in enumerate(self.feed_ids):
             a = feeds[i]
             self.vals[<int>v] = <const float*>cnp.PyArray_DATA(a)
@@ -721,23 +723,10 @@ cdef class NativePlan:
             for k in range(self.first_step, self.n_steps):
                 if err != CY_OK:
                     break
-                st = &self.steps[k]
-                if st.fn == NULL:
-                    self.vals[st.outs[0]] = self.vals[st.ins[0]]
-                    continue
-                for j in range(st.n_in):
-                    ins[j] = self.vals[st.ins[j]]
-                for j in range(st.n_out):
-                    outs[j] = <float*>self.vals[st.outs[j]]
-                if timed:
-                    clock_gettime(CLOCK_MONOTONIC, &t0)
-                err = st.fn(st.params, ins, outs)
-                if timed:
-                    clock_gettime(CLOCK_MONOTONIC, &t1)
-                    seconds[k] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9
+                err = _run_step(&self.steps[k], self.vals, ins, outs,
+                                &seconds[k] if timed else NULL)
                 if err != CY_OK:
                     failed = k
-                    break
         if err == CY_EPYTHON:
             op = self.step_ops[failed]
             error, op.error = op.error, None

@@ -471,11 +471,9 @@ def _prepared_conv(plan, w_shape, group, strides, dilations, pads, auto_pad,
         return (kernel[0] - 1) * dl[0] + 1, st[0], got[1][0], got[0][2]
 
     def native_rows(in_shapes, n_threads, a, b, lo, hi):
-        # output rows [lo, hi) from input rows [a, b) (engine/bands.py): the pads of the rows
-        # the band's window runs over outside [a, b): the conv's own at the image's edges,
-        # none inside it
-        if native(in_shapes, n_threads) is None:
-            return None
+        # output rows [lo, hi) from input rows [a, b) (engine/bands.py), for in_shapes that
+        # ``native`` takes: the pads of the rows the band's window runs over outside [a, b)
+        # are the conv's own at the image's edges, none inside it
         x_shape = tuple(in_shapes[0])
         y_shape, pads4, _ = cache.get(x_shape) or remember(x_shape)
         top = a - (lo * st[0] - pads4[0])

@@ -286,8 +286,6 @@ def MaxPool(node, *, kernel_shape=None, strides=None, dilations=None, pads=None,
                               None, n_threads)
 
     def native_rows(in_shapes, n_threads, a, b, lo, hi):
-        if native(in_shapes, n_threads) is None:
-            return None
         out, pb, _ = geometry(tuple(in_shapes[0][2:]))
         return _pool2d_native(_band(in_shapes[0], a, b), (hi - lo, out[1]), kernel, strides,
                               dilations, (a - (lo * strides[0] - pb[0]), pb[1]), True, None,
@@ -343,8 +341,6 @@ def AveragePool(node, *, kernel_shape=None, strides=None, dilations=None, pads=N
 
     def native_rows(in_shapes, n_threads, a, b, lo, hi):
         # each output row keeps its divisor: the band's windows are the whole image's
-        if native(in_shapes, n_threads) is None:
-            return None
         spatial = tuple(in_shapes[0][2:])
         out, pb, pe = geometry(spatial)
         count_h, count_w = counts(spatial, out, pb, pe)
@@ -362,7 +358,8 @@ def _band(shape, a, b):
 
 def _with_rows(run, nd, kernel, strides, dilations, geometry, native_rows):
     """Attach the row-band hooks of engine/bands.py to a 2-D pool's ``run``: ``rows``
-    (window extent, stride, top pad and output rows along H) and ``native_rows``."""
+    (window extent, stride, top pad and output rows along H) and ``native_rows`` (output rows
+    [lo, hi) from input rows [a, b), for input shapes ``native`` takes)."""
     def rows(in_shapes):
         if nd != 2 or len(in_shapes[0]) != 4:
             return None
